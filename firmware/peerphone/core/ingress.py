@@ -1,0 +1,49 @@
+"""Bounded per-source state at the front door (STYLE.md habit 4): nothing a remote
+sender does can make these tables grow past their limit."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Generic, Hashable, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class BoundedLru(Generic[K, V]):
+    """A dict that forgets its least recently written key beyond `size_max`."""
+
+    def __init__(self, size_max: int) -> None:
+        self._size_max = size_max
+        self._items: OrderedDict[K, V] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: K) -> V | None:
+        return self._items.get(key)
+
+    def put(self, key: K, value: V) -> None:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        if len(self._items) > self._size_max:
+            self._items.popitem(last=False)
+
+    def pop(self, key: K) -> V | None:
+        return self._items.pop(key, None)
+
+
+class TokenBuckets(Generic[K]):
+    """Per-source token buckets: `rate_per_s` sustained, `burst` at once."""
+
+    def __init__(self, rate_per_s: int, burst: int, sources_max: int) -> None:
+        self._rate_per_ms = rate_per_s / 1000.0
+        self._burst = float(burst)
+        self._buckets: BoundedLru[K, tuple[float, int]] = BoundedLru(sources_max)
+
+    def allow(self, source: K, *, now_ms: int) -> bool:
+        tokens, last_ms = self._buckets.get(source) or (self._burst, now_ms)
+        tokens = min(self._burst, tokens + (now_ms - last_ms) * self._rate_per_ms)
+        allowed = tokens >= 1.0
+        self._buckets.put(source, (tokens - 1.0 if allowed else tokens, now_ms))
+        return allowed

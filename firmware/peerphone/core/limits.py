@@ -1,0 +1,62 @@
+"""Every bound of the core, in one place; units last in the name (STYLE.md habit 6)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PROTOCOL_VERSION = 1
+
+# Wire: UDP datagrams stay under a common path MTU so they are never fragmented.
+DATAGRAM_BYTES_MAX = 1200
+VIA_ENTRIES_MAX = 32
+DEST_ENTRIES_MAX = 32
+TTL_INITIAL = 32
+BODY_ITEMS_MAX = 64
+HOST_CHARS_MAX = 64
+REASON_CHARS_MAX = 128
+SIGNATURE_BYTES_MAX = 512
+VALUE_BYTES_MAX = 900
+DICT_KEY_BYTES_MAX = 128
+STAT_COUNTERS_MAX = 32
+
+# Storage.
+STORED_RESOURCES_MAX = 100_000
+ENTRIES_PER_RESOURCE_MAX = 64
+LIFETIME_S_MAX = 7 * 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """Protocol timers; a lab or simulator may shorten them, a Pi uses the defaults."""
+
+    rpc_retransmit_first_ms: int = 250
+    rpc_transmissions_max: int = 4
+    maintenance_interval_ms: int = 1000
+    fingers_fixed_per_round: int = 4
+    dedup_window_ms: int = 10_000
+    leave_timeout_ms: int = 1500
+
+    def scaled(self, maintenance_interval_ms: int) -> "Timing":
+        """Same ratios with a different maintenance period (lab and simulator)."""
+        retransmit = max(20, min(self.rpc_retransmit_first_ms, maintenance_interval_ms // 2))
+        return Timing(
+            rpc_retransmit_first_ms=retransmit,
+            rpc_transmissions_max=self.rpc_transmissions_max,
+            maintenance_interval_ms=maintenance_interval_ms,
+            fingers_fixed_per_round=self.fingers_fixed_per_round,
+            dedup_window_ms=self.dedup_window_ms,
+            leave_timeout_ms=self.leave_timeout_ms,
+        )
+
+
+# Replication: the responsible node and its next two successors (issue 2).
+REPLICAS = 3
+SUCCESSORS_KEPT = 8
+PEER_TABLE_MAX = 4096
+DEDUP_ENTRIES_MAX = 8192
+PENDING_TRANSACTIONS_MAX = 4096
+
+# Ingress rate limit per source address (token bucket).
+INGRESS_RATE_PER_S = 5000
+INGRESS_BURST = 1000
+RATE_SOURCES_MAX = 4096

@@ -1,0 +1,1 @@
+"""Overlay topologies. Chord now; Kademlia and one-hop join them behind the same calls."""

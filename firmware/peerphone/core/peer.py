@@ -1,0 +1,767 @@
+"""PeerNode: the one facade the drivers use (the UDP driver, the simulator, the tests).
+
+Sans-I/O in the manner of aioquic: `receive_datagram` and `handle_timer` take
+`now_ms`; `datagrams_to_send`, `next_deadline_ms` and `events` hand back what to
+do. Randomness (protocol choices) and entropy (transaction ids) are passed in.
+
+Routing is recursive with symmetric return (RFC 6940 §6.2): each hop appends
+its id to the via list and forwards toward the destination; the answer retraces
+the via list. We chose recursive over iterative because a lookup then costs one
+datagram per hop instead of a round trip per hop from the origin, which is what
+sets fetch latency; and the symmetric return reaches a client or a node behind
+NAT along the path its own request opened.
+
+Node states (a table, STYLE.md habit 7):
+
+    IDLE    --join(no bootstrap)-->  JOINED
+    IDLE    --join(bootstrap)---->   JOINING --JoinAns--> JOINED
+    JOINING --all bootstraps failed-->  IDLE (JoinFailed)
+    JOINED  --leave()-->  LEAVING --handover and notices answered or timed out--> LEFT
+
+A peer answers ring requests only when JOINED or LEAVING; PING and STAT always.
+Replication: the responsible node keeps every value on its next REPLICAS-1
+successors, pushing again whenever its range or its successors change.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from enum import Enum
+from typing import Callable, Protocol, Sequence, Union
+
+from .errors import DecodeError, ErrorCode, LocalProtocolError
+from .ids import in_half_open, in_open
+from .ingress import BoundedLru, TokenBuckets
+from .limits import (
+    DATAGRAM_BYTES_MAX,
+    INGRESS_BURST,
+    INGRESS_RATE_PER_S,
+    PEER_TABLE_MAX,
+    RATE_SOURCES_MAX,
+    TTL_INITIAL,
+    VIA_ENTRIES_MAX,
+    Timing,
+)
+from .overlay.chord import Chord
+from .rpc import AnswerCache, Pending, Transactions
+from .storage import Key, Storage
+from .wire import decode, encode
+from .wire.messages import (
+    EMPTY,
+    Addr,
+    Body,
+    Code,
+    DataModel,
+    Dest,
+    DestKind,
+    Entry,
+    Error,
+    Fetch,
+    FetchAns,
+    FindAns,
+    JoinAns,
+    Leave,
+    Message,
+    NodeInfo,
+    StatAns,
+    Store,
+    StoreAns,
+    UpdateAns,
+)
+
+
+class Rng(Protocol):
+    def random(self) -> float: ...
+
+
+Entropy = Callable[[int], bytes]
+
+
+class State(Enum):
+    IDLE = "idle"
+    JOINING = "joining"
+    JOINED = "joined"
+    LEAVING = "leaving"
+    LEFT = "left"
+
+
+@dataclass(frozen=True, slots=True)
+class PeerConfig:
+    overlay_id: int
+    timing: Timing = Timing()
+    client: bool = False  # a client routes nothing and stores nothing for others (seed 001)
+
+
+# -- events handed to the driver (past tense) --
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    node_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class JoinFailed:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Left:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class NodeFailed:
+    node_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class RequestCompleted:
+    """A store, fetch or stat we were asked for is done; `hops` counts request datagrams."""
+
+    handle: int
+    answer: Body | None
+    error: Error | None
+    hops: int
+
+
+Event = Union[Joined, JoinFailed, Left, NodeFailed, RequestCompleted]
+
+
+# -- why we sent a request: decides what its answer (or its timeout) does --
+
+@dataclass(frozen=True, slots=True)
+class _User:
+    handle: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Join:
+    bootstrap: tuple[Addr, ...]
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Stabilize:
+    node: NodeInfo
+
+
+@dataclass(frozen=True, slots=True)
+class _Probe:
+    node: NodeInfo
+
+
+@dataclass(frozen=True, slots=True)
+class _FixFinger:
+    index: int
+    budget: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Replicate:
+    key: Key
+    node: NodeInfo
+
+
+@dataclass(frozen=True, slots=True)
+class _Farewell:
+    """A leave notice or a handover store: leaving waits for these."""
+
+    node: NodeInfo
+
+
+Purpose = Union[_User, _Join, _Stabilize, _Probe, _FixFinger, _Replicate, _Farewell]
+_DIRECT = (_Stabilize, _Probe, _Replicate, _Farewell)  # one hop to a known node: silence means it failed
+
+_TIMED_OUT = Error(ErrorCode.UNREACHABLE, "timed out")
+_RING_CODES = frozenset({Code.JOIN, Code.LEAVE, Code.UPDATE, Code.FIND, Code.STORE, Code.FETCH})
+
+
+class PeerNode:
+    def __init__(self, me: NodeInfo, config: PeerConfig, *, rng: Rng, entropy: Entropy, now_ms: int) -> None:
+        self.me = me
+        self.config = config
+        self.chord = Chord(me)
+        self.storage = Storage()
+        self.state = State.IDLE
+        self.counters: Counter[str] = Counter()
+        self._rng = rng
+        self._entropy = entropy
+        self._timing = config.timing
+        self._rpc: Transactions[Purpose] = Transactions(config.timing)
+        self._answers = AnswerCache(config.timing.dedup_window_ms)
+        self._recent: BoundedLru[int, Addr] = BoundedLru(PEER_TABLE_MAX)  # return paths
+        self._rate = TokenBuckets[Addr](INGRESS_RATE_PER_S, INGRESS_BURST, RATE_SOURCES_MAX)
+        self._outbox: list[tuple[bytes, Addr]] = []
+        self._events: list[Event] = []
+        self._next_handle = 1
+        self._maintenance_ms: int | None = None
+        self._finger_cursor = 0
+        self._in_flight: set[tuple[str, int]] = set()  # (task, node id): one probe at a time
+        self._replicated: dict[Key, set[int]] = {}
+        self._replicating: set[tuple[Key, int]] = set()
+        self._replication_dirty = False
+        self._admitting: Addr | None = None
+        self._request_handlers: dict[Code, Callable[[Message, NodeInfo, int], tuple[Code, Body]]] = {
+            Code.PING: self._on_ping,
+            Code.JOIN: self._on_join,
+            Code.LEAVE: self._on_leave,
+            Code.UPDATE: self._on_update,
+            Code.FIND: self._on_find,
+            Code.STORE: self._on_store,
+            Code.FETCH: self._on_fetch,
+            Code.STAT: self._on_stat,
+        }
+        self._answer_handlers: dict[type, Callable[[Purpose, Message | None, int], None]] = {
+            _User: self._done_user,
+            _Join: self._done_join,
+            _Stabilize: self._done_stabilize,
+            _Probe: self._done_probe,
+            _FixFinger: self._done_fix_finger,
+            _Replicate: self._done_replicate,
+            _Farewell: self._done_farewell,
+        }
+
+    # ------------------------------------------------------------------ driver side
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Addr]]:
+        out, self._outbox = self._outbox, []
+        return out
+
+    def events(self) -> list[Event]:
+        out, self._events = self._events, []
+        return out
+
+    def next_deadline_ms(self) -> int | None:
+        deadlines = [d for d in (self._rpc.next_deadline_ms(), self._maintenance_ms) if d is not None]
+        return min(deadlines) if deadlines else None
+
+    def handle_timer(self, *, now_ms: int) -> None:
+        resend, expired = self._rpc.due(now_ms=now_ms)
+        for pending in resend:
+            self._retransmit(pending, now_ms)
+        for pending in expired:
+            self.counters["timeouts"] += 1
+            self._finish(pending.purpose, None, now_ms)
+        if self._maintenance_ms is not None and now_ms >= self._maintenance_ms:
+            self._maintain(now_ms)
+
+    def receive_datagram(self, data: bytes, addr: Addr, *, now_ms: int) -> None:
+        """The ingress pipeline: each stage may drop, and counts why (STYLE.md habit 4)."""
+        if len(data) > DATAGRAM_BYTES_MAX:
+            self._drop("oversize")
+            return
+        if not self._rate.allow(addr, now_ms=now_ms):
+            self._drop("rate")
+            return
+        try:
+            msg = decode(data, self.config.overlay_id)
+        except DecodeError as e:
+            self._drop(e.reason)
+            return
+        if msg.code.is_request:
+            self._receive_request(msg, addr, now_ms)
+        else:
+            self._receive_answer(msg, now_ms)
+
+    # ------------------------------------------------------------------ commands
+
+    def join(self, bootstrap: Sequence[Addr], *, now_ms: int) -> None:
+        if self.state is not State.IDLE:
+            raise LocalProtocolError(f"join in state {self.state.value}")
+        if self.config.client:
+            if not bootstrap:
+                raise LocalProtocolError("a client needs a peer to attach to")
+            self._admitting = bootstrap[0]
+            self._joined(now_ms)
+            return
+        if not bootstrap:
+            self._joined(now_ms)
+            return
+        self.state = State.JOINING
+        self._send_join(_Join(tuple(bootstrap), 0), now_ms)
+
+    def leave(self, *, now_ms: int) -> None:
+        """Hand our values to our successor, tell both neighbours, then report Left."""
+        if self.state is not State.JOINED:
+            self._set_left()
+            return
+        self.state = State.LEAVING
+        self._maintenance_ms = None
+        if self.config.client or self.chord.alone:
+            self._set_left()
+            return
+        succ, pred = self.chord.succ, self.chord.pred
+        for key in self.storage.keys():
+            if self.chord.responsible(key[0]):
+                self._store_to(succ, key, _Farewell(succ), now_ms)
+        self._request(Code.LEAVE, Leave(pred, tuple(self.chord.successors)), (Dest(DestKind.NODE, succ.node_id),),
+                      _Farewell(succ), now_ms, target=succ.addr)
+        if pred is not None and pred.node_id != succ.node_id:
+            self._request(Code.LEAVE, Leave(pred, tuple(self.chord.successors)),
+                          (Dest(DestKind.NODE, pred.node_id),), _Farewell(pred), now_ms, target=pred.addr)
+        self._maybe_left()
+
+    def store(self, resource: int, kind: int, model: DataModel, entries: Sequence[Entry], *, now_ms: int,
+              first_hop: Addr | None = None) -> int:
+        body = Store(resource, kind, model, tuple(entries), False)
+        return self._user_request(Code.STORE, body, resource, now_ms, first_hop)
+
+    def fetch(self, resource: int, kind: int, *, now_ms: int, first_hop: Addr | None = None) -> int:
+        return self._user_request(Code.FETCH, Fetch(resource, kind), resource, now_ms, first_hop)
+
+    def stat(self, peer: Addr, *, now_ms: int) -> int:
+        """Diagnostics of the peer at `peer` (an empty destination list: whoever receives it)."""
+        handle = self._new_handle()
+        self._request(Code.STAT, EMPTY, (), _User(handle), now_ms, target=peer)
+        return handle
+
+    def stat_local(self) -> StatAns:
+        return self._on_stat_body()
+
+    # ------------------------------------------------------------------ ingress
+
+    def _drop(self, reason: str) -> None:
+        self.counters["drop." + reason] += 1
+
+    def _receive_request(self, msg: Message, addr: Addr, now_ms: int) -> None:
+        if not msg.via:
+            self._drop("via")
+            return
+        sender = NodeInfo(msg.via[-1], addr)
+        if msg.via[-1] == self.me.node_id:
+            self._drop("loop")
+            return
+        self._recent.put(sender.node_id, addr)
+        if self.config.client or (msg.code in _RING_CODES and self.state not in (State.JOINED, State.LEAVING)):
+            self._drop("state")
+            return
+        hop = self._hop_for(msg.dest)
+        if isinstance(hop, Error):
+            self._answer(msg, Code.ERROR, hop, addr, now_ms)
+        elif hop is None:
+            self._execute(msg, sender, addr, now_ms)
+        elif msg.ttl <= 1 or len(msg.via) >= VIA_ENTRIES_MAX:
+            self._answer(msg, Code.ERROR, Error(ErrorCode.TTL_EXCEEDED, "ttl exceeded"), addr, now_ms)
+        else:
+            self.counters["forwarded"] += 1
+            next_addr, dest = hop
+            self._send(Message(msg.ttl - 1, (*msg.via, self.me.node_id), dest, msg.txid, msg.code, msg.body,
+                               msg.signature), next_addr)
+
+    def _hop_for(self, dest: tuple[Dest, ...]) -> tuple[Addr, tuple[Dest, ...]] | Error | None:
+        """Where a request for `dest` goes next, and with which destination list:
+        None means here; an Error is what to answer instead."""
+        if not dest:
+            return None
+        if len(dest) > 1:
+            return Error(ErrorCode.BAD_REQUEST, "source routes are not supported")
+        kind, target = dest[0]
+        if self.config.client:
+            return (self._admitting, dest) if self._admitting else Error(ErrorCode.UNREACHABLE, "not attached")
+        if kind is DestKind.NODE:
+            if target == self.me.node_id:
+                return None
+            direct = self.chord.address_of(target)
+            if direct is not None:
+                return direct, dest
+        nxt = self.chord.next_hop(target)
+        if nxt is None:
+            return Error(ErrorCode.NOT_FOUND, "no such node") if kind is DestKind.NODE else None
+        if kind is DestKind.RESOURCE and nxt is self.chord.succ and in_half_open(
+                target, self.me.node_id, nxt.node_id):
+            # Chord's find_successor: the predecessor decides that its successor is
+            # responsible, so a successor with a stale predecessor cannot bounce it back.
+            return nxt.addr, (Dest(DestKind.NODE, nxt.node_id),)
+        return nxt.addr, dest
+
+    def _execute(self, msg: Message, sender: NodeInfo, addr: Addr, now_ms: int) -> None:
+        origin = msg.via[0]
+        cached = self._answers.get(origin, msg.txid, now_ms=now_ms)
+        if cached is not None:
+            self.counters["deduplicated"] += 1
+            self._answer(msg, cached.code, cached.body, addr, now_ms, cache=False)
+            return
+        code, body = self._request_handlers[msg.code](msg, sender, now_ms)
+        self._answer(msg, code, body, addr, now_ms)
+
+    def _answer(self, req: Message, code: Code, body: Body, addr: Addr, now_ms: int, *, cache: bool = True) -> None:
+        back = tuple(Dest(DestKind.NODE, v) for v in reversed(req.via))
+        answer = Message(TTL_INITIAL, req.via, back, req.txid, code, body)
+        data = encode(answer, self.config.overlay_id)
+        if len(data) > DATAGRAM_BYTES_MAX:
+            code, body = Code.ERROR, Error(ErrorCode.TOO_LARGE, "answer exceeds one datagram")
+            answer = Message(TTL_INITIAL, req.via, back, req.txid, code, body)
+            data = encode(answer, self.config.overlay_id)
+        if cache:
+            self._answers.put(req.via[0], req.txid, code, body, now_ms=now_ms)
+        self.counters["answered"] += 1
+        self._outbox.append((data, addr))
+
+    def _receive_answer(self, msg: Message, now_ms: int) -> None:
+        if not msg.dest or msg.dest[0] != (DestKind.NODE, self.me.node_id):
+            self._drop("misrouted")
+            return
+        rest = msg.dest[1:]
+        if not rest:
+            pending = self._rpc.close(msg.txid)
+            if pending is None:
+                self._drop("unknown_transaction")
+                return
+            self._finish(pending.purpose, msg, now_ms)
+            return
+        nxt = rest[0]
+        addr = self.chord.address_of(nxt.id) if nxt.kind is DestKind.NODE else None
+        addr = addr or self._recent.get(nxt.id)
+        if addr is None or msg.ttl <= 1:
+            self._drop("no_return_path")
+            return
+        self._send(Message(msg.ttl - 1, msg.via, rest, msg.txid, msg.code, msg.body, msg.signature), addr)
+
+    # ------------------------------------------------------------------ request handlers
+
+    def _on_ping(self, msg: Message, sender: NodeInfo, now_ms: int) -> tuple[Code, Body]:
+        return Code.PING_ANS, EMPTY
+
+    def _on_join(self, msg: Message, sender: NodeInfo, now_ms: int) -> tuple[Code, Body]:
+        return Code.JOIN_ANS, JoinAns(self.me, self.chord.pred, tuple(self.chord.successors))
+
+    def _on_update(self, msg: Message, sender: NodeInfo, now_ms: int) -> tuple[Code, Body]:
+        old_pred = self.chord.pred
+        if self.chord.notify(sender):
+            self._pred_changed(old_pred, now_ms)
+        return Code.UPDATE_ANS, UpdateAns(self.chord.pred, tuple(self.chord.successors))
+
+    def _on_leave(self, msg: Message, sender: NodeInfo, now_ms: int) -> tuple[Code, Body]:
+        assert isinstance(msg.body, Leave)
+        was_succ = sender.node_id == self.chord.succ.node_id
+        was_pred = self.chord.pred is not None and sender.node_id == self.chord.pred.node_id
+        self.chord.remove(sender.node_id)
+        if was_succ:
+            heirs = [n for n in (*msg.body.successors, *self.chord.successors)
+                     if n.node_id not in (self.me.node_id, sender.node_id)]
+            if heirs:
+                self.chord.adopt_successors(heirs[0], heirs[1:])
+        if was_pred and msg.body.pred is not None:
+            self.chord.set_pred(msg.body.pred)
+        self._replication_dirty = True
+        return Code.LEAVE_ANS, EMPTY
+
+    def _on_find(self, msg: Message, sender: NodeInfo, now_ms: int) -> tuple[Code, Body]:
+        return Code.FIND_ANS, FindAns(self.me)
+
+    def _on_store(self, msg: Message, sender: NodeInfo, now_ms: int) -> tuple[Code, Body]:
+        body = msg.body
+        assert isinstance(body, Store)
+        result = self.storage.store(body, now_ms=now_ms)
+        if isinstance(result, Error):
+            return Code.ERROR, result
+        key = (body.resource, body.kind)
+        if not body.replica:
+            self._replicated[key] = set()
+            self._replicate_key(key, now_ms)
+        return Code.STORE_ANS, StoreAns(len(result))
+
+    def _on_fetch(self, msg: Message, sender: NodeInfo, now_ms: int) -> tuple[Code, Body]:
+        body = msg.body
+        assert isinstance(body, Fetch)
+        return Code.FETCH_ANS, self.storage.fetch(body.resource, body.kind, now_ms=now_ms)
+
+    def _on_stat(self, msg: Message, sender: NodeInfo, now_ms: int) -> tuple[Code, Body]:
+        return Code.STAT_ANS, self._on_stat_body()
+
+    def _on_stat_body(self) -> StatAns:
+        counters = tuple(sorted(self.counters.items()))[:32]
+        pred = self.chord.pred.node_id if self.chord.pred is not None else None
+        return StatAns(
+            self.me.node_id,
+            pred,
+            tuple(s.node_id for s in self.chord.successors),
+            tuple(f.node_id for f in self.chord.distinct_fingers()),
+            len(self.storage),
+            self._replication_pending(),
+            counters,
+        )
+
+    # ------------------------------------------------------------------ requests we send
+
+    def _new_handle(self) -> int:
+        handle = self._next_handle
+        self._next_handle += 1
+        return handle
+
+    def _user_request(self, code: Code, body: Body, resource: int, now_ms: int, first_hop: Addr | None) -> int:
+        if self.state is not State.JOINED:
+            raise LocalProtocolError(f"{code.name} in state {self.state.value}")
+        probe = Message(TTL_INITIAL, (self.me.node_id,), (Dest(DestKind.RESOURCE, resource),), 0, code, body)
+        if len(encode(probe, self.config.overlay_id)) > DATAGRAM_BYTES_MAX:
+            raise LocalProtocolError("request exceeds one datagram")
+        handle = self._new_handle()
+        self._request(code, body, (Dest(DestKind.RESOURCE, resource),), _User(handle), now_ms, target=first_hop)
+        return handle
+
+    def _request(self, code: Code, body: Body, dest: tuple[Dest, ...], purpose: Purpose, now_ms: int, *,
+                 target: Addr | None = None) -> None:
+        """Send a request of ours; `target` fixes the first hop, else it is routed."""
+        if self._rpc.is_full():
+            self.counters["rpc_full"] += 1
+            self._finish(purpose, None, now_ms, timed_out=False)
+            return
+        txid = int.from_bytes(self._entropy(8), "big")
+        msg = Message(TTL_INITIAL, (self.me.node_id,), dest, txid, code, body)
+        if target is None:
+            hop = self._hop_for(dest)
+            if hop is None:
+                self._finish_here(msg, purpose, now_ms)
+                return
+            if isinstance(hop, Error):
+                self._finish(purpose, self._local_answer(msg, Code.ERROR, hop), now_ms)
+                return
+            self._rpc.open(msg, purpose, None, now_ms=now_ms)
+            self._send(Message(msg.ttl, msg.via, hop[1], msg.txid, msg.code, msg.body), hop[0])
+            return
+        self._rpc.open(msg, purpose, target, now_ms=now_ms)
+        self._send(msg, target)
+
+    def _finish_here(self, msg: Message, purpose: Purpose, now_ms: int) -> None:
+        """We are the destination of our own request: run it without the network."""
+        sender = self.me
+        code, body = self._request_handlers[msg.code](msg, sender, now_ms)
+        self._finish(purpose, self._local_answer(msg, code, body), now_ms)
+
+    @staticmethod
+    def _local_answer(msg: Message, code: Code, body: Body) -> Message:
+        return Message(TTL_INITIAL, (), (), msg.txid, code, body)
+
+    def _retransmit(self, pending: Pending[Purpose], now_ms: int) -> None:
+        self.counters["retransmitted"] += 1
+        if pending.target is not None:
+            self._send(pending.request, pending.target)
+            return
+        req = pending.request
+        hop = self._hop_for(req.dest)  # the route may have been repaired meanwhile
+        if isinstance(hop, tuple):
+            self._send(Message(req.ttl, req.via, hop[1], req.txid, req.code, req.body), hop[0])
+        elif hop is None:
+            self._rpc.close(pending.request.txid)
+            self._finish_here(pending.request, pending.purpose, now_ms)
+
+    def _send(self, msg: Message, addr: Addr) -> None:
+        self._outbox.append((encode(msg, self.config.overlay_id), addr))
+
+    def _finish(self, purpose: Purpose, answer: Message | None, now_ms: int, *, timed_out: bool = True) -> None:
+        if answer is None and timed_out and isinstance(purpose, _DIRECT):
+            self._node_failed(purpose.node.node_id, now_ms)
+        self._answer_handlers[type(purpose)](purpose, answer, now_ms)
+
+    # ------------------------------------------------------------------ answers to our requests
+
+    def _done_user(self, purpose: Purpose, answer: Message | None, now_ms: int) -> None:
+        assert isinstance(purpose, _User)
+        if answer is None:
+            self._events.append(RequestCompleted(purpose.handle, None, _TIMED_OUT, 0))
+            return
+        error = answer.body if isinstance(answer.body, Error) else None
+        self._events.append(RequestCompleted(purpose.handle, None if error else answer.body, error, len(answer.via)))
+
+    def _send_join(self, purpose: _Join, now_ms: int) -> None:
+        self._request(Code.JOIN, EMPTY, (Dest(DestKind.RESOURCE, self.me.node_id),), purpose, now_ms,
+                      target=purpose.bootstrap[purpose.index])
+
+    def _done_join(self, purpose: Purpose, answer: Message | None, now_ms: int) -> None:
+        assert isinstance(purpose, _Join)
+        if self.state is not State.JOINING:
+            return
+        if answer is None or not isinstance(answer.body, JoinAns):
+            if purpose.index + 1 < len(purpose.bootstrap):
+                self._send_join(_Join(purpose.bootstrap, purpose.index + 1), now_ms)
+            else:
+                self.state = State.IDLE
+                reason = answer.body.reason if answer and isinstance(answer.body, Error) else "no bootstrap answered"
+                self._events.append(JoinFailed(reason))
+            return
+        ans = answer.body
+        self.chord.adopt_successors(ans.responder, ans.successors)
+        self.chord.set_pred(ans.pred)
+        self.chord.set_finger(0, ans.responder)
+        self._joined(now_ms)
+        self._stabilize(now_ms)
+
+    def _joined(self, now_ms: int) -> None:
+        self.state = State.JOINED
+        self._events.append(Joined(self.me.node_id))
+        if not self.config.client:
+            self._maintenance_ms = now_ms + self._timing.maintenance_interval_ms
+
+    def _done_stabilize(self, purpose: Purpose, answer: Message | None, now_ms: int) -> None:
+        assert isinstance(purpose, _Stabilize)
+        self._in_flight.discard(("stabilize", purpose.node.node_id))
+        if answer is None or not isinstance(answer.body, UpdateAns) or self.state is not State.JOINED:
+            return
+        if purpose.node.node_id != self.chord.succ.node_id:
+            return
+        ans = answer.body
+        changed = self.chord.adopt_successors(purpose.node, ans.successors)
+        p = ans.pred
+        if p is not None and in_open(p.node_id, self.me.node_id, self.chord.succ.node_id):
+            # Someone joined between us and our successor (Chord's stabilize).
+            changed = self.chord.adopt_successors(p, [purpose.node, *ans.successors]) or changed
+            self._stabilize(now_ms)
+        if changed:
+            self._replication_dirty = True
+
+    def _done_probe(self, purpose: Purpose, answer: Message | None, now_ms: int) -> None:
+        assert isinstance(purpose, _Probe)
+        self._in_flight.discard(("probe", purpose.node.node_id))
+
+    def _done_fix_finger(self, purpose: Purpose, answer: Message | None, now_ms: int) -> None:
+        assert isinstance(purpose, _FixFinger)
+        if answer is None or not isinstance(answer.body, FindAns) or self.state is not State.JOINED:
+            return
+        self._finger_cursor = self.chord.set_finger(purpose.index, answer.body.responder)
+        if purpose.budget > 1 and self._finger_cursor != 0:
+            self._fix_finger(self._finger_cursor, purpose.budget - 1, now_ms)
+
+    def _done_replicate(self, purpose: Purpose, answer: Message | None, now_ms: int) -> None:
+        assert isinstance(purpose, _Replicate)
+        self._replicating.discard((purpose.key, purpose.node.node_id))
+        if answer is not None and isinstance(answer.body, StoreAns):
+            self._replicated.setdefault(purpose.key, set()).add(purpose.node.node_id)
+        else:
+            self._replication_dirty = True
+
+    def _done_farewell(self, purpose: Purpose, answer: Message | None, now_ms: int) -> None:
+        self._maybe_left()
+
+    # ------------------------------------------------------------------ maintenance (Chord §4.6)
+
+    def _maintain(self, now_ms: int) -> None:
+        interval = self._timing.maintenance_interval_ms
+        self._maintenance_ms = now_ms + int(interval * (0.75 + 0.5 * self._rng.random()))  # no lockstep
+        if self.state is not State.JOINED:
+            return
+        if self.chord.alone and self.chord.pred is not None:
+            self.chord.adopt_successors(self.chord.pred, [])
+        self._stabilize(now_ms)
+        self._probe_neighbours(now_ms)
+        if not self.chord.alone:
+            self._fix_finger(self._finger_cursor, self._timing.fingers_fixed_per_round, now_ms)
+        if self._replication_dirty:
+            self._replication_dirty = False
+            for key in self.storage.keys():
+                self._replicate_key(key, now_ms)
+        self.storage.expire(now_ms=now_ms)
+        self._answers.expire(now_ms=now_ms)
+        for key in [k for k in self._replicated if k not in self.storage]:
+            del self._replicated[key]
+
+    def _stabilize(self, now_ms: int) -> None:
+        succ = self.chord.succ
+        if self.chord.alone or ("stabilize", succ.node_id) in self._in_flight:
+            return
+        self._in_flight.add(("stabilize", succ.node_id))
+        self._request(Code.UPDATE, EMPTY, (Dest(DestKind.NODE, succ.node_id),), _Stabilize(succ), now_ms,
+                      target=succ.addr)
+
+    def _probe_neighbours(self, now_ms: int) -> None:
+        """Failure detection: the predecessor and every distinct finger are pinged each round."""
+        nodes = {f.node_id: f for f in self.chord.distinct_fingers()}
+        if self.chord.pred is not None:
+            nodes[self.chord.pred.node_id] = self.chord.pred
+        nodes.pop(self.chord.succ.node_id, None)  # stabilize already checks the successor
+        for node in nodes.values():
+            if ("probe", node.node_id) in self._in_flight:
+                continue
+            self._in_flight.add(("probe", node.node_id))
+            self._request(Code.PING, EMPTY, (Dest(DestKind.NODE, node.node_id),), _Probe(node), now_ms,
+                          target=node.addr)
+
+    def _fix_finger(self, index: int, budget: int, now_ms: int) -> None:
+        start = self.chord.finger_start(index)
+        if in_half_open(start, self.me.node_id, self.chord.succ.node_id):
+            # Covered by our successor: no message needed.
+            self._finger_cursor = self.chord.set_finger(index, self.chord.succ)
+            if budget > 1 and self._finger_cursor != 0:
+                self._fix_finger(self._finger_cursor, budget - 1, now_ms)
+            return
+        self._request(Code.FIND, EMPTY, (Dest(DestKind.RESOURCE, start),), _FixFinger(index, budget), now_ms)
+
+    def _node_failed(self, node_id: int, now_ms: int) -> None:
+        if node_id == self.me.node_id:
+            return
+        was_succ = node_id == self.chord.succ.node_id
+        old_pred = self.chord.pred
+        if self.chord.remove(node_id):
+            self._replication_dirty = True
+        self._recent.pop(node_id)
+        self.counters["node_failed"] += 1
+        self._events.append(NodeFailed(node_id))
+        if old_pred is not None and old_pred.node_id == node_id:
+            self._replication_dirty = True
+        if was_succ and self.state is State.JOINED:
+            self._stabilize(now_ms)
+
+    def _pred_changed(self, old_pred: NodeInfo | None, now_ms: int) -> None:
+        """A node took over part of our range: give it what it is now responsible for."""
+        self._replication_dirty = True
+        new_pred = self.chord.pred
+        if new_pred is None:
+            return
+        for key in self.storage.keys():
+            if not in_half_open(key[0], new_pred.node_id, self.me.node_id):
+                self._store_to(new_pred, key, _Replicate(key, new_pred), now_ms)
+
+    # ------------------------------------------------------------------ replication
+
+    def _replicate_key(self, key: Key, now_ms: int) -> None:
+        if not self.chord.responsible(key[0]):
+            return
+        done = self._replicated.setdefault(key, set())
+        for node in self.chord.replica_targets():
+            if node.node_id in done or (key, node.node_id) in self._replicating:
+                continue
+            self._replicating.add((key, node.node_id))
+            self._store_to(node, key, _Replicate(key, node), now_ms)
+
+    def _store_to(self, node: NodeInfo, key: Key, purpose: Purpose, now_ms: int) -> None:
+        body = self.storage.as_store(key, now_ms=now_ms)
+        if body is None:
+            if isinstance(purpose, _Replicate):
+                self._replicating.discard((key, node.node_id))
+            return
+        for part in self._split_to_fit(body, node.node_id):
+            self._request(Code.STORE, part, (Dest(DestKind.NODE, node.node_id),), purpose, now_ms, target=node.addr)
+
+    def _split_to_fit(self, body: Store, node_id: int) -> list[Store]:
+        """Halve a replica store until each part fits one datagram."""
+        probe = Message(TTL_INITIAL, (self.me.node_id,), (Dest(DestKind.NODE, node_id),), 0, Code.STORE, body)
+        if len(body.entries) <= 1 or len(encode(probe, self.config.overlay_id)) <= DATAGRAM_BYTES_MAX:
+            return [body]
+        half = len(body.entries) // 2
+        return [
+            *self._split_to_fit(Store(body.resource, body.kind, body.model, body.entries[:half], True), node_id),
+            *self._split_to_fit(Store(body.resource, body.kind, body.model, body.entries[half:], True), node_id),
+        ]
+
+    def _replication_pending(self) -> int:
+        targets = [n.node_id for n in self.chord.replica_targets()]
+        return sum(
+            1
+            for key in self.storage.keys()
+            if self.chord.responsible(key[0])
+            for t in targets
+            if t not in self._replicated.get(key, ())
+        )
+
+    # ------------------------------------------------------------------ leaving
+
+    def _maybe_left(self) -> None:
+        if self.state is State.LEAVING and not any(
+            isinstance(p.purpose, _Farewell) for p in self._rpc.in_flight()
+        ):
+            self._set_left()
+
+    def _set_left(self) -> None:
+        self.state = State.LEFT
+        self._maintenance_ms = None
+        self._events.append(Left())

@@ -1,0 +1,135 @@
+"""Transactions: retransmission with exponential backoff, and de-duplication of requests.
+
+Over UDP a request is sent again after `rpc_retransmit_first_ms`, doubling each
+time, up to `rpc_transmissions_max` transmissions; one more interval later it
+has timed out (RFC 6940 §6.2.1 in spirit). The responder keeps each answer for
+`dedup_window_ms`, so a retransmitted request gets the same answer and is never
+executed twice (an array append stays one append).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from .limits import DEDUP_ENTRIES_MAX, PENDING_TRANSACTIONS_MAX, Timing
+from .wire.messages import Addr, Body, Code, Message
+
+P = TypeVar("P")
+
+
+@dataclass(slots=True)
+class Pending(Generic[P]):
+    request: Message
+    purpose: P
+    target: Addr | None  # fixed next hop; None: route again on each retransmission
+    started_ms: int
+    transmissions: int
+    interval_ms: int
+    deadline_ms: int
+
+
+class Transactions(Generic[P]):
+    """Our requests in flight, keyed by transaction id."""
+
+    def __init__(self, timing: Timing) -> None:
+        self._timing = timing
+        self._pending: dict[int, Pending[P]] = {}
+        self._deadlines: list[tuple[int, int]] = []  # (deadline_ms, txid); stale rows skipped
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def is_full(self) -> bool:
+        return len(self._pending) >= PENDING_TRANSACTIONS_MAX
+
+    def open(self, request: Message, purpose: P, target: Addr | None, *, now_ms: int) -> Pending[P]:
+        """Record a request whose first transmission the caller is sending now."""
+        interval = self._timing.rpc_retransmit_first_ms
+        pending = Pending(request, purpose, target, now_ms, 1, interval, now_ms + interval)
+        self._pending[request.txid] = pending
+        heapq.heappush(self._deadlines, (pending.deadline_ms, request.txid))
+        return pending
+
+    def close(self, txid: int) -> Pending[P] | None:
+        return self._pending.pop(txid, None)
+
+    def next_deadline_ms(self) -> int | None:
+        while self._deadlines:
+            deadline, txid = self._deadlines[0]
+            pending = self._pending.get(txid)
+            if pending is not None and pending.deadline_ms == deadline:
+                return deadline
+            heapq.heappop(self._deadlines)
+        return None
+
+    def due(self, *, now_ms: int) -> tuple[list[Pending[P]], list[Pending[P]]]:
+        """(to retransmit now, timed out and closed); retransmissions are counted here."""
+        resend: list[Pending[P]] = []
+        expired: list[Pending[P]] = []
+        while self._deadlines and self._deadlines[0][0] <= now_ms:
+            deadline, txid = heapq.heappop(self._deadlines)
+            pending = self._pending.get(txid)
+            if pending is None or pending.deadline_ms != deadline:
+                continue
+            if pending.transmissions >= self._timing.rpc_transmissions_max:
+                del self._pending[txid]
+                expired.append(pending)
+                continue
+            pending.transmissions += 1
+            pending.interval_ms *= 2
+            pending.deadline_ms = now_ms + pending.interval_ms
+            heapq.heappush(self._deadlines, (pending.deadline_ms, txid))
+            resend.append(pending)
+        return resend, expired
+
+    def in_flight(self) -> list[Pending[P]]:
+        return list(self._pending.values())
+
+    def drain(self) -> list[Pending[P]]:
+        """Close everything (shutdown); the caller reports each as failed."""
+        pending = list(self._pending.values())
+        self._pending.clear()
+        self._deadlines.clear()
+        return pending
+
+
+@dataclass(frozen=True, slots=True)
+class CachedAnswer:
+    code: Code
+    body: Body
+    expires_ms: int
+
+
+class AnswerCache:
+    """Answers we gave, by (origin, txid): a retransmission is answered, not re-executed."""
+
+    def __init__(self, window_ms: int, entries_max: int = DEDUP_ENTRIES_MAX) -> None:
+        self._window_ms = window_ms
+        self._entries_max = entries_max
+        self._answers: OrderedDict[tuple[int, int], CachedAnswer] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._answers)
+
+    def get(self, origin: int, txid: int, *, now_ms: int) -> CachedAnswer | None:
+        answer = self._answers.get((origin, txid))
+        if answer is None or answer.expires_ms <= now_ms:
+            return None
+        return answer
+
+    def put(self, origin: int, txid: int, code: Code, body: Body, *, now_ms: int) -> None:
+        self._answers[(origin, txid)] = CachedAnswer(code, body, now_ms + self._window_ms)
+        self._answers.move_to_end((origin, txid))
+        while len(self._answers) > self._entries_max:
+            self._answers.popitem(last=False)
+
+    def expire(self, *, now_ms: int) -> None:
+        # Insertion order is expiry order: the window is the same for every answer.
+        while self._answers:
+            key, answer = next(iter(self._answers.items()))
+            if answer.expires_ms > now_ms:
+                break
+            del self._answers[key]

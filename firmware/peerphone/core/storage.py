@@ -1,0 +1,118 @@
+"""Expiring values under (resource id, kind), in RELOAD's three data models (RFC 6940 §7).
+
+A store is all or nothing: an entry older (by the writer's `storage_time_ms`) than
+the one held rejects the whole request, so a delayed retransmission or a stale
+replica never rolls a value back. An equal time replaces, which makes replica
+pushes idempotent. A lifetime of 0 removes the entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from .errors import ErrorCode
+from .limits import ENTRIES_PER_RESOURCE_MAX, STORED_RESOURCES_MAX
+from .wire.messages import ARRAY_APPEND, DataModel, Entry, EntryKey, Error, FetchAns, Store
+
+Key = tuple[int, int]  # (resource id, kind)
+
+
+@dataclass(slots=True)
+class _Held:
+    entry: Entry
+    expires_ms: int
+
+
+@dataclass(slots=True)
+class _Resource:
+    model: DataModel
+    entries: dict[EntryKey, _Held] = field(default_factory=dict)
+
+
+class Storage:
+    def __init__(self, resources_max: int = STORED_RESOURCES_MAX) -> None:
+        self._resources_max = resources_max
+        self._data: dict[Key, _Resource] = {}
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def keys(self) -> Iterator[Key]:
+        return iter(list(self._data))
+
+    def store(self, req: Store, *, now_ms: int) -> tuple[Entry, ...] | Error:
+        """The entries as stored (array appends get their index), or why not."""
+        key = (req.resource, req.kind)
+        held = self._data.get(key)
+        if held is not None and held.model is not req.model:
+            return Error(ErrorCode.MODEL_MISMATCH, "kind is stored with another data model")
+        if held is None and len(self._data) >= self._resources_max:
+            return Error(ErrorCode.STORAGE_FULL, "storage full")
+        entries = held.entries if held is not None else {}
+        for e in req.entries:
+            old = entries.get(e.key)
+            if old is not None and old.entry.storage_time_ms > e.storage_time_ms:
+                return Error(ErrorCode.DATA_TOO_OLD, "a newer value is stored")
+        resolved = self._resolve_appends(req, entries)
+        new_keys = {e.key for e in resolved if e.lifetime_s > 0} - entries.keys()
+        if len(entries) + len(new_keys) > ENTRIES_PER_RESOURCE_MAX:
+            return Error(ErrorCode.STORAGE_FULL, "too many entries under this resource")
+        if held is None:
+            held = self._data[key] = _Resource(req.model)
+        for e in resolved:
+            if e.lifetime_s == 0:
+                held.entries.pop(e.key, None)
+            else:
+                held.entries[e.key] = _Held(e, now_ms + e.lifetime_s * 1000)
+        if not held.entries:
+            del self._data[key]
+        return resolved
+
+    @staticmethod
+    def _resolve_appends(req: Store, entries: dict[EntryKey, _Held]) -> tuple[Entry, ...]:
+        if req.model is not DataModel.ARRAY:
+            return req.entries
+        next_index = max((k for k in entries if isinstance(k, int)), default=-1) + 1
+        resolved = []
+        for e in req.entries:
+            if e.key == ARRAY_APPEND:
+                e = Entry(next_index, e.value, e.storage_time_ms, e.lifetime_s)
+            if isinstance(e.key, int):
+                next_index = max(next_index, e.key + 1)
+            resolved.append(e)
+        return tuple(resolved)
+
+    def fetch(self, resource: int, kind: int, *, now_ms: int) -> FetchAns:
+        held = self._data.get((resource, kind))
+        if held is None:
+            return FetchAns(None, ())
+        live = tuple(self._remaining(h, now_ms) for h in held.entries.values() if h.expires_ms > now_ms)
+        return FetchAns(held.model, live) if live else FetchAns(None, ())
+
+    def as_store(self, key: Key, *, now_ms: int) -> Store | None:
+        """A replica Store of everything held under `key`, lifetimes counted down."""
+        answer = self.fetch(key[0], key[1], now_ms=now_ms)
+        if answer.model is None:
+            return None
+        return Store(key[0], key[1], answer.model, answer.entries, True)
+
+    def expire(self, *, now_ms: int) -> int:
+        removed = 0
+        for key in list(self._data):
+            held = self._data[key]
+            for entry_key in [k for k, h in held.entries.items() if h.expires_ms <= now_ms]:
+                del held.entries[entry_key]
+                removed += 1
+            if not held.entries:
+                del self._data[key]
+        return removed
+
+    @staticmethod
+    def _remaining(held: _Held, now_ms: int) -> Entry:
+        e = held.entry
+        lifetime_s = max(1, (held.expires_ms - now_ms + 999) // 1000)
+        return Entry(e.key, e.value, e.storage_time_ms, lifetime_s)

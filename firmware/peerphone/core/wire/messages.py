@@ -1,0 +1,172 @@
+"""The messages of the peer protocol, as frozen dataclasses (after RFC 6940 §6, §7, §9).
+
+A message is an envelope (version, overlay id, TTL, via list, destination list,
+transaction id, code, body, signature) and one body per code. Requests have even
+codes, their answers the next odd code; ERROR answers any request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import NamedTuple, Union
+
+Addr = tuple[str, int]
+
+
+class Code(IntEnum):
+    PING = 2
+    PING_ANS = 3
+    JOIN = 4
+    JOIN_ANS = 5
+    LEAVE = 6
+    LEAVE_ANS = 7
+    UPDATE = 8
+    UPDATE_ANS = 9
+    FIND = 10
+    FIND_ANS = 11
+    STORE = 12
+    STORE_ANS = 13
+    FETCH = 14
+    FETCH_ANS = 15
+    STAT = 16
+    STAT_ANS = 17
+    ERROR = 0xFFFF
+
+    @property
+    def is_request(self) -> bool:
+        return self.value % 2 == 0 and self is not Code.ERROR
+
+
+class DestKind(IntEnum):
+    NODE = 0       # exactly this node, or an error from the node responsible for its id
+    RESOURCE = 1   # whichever node is responsible for this id
+
+
+class Dest(NamedTuple):
+    kind: DestKind
+    id: int
+
+
+class DataModel(IntEnum):
+    """RFC 6940 §7.2: how the entries of one (resource, kind) are organised."""
+
+    SINGLE = 1
+    ARRAY = 2
+    DICTIONARY = 3
+
+
+ARRAY_APPEND = 0xFFFFFFFF  # array index meaning "after the last entry" (RFC 6940 §7.4.2)
+
+EntryKey = Union[None, int, bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    node_id: int
+    addr: Addr
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One stored value. `storage_time_ms` is the writer's clock: newer replaces older."""
+
+    key: EntryKey
+    value: bytes
+    storage_time_ms: int
+    lifetime_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class Empty:
+    pass
+
+
+EMPTY = Empty()
+
+
+@dataclass(frozen=True, slots=True)
+class JoinAns:
+    responder: NodeInfo
+    pred: NodeInfo | None
+    successors: tuple[NodeInfo, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateAns:
+    """Chord's stabilize answer: the receiver's predecessor and successor list."""
+
+    pred: NodeInfo | None
+    successors: tuple[NodeInfo, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    """Sent by a leaving node to its neighbours so they can close the gap at once."""
+
+    pred: NodeInfo | None
+    successors: tuple[NodeInfo, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FindAns:
+    responder: NodeInfo
+
+
+@dataclass(frozen=True, slots=True)
+class Store:
+    resource: int
+    kind: int
+    model: DataModel
+    entries: tuple[Entry, ...]
+    replica: bool  # a copy pushed by the responsible node: store it, do not replicate it
+
+
+@dataclass(frozen=True, slots=True)
+class StoreAns:
+    stored: int
+
+
+@dataclass(frozen=True, slots=True)
+class Fetch:
+    resource: int
+    kind: int
+
+
+@dataclass(frozen=True, slots=True)
+class FetchAns:
+    model: DataModel | None  # None: nothing stored under this (resource, kind)
+    entries: tuple[Entry, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StatAns:
+    """Diagnostics (RFC 6940 §10.7 in spirit): what a lab or an operator needs to see."""
+
+    node_id: int
+    pred: int | None
+    successors: tuple[int, ...]
+    fingers: tuple[int, ...]  # the distinct nodes of the finger table
+    values: int
+    replication_pending: int
+    counters: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    code: int
+    reason: str
+
+
+Body = Union[Empty, JoinAns, UpdateAns, Leave, FindAns, Store, StoreAns, Fetch, FetchAns, StatAns, Error]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    ttl: int
+    via: tuple[int, ...]
+    dest: tuple[Dest, ...]
+    txid: int
+    code: Code
+    body: Body
+    signature: bytes | None = None

@@ -1,0 +1,95 @@
+"""A tiny deterministic network for core tests: in-memory datagrams, a virtual clock.
+
+Not the simulator (that is `peerphone.sim`): no latency model, no churn; just
+enough to run many real `PeerNode`s against each other with literal times.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+
+from peerphone.core.ids import RING
+from peerphone.core.limits import Timing
+from peerphone.core.peer import PeerConfig, PeerNode
+from peerphone.core.wire.messages import Addr, NodeInfo
+
+OVERLAY = 0x5EE1
+TIMING = Timing().scaled(200)
+
+
+class Ring:
+    def __init__(self, seed: int = 1, latency_ms: int = 1) -> None:
+        self.rng = random.Random(seed)
+        self.now_ms = 0
+        self.latency_ms = latency_ms
+        self.nodes: dict[Addr, PeerNode] = {}
+        self.dead: set[Addr] = set()
+        self.wire: deque[tuple[int, bytes, Addr, Addr]] = deque()
+        self.events: list[tuple[Addr, object]] = []
+
+    def add(self, node_id: int | None = None, *, bootstrap: Addr | None = None, client: bool = False) -> PeerNode:
+        addr = ("10.0.0.%d" % (len(self.nodes) + 1), 4000)
+        me = NodeInfo(node_id if node_id is not None else self.rng.randrange(RING), addr)
+        node = PeerNode(me, PeerConfig(OVERLAY, TIMING, client=client), rng=self.rng,
+                        entropy=self.rng.randbytes, now_ms=self.now_ms)
+        self.nodes[addr] = node
+        node.join([bootstrap] if bootstrap else [], now_ms=self.now_ms)
+        self.flush(node)
+        return node
+
+    def kill(self, node: PeerNode) -> None:
+        self.dead.add(node.me.addr)
+
+    def live(self) -> list[PeerNode]:
+        return [n for a, n in self.nodes.items() if a not in self.dead and not n.config.client]
+
+    def flush(self, node: PeerNode) -> None:
+        for data, to in node.datagrams_to_send():
+            self.wire.append((self.now_ms + self.latency_ms, data, node.me.addr, to))
+        self.events.extend((node.me.addr, e) for e in node.events())
+
+    def step_until(self, until_ms: int) -> None:
+        """Deliver datagrams and fire timers in time order up to `until_ms`."""
+        while True:
+            deadlines = [(d, a) for a, n in self.nodes.items() if a not in self.dead
+                         for d in [n.next_deadline_ms()] if d is not None]
+            next_timer = min(deadlines)[0] if deadlines else None
+            next_wire = self.wire[0][0] if self.wire else None
+            candidates = [t for t in (next_timer, next_wire) if t is not None and t <= until_ms]
+            if not candidates:
+                self.now_ms = until_ms
+                return
+            self.now_ms = max(self.now_ms, min(candidates))
+            if next_wire is not None and next_wire <= self.now_ms:
+                _, data, src, dst = self.wire.popleft()
+                node = self.nodes.get(dst)
+                if node is not None and dst not in self.dead:
+                    node.receive_datagram(data, src, now_ms=self.now_ms)
+                    self.flush(node)
+                continue
+            for deadline, addr in deadlines:
+                if deadline <= self.now_ms:
+                    node = self.nodes[addr]
+                    node.handle_timer(now_ms=self.now_ms)
+                    self.flush(node)
+
+    def run(self, ms: int) -> None:
+        self.step_until(self.now_ms + ms)
+
+    def oracle_successor(self, target: int) -> int:
+        ids = sorted(n.me.node_id for n in self.live())
+        for i in ids:
+            if i >= target:
+                return i
+        return ids[0]
+
+    def ring_is_correct(self) -> bool:
+        ids = sorted(n.me.node_id for n in self.live())
+        for node in self.live():
+            i = ids.index(node.me.node_id)
+            if node.chord.succ.node_id != ids[(i + 1) % len(ids)]:
+                return False
+            if len(ids) > 1 and (node.chord.pred is None or node.chord.pred.node_id != ids[i - 1]):
+                return False
+        return True
