@@ -39,6 +39,7 @@ from .limits import (
     INGRESS_RATE_PER_S,
     PEER_TABLE_MAX,
     RATE_SOURCES_MAX,
+    STAT_COUNTERS_MAX,
     TTL_INITIAL,
     VIA_ENTRIES_MAX,
     Timing,
@@ -174,6 +175,7 @@ Purpose = Union[_User, _Join, _Stabilize, _Probe, _FixFinger, _Replicate, _Farew
 _DIRECT = (_Stabilize, _Probe, _Replicate, _Farewell)  # one hop to a known node: silence means it failed
 
 _TIMED_OUT = Error(ErrorCode.UNREACHABLE, "timed out")
+_SENT = {code: "sent." + code.name for code in Code}
 _RING_CODES = frozenset({Code.JOIN, Code.LEAVE, Code.UPDATE, Code.FIND, Code.STORE, Code.FETCH})
 
 
@@ -395,7 +397,7 @@ class PeerNode:
             data = encode(answer, self.config.overlay_id)
         if cache:
             self._answers.put(req.via[0], req.txid, code, body, now_ms=now_ms)
-        self.counters["answered"] += 1
+        self.counters[_SENT[code]] += 1
         self._outbox.append((data, addr))
 
     def _receive_answer(self, msg: Message, now_ms: int) -> None:
@@ -471,7 +473,7 @@ class PeerNode:
         return Code.STAT_ANS, self._on_stat_body()
 
     def _on_stat_body(self) -> StatAns:
-        counters = tuple(sorted(self.counters.items()))[:32]
+        counters = tuple(sorted(self.counters.items()))[:STAT_COUNTERS_MAX]
         pred = self.chord.pred.node_id if self.chord.pred is not None else None
         return StatAns(
             self.me.node_id,
@@ -547,6 +549,7 @@ class PeerNode:
             self._finish_here(pending.request, pending.purpose, now_ms)
 
     def _send(self, msg: Message, addr: Addr) -> None:
+        self.counters[_SENT[msg.code]] += 1
         self._outbox.append((encode(msg, self.config.overlay_id), addr))
 
     def _finish(self, purpose: Purpose, answer: Message | None, now_ms: int, *, timed_out: bool = True) -> None:

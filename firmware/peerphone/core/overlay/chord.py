@@ -87,10 +87,15 @@ class Chord:
     def adopt_successors(self, first: NodeInfo, theirs: tuple[NodeInfo, ...] | list[NodeInfo]) -> bool:
         before = self.replica_targets()
         merged: list[NodeInfo] = []
+        last_offset = 0
         for node in (first, *theirs):
-            if node.node_id == self.me.node_id or any(n.node_id == node.node_id for n in merged):
-                continue
+            offset = (node.node_id - self.me.node_id) % RING
+            if offset <= last_offset:
+                # Back at or past us: on a ring smaller than the list, what follows is a
+                # second lap, where a dead node would circulate for ever.
+                break
             merged.append(node)
+            last_offset = offset
             if len(merged) == self._successors_kept:
                 break
         self.successors = merged or [self.me]

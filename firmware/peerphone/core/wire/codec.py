@@ -64,7 +64,7 @@ _UNPACK_LIMITS: dict[str, Any] = dict(
     strict_map_key=True,
     max_bin_len=DATAGRAM_BYTES_MAX,
     max_str_len=DATAGRAM_BYTES_MAX,
-    max_array_len=max(BODY_ITEMS_MAX, VIA_ENTRIES_MAX, DEST_ENTRIES_MAX, ENTRIES_PER_RESOURCE_MAX),
+    max_array_len=max(BODY_ITEMS_MAX, VIA_ENTRIES_MAX, DEST_ENTRIES_MAX, ENTRIES_PER_RESOURCE_MAX, STAT_COUNTERS_MAX),
     max_map_len=0,
     max_ext_len=0,
 )

@@ -1,0 +1,1 @@
+"""The composition root: configuration, identity, wiring and the `peerphone` command."""

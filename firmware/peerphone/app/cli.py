@@ -1,0 +1,236 @@
+"""The `peerphone` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+from typing import NoReturn, Sequence
+
+from .. import __version__
+from ..core.ids import id_from_name, short
+from ..core.limits import Timing
+from ..core.peer import PeerConfig
+from ..core.usages import MODEL_OF, Kind
+from ..core.wire.messages import Addr, Entry, FetchAns, StatAns
+from ..net.loop import loop_name, run
+from ..net.supervisor import Supervisor
+from ..net.udp import OverlayError, UdpDriver, system_node_factory
+from .config import DEFAULT_OVERLAY, DEFAULT_PORT, ConfigError, overlay_id, parse_hostport, route_source_address
+
+log = logging.getLogger("peerphone")
+JOIN_TIMEOUT_S = 15.0
+REQUEST_TIMEOUT_S = 10.0
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _positive_ms(text: str) -> int:
+    value = int(text)
+    if not 20 <= value <= 60_000:
+        raise argparse.ArgumentTypeError("must be 20..60000 ms")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="peerphone",
+        description="Serverless SIP phones: peers form a Chord overlay that stores and finds values with no server.",
+    )
+    parser.add_argument("--version", action="version",
+                        version=f"peerphone {__version__} (event loop: {loop_name()}, native: pure Python)")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    overlay_help = f"overlay name; peers of different overlays ignore each other (default {DEFAULT_OVERLAY})"
+
+    peer = sub.add_parser("peer", help="run a peer of the overlay until SIGINT/SIGTERM",
+                          description="Run a peer: route, store and replicate values; leave gracefully on "
+                                      "SIGINT/SIGTERM, handing stored values to the successor.")
+    peer.add_argument("--listen", default=f"0.0.0.0:{DEFAULT_PORT}", metavar="HOST:PORT",
+                      help=f"UDP address to listen on; port 0 picks a free one (default 0.0.0.0:{DEFAULT_PORT})")
+    peer.add_argument("--bootstrap", action="append", default=[], metavar="HOST:PORT",
+                      help="a peer already in the overlay (repeatable); none starts a new overlay")
+    peer.add_argument("--advertise", metavar="HOST", help="address other peers reach us at "
+                      "(default: the listen address, or the route toward the first bootstrap peer)")
+    peer.add_argument("--overlay", default=DEFAULT_OVERLAY, help=overlay_help)
+    peer.add_argument("--maintenance-ms", type=_positive_ms, default=Timing().maintenance_interval_ms,
+                      help="period of stabilize, fix-fingers and failure probes (default %(default)s)")
+
+    put = sub.add_parser("put", help="store a value under a key", description="Store VALUE under KEY "
+                         "through the peer at --via; it is kept on 3 peers until its lifetime ends.")
+    put.add_argument("key")
+    put.add_argument("value")
+    put.add_argument("--via", required=True, metavar="HOST:PORT", help="the peer to send the request to")
+    put.add_argument("--lifetime", type=int, default=3600, metavar="SECONDS", help="default %(default)s")
+    put.add_argument("--overlay", default=DEFAULT_OVERLAY, help=overlay_help)
+
+    get = sub.add_parser("get", help="fetch the value stored under a key",
+                         description="Fetch the value under KEY through the peer at --via; exit 1 if none.")
+    get.add_argument("key")
+    get.add_argument("--via", required=True, metavar="HOST:PORT", help="the peer to send the request to")
+    get.add_argument("--overlay", default=DEFAULT_OVERLAY, help=overlay_help)
+
+    stat = sub.add_parser("stat", help="show a peer's ring state and counters")
+    stat.add_argument("--via", required=True, metavar="HOST:PORT", help="the peer to ask")
+    stat.add_argument("--overlay", default=DEFAULT_OVERLAY, help=overlay_help)
+
+    lab = sub.add_parser("lab", help="run N peer processes on 127.0.0.1 and measure the overlay",
+                         description="Start N peer processes on 127.0.0.1, wait for a stable ring, store M "
+                                     "values and fetch each through another peer; optionally SIGKILL a "
+                                     "fraction of the peers and fetch everything again after repair. Prints "
+                                     "success rate, hops, latency and memory; stops every process it started.")
+    lab.add_argument("--peers", type=int, default=16, metavar="N", help="2..128 (default %(default)s)")
+    lab.add_argument("--ops", type=int, default=200, metavar="M", help="values stored (default %(default)s)")
+    lab.add_argument("--kill", type=float, default=0.0, metavar="FRACTION",
+                     help="fraction of peers to SIGKILL after the stores, 0..0.6 (default 0)")
+    lab.add_argument("--seed", type=int, default=1, help="choice of keys, peers and victims (default 1)")
+    lab.add_argument("--maintenance-ms", type=_positive_ms, default=250,
+                     help="the peers' maintenance period (default %(default)s)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    try:
+        if args.command == "lab":
+            from .lab import LabSpec, run_lab
+            return run_lab(LabSpec.from_args(args))
+        return run(_COMMANDS[args.command](args))
+    except ConfigError as e:
+        print(f"peerphone: error: {e}", file=sys.stderr)
+        return 2
+    except OverlayError as e:
+        print(f"peerphone: {e}", file=sys.stderr)
+        return 1
+    except TimeoutError:
+        print("peerphone: no answer from the overlay", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _peer(args: argparse.Namespace) -> int:
+    listen = parse_hostport(args.listen)
+    bootstrap = [parse_hostport(b, DEFAULT_PORT) for b in args.bootstrap]
+    advertise_host = args.advertise or (listen[0] if listen[0] not in ("0.0.0.0", "::") else
+                                        route_source_address(bootstrap[0] if bootstrap else ("192.0.2.1", 9)))
+    config = PeerConfig(overlay_id(args.overlay), Timing().scaled(args.maintenance_ms))
+    try:
+        driver = await UdpDriver.open(listen, _advertised_factory(config, advertise_host))
+    except OSError as e:
+        raise ConfigError(f"cannot listen on {args.listen}: {e.strerror or e}") from None
+    assert driver.node is not None
+    supervisor = Supervisor()
+    supervisor.on_shutdown("close the socket", driver.close)
+    driver.join(bootstrap)
+    try:
+        await asyncio.wait_for(driver.joined, JOIN_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        driver.close()
+        raise OverlayError(f"join failed: no answer from {', '.join(args.bootstrap)}") from None
+    except OverlayError:
+        driver.close()
+        raise
+    me = driver.node.me
+    print(f"listening {me.addr[0]}:{me.addr[1]} id={me.node_id:040x}", flush=True)
+    log.info("peer %s on %s:%d, overlay %r", short(me.node_id), me.addr[0], me.addr[1], args.overlay)
+    supervisor.on_shutdown("leave the overlay", lambda: driver.leave(config.timing.leave_timeout_ms / 1000))
+    await supervisor.run()
+    return 0
+
+
+def _advertised_factory(config: PeerConfig, host: str):  # type: ignore[no-untyped-def]
+    inner = system_node_factory(config)
+
+    def make(bound: Addr, now_ms: int):  # type: ignore[no-untyped-def]
+        return inner((host, bound[1]), now_ms)
+
+    return make
+
+
+async def open_client(via: Addr, overlay: str) -> UdpDriver:
+    """A client node (it stores and routes nothing) attached to the peer at `via`."""
+    config = PeerConfig(overlay_id(overlay), client=True)
+    driver = await UdpDriver.open(("0.0.0.0", 0), system_node_factory(config))
+    driver.join([via])
+    return driver
+
+
+async def _put(args: argparse.Namespace) -> int:
+    via = parse_hostport(args.via, DEFAULT_PORT)
+    value = args.value.encode()
+    if not 1 <= args.lifetime <= 7 * 24 * 3600:
+        raise ConfigError("--lifetime must be 1..604800 seconds")
+    driver = await open_client(via, args.overlay)
+    try:
+        entry = Entry(None, value, time.time_ns() // 1_000_000, args.lifetime)
+        started = time.perf_counter()
+        done = await asyncio.wait_for(driver.request(lambda node, now: node.store(
+            id_from_name(args.key), Kind.BLOB, MODEL_OF[Kind.BLOB], [entry], now_ms=now)), REQUEST_TIMEOUT_S)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+    finally:
+        driver.close()
+    if done.error is not None:
+        raise OverlayError(f"store failed: {done.error.reason}")
+    print(f"stored {args.key!r} ({len(value)} bytes) in {done.hops} hops, {elapsed_ms:.2f} ms")
+    return 0
+
+
+async def _get(args: argparse.Namespace) -> int:
+    via = parse_hostport(args.via, DEFAULT_PORT)
+    driver = await open_client(via, args.overlay)
+    try:
+        started = time.perf_counter()
+        done = await asyncio.wait_for(driver.request(lambda node, now: node.fetch(
+            id_from_name(args.key), Kind.BLOB, now_ms=now)), REQUEST_TIMEOUT_S)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+    finally:
+        driver.close()
+    if done.error is not None:
+        raise OverlayError(f"fetch failed: {done.error.reason}")
+    assert isinstance(done.answer, FetchAns)
+    if not done.answer.entries:
+        print(f"peerphone: {args.key!r} not found", file=sys.stderr)
+        return 1
+    value = done.answer.entries[0].value
+    try:
+        shown = value.decode()
+    except UnicodeDecodeError:
+        shown = value.hex()
+    print(shown)
+    print(f"({done.hops} hops, {elapsed_ms:.2f} ms)", file=sys.stderr)
+    return 0
+
+
+async def _stat(args: argparse.Namespace) -> int:
+    via = parse_hostport(args.via, DEFAULT_PORT)
+    driver = await open_client(via, args.overlay)
+    try:
+        done = await asyncio.wait_for(driver.request(lambda node, now: node.stat(via, now_ms=now)),
+                                      REQUEST_TIMEOUT_S)
+    finally:
+        driver.close()
+    if done.error is not None or not isinstance(done.answer, StatAns):
+        raise OverlayError(f"stat failed: {done.error.reason if done.error else 'bad answer'}")
+    s = done.answer
+    print(f"node        {s.node_id:040x}")
+    print(f"predecessor {'-' if s.pred is None else format(s.pred, '040x')}")
+    print(f"successors  {' '.join(short(x) for x in s.successors)}")
+    print(f"fingers     {len(s.fingers)} distinct: {' '.join(short(x) for x in s.fingers)}")
+    print(f"values      {s.values} stored, {s.replication_pending} replica pushes pending")
+    for name, value in s.counters:
+        print(f"  {name:<24} {value}")
+    return 0
+
+
+_COMMANDS = {"peer": _peer, "put": _put, "get": _get, "stat": _stat}

@@ -1,0 +1,60 @@
+"""Parsing and checking of what a user types or configures; errors are one line."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+
+from ..core.ids import overlay_id_from_name
+from ..core.wire.messages import Addr
+
+DEFAULT_OVERLAY = "peerphone.local"
+DEFAULT_PORT = 6084  # RELOAD's registered port (RFC 6940 §14.2)
+
+
+class ConfigError(Exception):
+    """Bad input or configuration: the command prints it on one line and exits 2."""
+
+
+def parse_hostport(text: str, default_port: int | None = None) -> Addr:
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        host, port_text = text, ""
+    host = host.strip("[]")
+    if not host:
+        raise ConfigError(f"{text!r}: expected HOST:PORT")
+    if not port_text:
+        if default_port is None:
+            raise ConfigError(f"{text!r}: expected HOST:PORT")
+        port = default_port
+    else:
+        try:
+            port = int(port_text)
+        except ValueError:
+            raise ConfigError(f"{text!r}: port must be a number") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{text!r}: port must be 0..65535")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        try:
+            host = socket.gethostbyname(host)
+        except OSError:
+            raise ConfigError(f"{text!r}: unknown host") from None
+    return host, port
+
+
+def overlay_id(name: str) -> int:
+    if not name or len(name) > 253:
+        raise ConfigError("overlay name must be 1..253 characters")
+    return overlay_id_from_name(name)
+
+
+def route_source_address(toward: Addr) -> str:
+    """Our own address as seen on the path toward `toward` (no packet is sent)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(toward)
+            return str(s.getsockname()[0])
+        except OSError:
+            return "127.0.0.1"

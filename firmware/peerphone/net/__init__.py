@@ -1,0 +1,1 @@
+"""asyncio/uvloop drivers of the sans-I/O core."""

@@ -1,0 +1,152 @@
+"""The UDP driver of `PeerNode`: real sockets, the loop's monotonic clock, one timer.
+
+It owns no protocol logic: bytes and time go into the node; datagrams, one
+deadline and events come out. Commands return futures that the node's
+`RequestCompleted` events resolve.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+from typing import Any, Callable
+
+from ..core.ids import short
+from ..core.peer import Event, JoinFailed, Joined, Left, NodeFailed, PeerConfig, PeerNode, RequestCompleted
+from ..core.wire.messages import Addr, NodeInfo
+
+log = logging.getLogger("peerphone.net")
+
+
+class OverlayError(Exception):
+    """A request the overlay answered with an error, or that timed out."""
+
+
+class UdpDriver(asyncio.DatagramProtocol):
+    def __init__(self, make_node: Callable[[Addr, int], PeerNode]) -> None:
+        self.node: PeerNode | None = None
+        self._loop = asyncio.get_running_loop()
+        self._transport: Any = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_ms: int | None = None
+        self._waiting: dict[int, asyncio.Future[RequestCompleted]] = {}
+        self.joined: asyncio.Future[None] = self._loop.create_future()
+        self.left: asyncio.Future[None] = self._loop.create_future()
+
+    @classmethod
+    async def open(cls, listen: Addr, make_node: Callable[[Addr, int], PeerNode]) -> "UdpDriver":
+        loop = asyncio.get_running_loop()
+        transport, driver = await loop.create_datagram_endpoint(lambda: cls(make_node), local_addr=listen)
+        # The node is made here, not in connection_made: uvloop may call that later.
+        driver._transport = transport
+        host, port = transport.get_extra_info("sockname")[:2]
+        driver.node = make_node((host, port), driver.now_ms())
+        return driver
+
+    def now_ms(self) -> int:
+        return int(self._loop.time() * 1000)
+
+    # -- asyncio callbacks --
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if self.node is None:
+            return
+        self.node.receive_datagram(data, (addr[0], addr[1]), now_ms=self.now_ms())
+        self._pump()
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable from a dead peer: the transaction layer notices the silence.
+        log.debug("socket error: %s", exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for fut in self._waiting.values():
+            if not fut.done():
+                fut.set_exception(OverlayError("driver closed"))
+
+    # -- the node's outputs --
+
+    def _pump(self) -> None:
+        node = self.node
+        assert node is not None and self._transport is not None
+        for data, addr in node.datagrams_to_send():
+            self._transport.sendto(data, addr)
+        for event in node.events():
+            self._on_event(event)
+        deadline = node.next_deadline_ms()
+        if deadline != self._timer_ms:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_ms = deadline
+            self._timer = None if deadline is None else self._loop.call_at(deadline / 1000, self._on_timer)
+
+    def _on_timer(self) -> None:
+        assert self.node is not None
+        self._timer = None
+        self._timer_ms = None
+        self.node.handle_timer(now_ms=self.now_ms())
+        self._pump()
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, RequestCompleted):
+            fut = self._waiting.pop(event.handle, None)
+            if fut is not None and not fut.done():
+                fut.set_result(event)
+        elif isinstance(event, Joined):
+            log.debug("joined the overlay as %s", short(event.node_id))
+            if not self.joined.done():
+                self.joined.set_result(None)
+        elif isinstance(event, JoinFailed):
+            if not self.joined.done():
+                self.joined.set_exception(OverlayError(f"join failed: {event.reason}"))
+        elif isinstance(event, Left):
+            log.info("left the overlay")
+            if not self.left.done():
+                self.left.set_result(None)
+        elif isinstance(event, NodeFailed):
+            log.info("node %s failed", short(event.node_id))
+
+    # -- commands --
+
+    async def request(self, start: Callable[[PeerNode, int], int]) -> RequestCompleted:
+        """Start a node command that returns a handle, and wait for its completion."""
+        assert self.node is not None
+        handle = start(self.node, self.now_ms())
+        fut: asyncio.Future[RequestCompleted] = self._loop.create_future()
+        self._waiting[handle] = fut
+        self._pump()
+        return await fut
+
+    def join(self, bootstrap: list[Addr]) -> None:
+        assert self.node is not None
+        self.node.join(bootstrap, now_ms=self.now_ms())
+        self._pump()
+
+    async def leave(self, timeout_s: float) -> None:
+        assert self.node is not None
+        self.node.leave(now_ms=self.now_ms())
+        self._pump()
+        try:
+            await asyncio.wait_for(asyncio.shield(self.left), timeout_s)
+        except asyncio.TimeoutError:
+            log.warning("leave not acknowledged within %.1f s", timeout_s)
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+
+def system_node_factory(config: PeerConfig, node_id: int | None = None, advertise: Addr | None = None
+                        ) -> Callable[[Addr, int], PeerNode]:
+    """Wire a node to the operating system's randomness once its socket is bound."""
+
+    def make(bound: Addr, now_ms: int) -> PeerNode:
+        chosen = node_id if node_id is not None else int.from_bytes(os.urandom(20), "big")
+        me = NodeInfo(chosen, advertise or bound)
+        rng = random.Random(os.urandom(16))
+        return PeerNode(me, config, rng=rng, entropy=os.urandom, now_ms=now_ms)
+
+    return make
