@@ -60,7 +60,8 @@ class Chord:
         """The known node closest before `target` clockwise, other than us."""
         if self._candidates_stale:
             self._rebuild_candidates()
-        index = bisect_left(self._offsets, (target - self.me.node_id) % RING) - 1
+        offset = (target - self.me.node_id) % RING or RING  # our own id is a full lap away
+        index = bisect_left(self._offsets, offset) - 1
         return self._by_offset[index] if index >= 0 else None
 
     def finger_start(self, index: int) -> int:

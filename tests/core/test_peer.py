@@ -1,0 +1,145 @@
+"""PeerNode end to end on the in-memory ring: literal times, real codec, many nodes."""
+
+from peerphone.core.ids import id_from_name
+from peerphone.core.limits import REPLICAS
+from peerphone.core.peer import Left, RequestCompleted, State
+from peerphone.core.wire.messages import (ARRAY_APPEND, Code, DataModel, Dest, DestKind, Entry, Error, FetchAns,
+                                          Message, StatAns, Store)
+from peerphone.core.wire import encode
+from tests.ring import OVERLAY, Ring
+
+
+def build(n: int, seed: int = 7) -> Ring:
+    ring = Ring(seed=seed)
+    first = ring.add()
+    for _ in range(n - 1):
+        ring.add(bootstrap=first.me.addr)
+        ring.run(40)
+    ring.run(5000)
+    assert ring.ring_is_correct()
+    return ring
+
+
+def completed(ring: Ring, handle: int) -> RequestCompleted:
+    found = [e for _, e in ring.events if isinstance(e, RequestCompleted) and e.handle == handle]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def put(ring, client, key, value, via, t=1):
+    h = client.store(id_from_name(key), 1, DataModel.SINGLE, [Entry(None, value, t, 600)], now_ms=ring.now_ms,
+                     first_hop=via.me.addr)
+    ring.flush(client)
+    ring.run(500)
+    return completed(ring, h)
+
+
+def get(ring, client, key, via):
+    h = client.fetch(id_from_name(key), 1, now_ms=ring.now_ms, first_hop=via.me.addr)
+    ring.flush(client)
+    ring.run(3000)
+    return completed(ring, h)
+
+
+def holders(ring, key):
+    rid = id_from_name(key)
+    return sorted(n.me.node_id for n in ring.live() if (rid, 1) in n.storage)
+
+
+def test_a_value_lives_on_the_responsible_node_and_its_two_successors():
+    ring = build(12)
+    client = ring.add(client=True, bootstrap=ring.live()[0].me.addr)
+    assert put(ring, client, "alice", b"a", ring.live()[3]).error is None
+    ring.run(1000)
+    ids = sorted(n.me.node_id for n in ring.live())
+    primary = ring.oracle_successor(id_from_name("alice"))
+    i = ids.index(primary)
+    assert holders(ring, "alice") == sorted(ids[(i + k) % len(ids)] for k in range(REPLICAS))
+    for via in ring.live():
+        done = get(ring, client, "alice", via)
+        assert done.error is None and done.answer.entries[0].value == b"a"
+
+
+def test_fetch_of_a_missing_key_answers_empty_not_error():
+    ring = build(5)
+    client = ring.add(client=True, bootstrap=ring.live()[0].me.addr)
+    done = get(ring, client, "nobody", ring.live()[2])
+    assert done.error is None and isinstance(done.answer, FetchAns) and done.answer.model is None
+
+
+def test_values_survive_failure_of_two_of_their_three_holders():
+    ring = build(16, seed=3)
+    client = ring.add(client=True, bootstrap=ring.live()[0].me.addr)
+    keys = [f"k{i}" for i in range(40)]
+    for k in keys:
+        assert put(ring, client, k, k.encode(), ring.live()[hash(k) % 16]).error is None
+    ring.run(1000)
+    victim_ids = holders(ring, "k0")[:2]
+    for node in ring.live():
+        if node.me.node_id in victim_ids:
+            ring.kill(node)
+    ring.run(15_000)
+    assert ring.ring_is_correct()
+    for k in keys:
+        assert len(holders(ring, k)) >= REPLICAS, k  # re-replicated
+        done = get(ring, client, k, ring.live()[0])
+        assert done.error is None and done.answer.entries[0].value == k.encode()
+
+
+def test_graceful_leave_hands_values_over():
+    ring = build(6, seed=11)
+    client = ring.add(client=True, bootstrap=ring.live()[0].me.addr)
+    put(ring, client, "bob", b"b", ring.live()[0])
+    ring.run(1000)
+    primary = next(n for n in ring.live() if n.me.node_id == ring.oracle_successor(id_from_name("bob")))
+    primary.leave(now_ms=ring.now_ms)
+    ring.flush(primary)
+    ring.run(2000)
+    assert primary.state is State.LEFT and any(isinstance(e, Left) for a, e in ring.events if a == primary.me.addr)
+    ring.kill(primary)
+    ring.run(4000)
+    assert ring.ring_is_correct()
+    assert len(holders(ring, "bob")) == REPLICAS
+    assert get(ring, client, "bob", ring.live()[1]).answer.entries[0].value == b"b"
+
+
+def test_a_retransmitted_append_is_executed_once():
+    ring = build(4)
+    rid = id_from_name("list")
+    owner = next(n for n in ring.live() if n.me.node_id == ring.oracle_successor(rid))
+    body = Store(rid, 2, DataModel.ARRAY, (Entry(ARRAY_APPEND, b"m", 1, 60),), False)
+    msg = Message(32, (12345,), (Dest(DestKind.RESOURCE, rid),), 42, Code.STORE, body)
+    for _ in range(3):  # the same transaction three times, as retransmissions arrive
+        owner.receive_datagram(encode(msg, OVERLAY), ("10.9.9.9", 1), now_ms=ring.now_ms)
+    answers = owner.datagrams_to_send()
+    assert len(answers) >= 3
+    assert owner.counters["deduplicated"] == 2
+    assert len(owner.storage.fetch(rid, 2, now_ms=ring.now_ms).entries) == 1
+
+
+def test_stat_reports_ring_state():
+    ring = build(5)
+    client = ring.add(client=True, bootstrap=ring.live()[0].me.addr)
+    target = ring.live()[2]
+    h = client.stat(target.me.addr, now_ms=ring.now_ms)
+    ring.flush(client)
+    ring.run(100)
+    stat = completed(ring, h).answer
+    assert isinstance(stat, StatAns) and stat.node_id == target.me.node_id
+    assert stat.successors[0] == target.chord.succ.node_id
+
+
+def test_store_to_a_dead_first_hop_times_out_as_an_error():
+    ring = build(4)
+    client = ring.add(client=True, bootstrap=ring.live()[0].me.addr)
+    dead = ring.live()[1]
+    ring.kill(dead)
+    h = client.store(id_from_name("x"), 1, DataModel.SINGLE, [Entry(None, b"x", 1, 60)], now_ms=ring.now_ms,
+                     first_hop=dead.me.addr)
+    ring.flush(client)
+    ring.run(1000)
+    assert not [e for _, e in ring.events if isinstance(e, RequestCompleted)]  # still retransmitting
+    ring.run(10_000)
+    done = completed(ring, h)
+    assert isinstance(done.error, Error) and done.error.reason == "timed out"
+    assert client.counters["retransmitted"] == client.config.timing.rpc_transmissions_max - 1

@@ -1,0 +1,87 @@
+"""Hostile datagrams into PeerNode: only counted drops, never an exception, and it keeps serving."""
+
+from hypothesis import given, settings, strategies as st
+
+from peerphone.core.errors import DecodeError
+from peerphone.core.ids import id_from_name
+from peerphone.core.limits import INGRESS_BURST
+from peerphone.core.wire import decode, encode
+from peerphone.core.wire.messages import EMPTY, Code, DataModel, Dest, DestKind, Entry, Message, Store
+from tests.core.test_codec import messages
+from tests.ring import OVERLAY, Ring
+
+RING = Ring(seed=5)
+FIRST = RING.add()
+for _ in range(3):
+    RING.add(bootstrap=FIRST.me.addr)
+RING.run(4000)
+VICTIM = RING.live()[1]
+
+
+def _still_serves() -> None:
+    before = VICTIM.counters["sent.PING_ANS"]
+    ping = Message(32, (777,), (), 1, Code.PING, EMPTY)
+    VICTIM.receive_datagram(encode(ping, OVERLAY), ("10.7.7.7", 7), now_ms=RING.now_ms)
+    assert VICTIM.counters["sent.PING_ANS"] == before + 1
+    VICTIM.datagrams_to_send()
+
+
+@settings(max_examples=1500)
+@given(st.binary(max_size=1500), st.integers(0, 2**16))
+def test_arbitrary_bytes_are_dropped_and_counted(data, port):
+    drops = sum(v for k, v in VICTIM.counters.items() if k.startswith("drop."))
+    VICTIM.receive_datagram(data, ("10.8.0.1", port), now_ms=RING.now_ms)
+    VICTIM.datagrams_to_send()
+    after = sum(v for k, v in VICTIM.counters.items() if k.startswith("drop."))
+    try:
+        decode(data, OVERLAY)
+    except DecodeError:
+        assert after == drops + 1  # not a message: exactly one counted drop
+    RING.now_ms += 1
+
+
+@settings(max_examples=500)
+@given(messages, st.integers(0, 2**16))
+def test_well_formed_but_arbitrary_messages_never_raise(msg, port):
+    VICTIM.receive_datagram(encode(msg, OVERLAY), ("10.8.1.1", port), now_ms=RING.now_ms)
+    VICTIM.datagrams_to_send()
+    VICTIM.events()
+    RING.now_ms += 1
+    _still_serves()
+
+
+def test_garbage_is_counted_by_reason():
+    ring = Ring(seed=9)
+    node = ring.add()
+    for data in (b"", b"\xff" * 10, b"\x90" * 1300):
+        node.receive_datagram(data, ("10.0.0.9", 1), now_ms=0)
+    wrong_overlay = encode(Message(32, (5,), (), 1, Code.PING, EMPTY), OVERLAY + 1)
+    node.receive_datagram(wrong_overlay, ("10.0.0.9", 1), now_ms=0)
+    assert node.counters["drop.oversize"] == 1
+    assert node.counters["drop.malformed"] == 2
+    assert node.counters["drop.overlay"] == 1
+    assert node.datagrams_to_send() == []
+
+
+def test_a_flood_from_one_source_is_rate_limited_but_others_are_served():
+    ring = Ring(seed=9)
+    node = ring.add()
+    ping = encode(Message(32, (5,), (), 1, Code.PING, EMPTY), OVERLAY)
+    for _ in range(INGRESS_BURST + 100):
+        node.receive_datagram(ping, ("10.0.0.66", 1), now_ms=0)
+    assert node.counters["drop.rate"] == 100
+    node.receive_datagram(ping, ("10.0.0.67", 1), now_ms=0)
+    assert node.counters["drop.rate"] == 100
+    node.receive_datagram(ping, ("10.0.0.66", 1), now_ms=1000)  # tokens came back
+    assert node.counters["drop.rate"] == 100
+
+
+def test_a_store_with_a_wrong_data_model_is_answered_with_an_error():
+    ring = Ring(seed=2)
+    node = ring.add()
+    rid = id_from_name("k")
+    for model, key in ((DataModel.SINGLE, None), (DataModel.DICTIONARY, b"x")):
+        msg = Message(32, (5,), (Dest(DestKind.RESOURCE, rid),), int(model), Code.STORE,
+                      Store(rid, 1, model, (Entry(key, b"v", 1, 60),), False))
+        node.receive_datagram(encode(msg, OVERLAY), ("10.0.0.5", 1), now_ms=0)
+    assert node.counters["sent.STORE_ANS"] == 1 and node.counters["sent.ERROR"] == 1
