@@ -54,6 +54,7 @@ messages = st.sampled_from(list(Code)).flatmap(lambda code: st.builds(
     code=st.just(code),
     body=BODIES[code],
     signature=st.none() | st.binary(max_size=64),
+    reply_to=st.none() | st.tuples(st.sampled_from(["", "127.0.0.1"]), st.integers(0, 65535)),
 ))
 
 

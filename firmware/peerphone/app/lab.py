@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import signal
 import statistics
@@ -21,6 +22,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
+
+import peerphone
 
 from ..core.ids import ID_BITS, RING, id_from_name
 from ..core.limits import REPLICAS
@@ -141,8 +144,11 @@ class Lab:
         if bootstrap is not None:
             cmd += ["--bootstrap", f"{bootstrap[0]}:{bootstrap[1]}"]
         stderr = open(self.logdir / f"peer-{index}.log", "wb")
+        # The peers run this very package, installed or not.
+        source_root = str(Path(peerphone.__file__).resolve().parent.parent)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [source_root, os.environ.get("PYTHONPATH")]))}
         try:
-            return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL)
+            return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL, env=env)
         finally:
             stderr.close()
 

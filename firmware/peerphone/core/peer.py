@@ -4,12 +4,13 @@ Sans-I/O in the manner of aioquic: `receive_datagram` and `handle_timer` take
 `now_ms`; `datagrams_to_send`, `next_deadline_ms` and `events` hand back what to
 do. Randomness (protocol choices) and entropy (transaction ids) are passed in.
 
-Routing is recursive with symmetric return (RFC 6940 §6.2): each hop appends
-its id to the via list and forwards toward the destination; the answer retraces
-the via list. We chose recursive over iterative because a lookup then costs one
-datagram per hop instead of a round trip per hop from the origin, which is what
-sets fetch latency; and the symmetric return reaches a client or a node behind
-NAT along the path its own request opened.
+Routing is recursive (RFC 6940 §6.2): each hop appends its id to the via list
+and forwards toward the destination. We chose recursive over iterative because
+a lookup then costs one datagram per hop instead of a round trip per hop from
+the origin, and round trips are what set fetch latency. The answer goes straight
+back to the origin on the first try (direct response, RFC 7263) and retraces the
+via list on retransmissions (symmetric return), which reaches a client or a node
+behind NAT along the path its own request opened.
 
 Node states (a table, STYLE.md habit 7):
 
@@ -92,6 +93,10 @@ class PeerConfig:
     overlay_id: int
     timing: Timing = Timing()
     client: bool = False  # a client routes nothing and stores nothing for others (seed 001)
+    # Ask for answers straight from the responder (RFC 7263) on a request's first
+    # transmission; retransmissions always take the symmetric path, so an origin
+    # behind a NAT that filters the direct answer loses one retransmission interval.
+    direct_response: bool = True
 
 
 # -- events handed to the driver (past tense) --
@@ -174,6 +179,7 @@ class _Farewell:
 Purpose = Union[_User, _Join, _Stabilize, _Probe, _FixFinger, _Replicate, _Farewell]
 _DIRECT = (_Stabilize, _Probe, _Replicate, _Farewell)  # one hop to a known node: silence means it failed
 
+_STAMP_ME: Addr = ("", 0)  # "answer me directly"; the first hop writes in the address it saw
 _TIMED_OUT = Error(ErrorCode.UNREACHABLE, "timed out")
 _SENT = {code: "sent." + code.name for code in Code}
 _RING_CODES = frozenset({Code.JOIN, Code.LEAVE, Code.UPDATE, Code.FIND, Code.STORE, Code.FETCH})
@@ -348,8 +354,9 @@ class PeerNode:
         else:
             self.counters["forwarded"] += 1
             next_addr, dest = hop
+            reply_to = addr if msg.reply_to is not None and len(msg.via) == 1 else msg.reply_to
             self._send(Message(msg.ttl - 1, (*msg.via, self.me.node_id), dest, msg.txid, msg.code, msg.body,
-                               msg.signature), next_addr)
+                               msg.signature, reply_to), next_addr)
 
     def _hop_for(self, dest: tuple[Dest, ...]) -> tuple[Addr, tuple[Dest, ...]] | Error | None:
         """Where a request for `dest` goes next, and with which destination list:
@@ -367,13 +374,13 @@ class PeerNode:
             direct = self.chord.address_of(target)
             if direct is not None:
                 return direct, dest
-        nxt = self.chord.next_hop(target)
-        if nxt is None:
+        hop = self.chord.next_hop(target)
+        if hop is None:
             return Error(ErrorCode.NOT_FOUND, "no such node") if kind is DestKind.NODE else None
-        if kind is DestKind.RESOURCE and nxt is self.chord.succ and in_half_open(
-                target, self.me.node_id, nxt.node_id):
-            # Chord's find_successor: the predecessor decides that its successor is
-            # responsible, so a successor with a stale predecessor cannot bounce it back.
+        nxt, responsible = hop
+        if kind is DestKind.RESOURCE and responsible:
+            # As in Chord's find_successor, the node before decides who is responsible,
+            # so a node whose predecessor pointer is stale cannot bounce the request back.
             return nxt.addr, (Dest(DestKind.NODE, nxt.node_id),)
         return nxt.addr, dest
 
@@ -388,7 +395,11 @@ class PeerNode:
         self._answer(msg, code, body, addr, now_ms)
 
     def _answer(self, req: Message, code: Code, body: Body, addr: Addr, now_ms: int, *, cache: bool = True) -> None:
-        back = tuple(Dest(DestKind.NODE, v) for v in reversed(req.via))
+        if req.reply_to is not None and len(req.via) > 1:
+            back: tuple[Dest, ...] = (Dest(DestKind.NODE, req.via[0]),)
+            addr = req.reply_to
+        else:
+            back = tuple(Dest(DestKind.NODE, v) for v in reversed(req.via))
         answer = Message(TTL_INITIAL, req.via, back, req.txid, code, body)
         data = encode(answer, self.config.overlay_id)
         if len(data) > DATAGRAM_BYTES_MAX:
@@ -510,7 +521,8 @@ class PeerNode:
             self._finish(purpose, None, now_ms, timed_out=False)
             return
         txid = int.from_bytes(self._entropy(8), "big")
-        msg = Message(TTL_INITIAL, (self.me.node_id,), dest, txid, code, body)
+        reply_to = _STAMP_ME if self.config.direct_response else None
+        msg = Message(TTL_INITIAL, (self.me.node_id,), dest, txid, code, body, None, reply_to)
         if target is None:
             hop = self._hop_for(dest)
             if hop is None:
@@ -520,7 +532,7 @@ class PeerNode:
                 self._finish(purpose, self._local_answer(msg, Code.ERROR, hop), now_ms)
                 return
             self._rpc.open(msg, purpose, None, now_ms=now_ms)
-            self._send(Message(msg.ttl, msg.via, hop[1], msg.txid, msg.code, msg.body), hop[0])
+            self._send(Message(msg.ttl, msg.via, hop[1], msg.txid, msg.code, msg.body, None, reply_to), hop[0])
             return
         self._rpc.open(msg, purpose, target, now_ms=now_ms)
         self._send(msg, target)
@@ -537,10 +549,10 @@ class PeerNode:
 
     def _retransmit(self, pending: Pending[Purpose], now_ms: int) -> None:
         self.counters["retransmitted"] += 1
-        if pending.target is not None:
-            self._send(pending.request, pending.target)
-            return
         req = pending.request
+        if pending.target is not None:
+            self._send(Message(req.ttl, req.via, req.dest, req.txid, req.code, req.body), pending.target)
+            return
         hop = self._hop_for(req.dest)  # the route may have been repaired meanwhile
         if isinstance(hop, tuple):
             self._send(Message(req.ttl, req.via, hop[1], req.txid, req.code, req.body), hop[0])

@@ -48,13 +48,21 @@ class Chord:
             return in_half_open(target, self.pred.node_id, self.me.node_id)
         return self.alone
 
-    def next_hop(self, target: int) -> NodeInfo | None:
-        """The node to forward to for `target`; None when it is ours (Chord fig. 5)."""
+    def next_hop(self, target: int) -> tuple[NodeInfo, bool] | None:
+        """Where a lookup for `target` goes next, and whether that node is responsible
+        for it; None when we are (Chord fig. 5).
+
+        The successor list is a contiguous run of the ring, so a target inside it
+        goes straight to the successor that holds it, a hop sooner than fingers do.
+        """
         if self.responsible(target):
             return None
-        if in_half_open(target, self.me.node_id, self.succ.node_id):
-            return self.succ
-        return self.closest_preceding(target) or self.succ
+        me = self.me.node_id
+        if in_half_open(target, me, self.successors[-1].node_id):
+            for node in self.successors:
+                if in_half_open(target, me, node.node_id):
+                    return node, True
+        return (self.closest_preceding(target) or self.succ), False
 
     def closest_preceding(self, target: int) -> NodeInfo | None:
         """The known node closest before `target` clockwise, other than us."""

@@ -129,6 +129,11 @@ def _node(x: Any) -> NodeInfo:
     return NodeInfo(_id(node_id), (_str(host, HOST_CHARS_MAX), _uint(port, 0xFFFF)))
 
 
+def _addr(x: Any) -> tuple[str, int]:
+    host, port = _fixed(x, 2)
+    return _str(host, HOST_CHARS_MAX), _uint(port, 0xFFFF)
+
+
 def _enc_node(n: NodeInfo | None) -> Any:
     return None if n is None else [_enc_id(n.node_id), n.addr[0], n.addr[1]]
 
@@ -304,6 +309,7 @@ def encode(msg: Message, overlay_id: int) -> bytes:
             int(msg.code),
             _encode_body(msg.body),
             msg.signature,
+            None if msg.reply_to is None else list(msg.reply_to),
         ],
         use_bin_type=True,
     )
@@ -324,9 +330,9 @@ def _decode_checked(data: bytes, overlay_id: int) -> Message:
         obj = msgpack.unpackb(data, **_UNPACK_LIMITS)
     except Exception:  # msgpack raises many types, all of them mean "not a message"
         raise DecodeError("malformed") from None
-    if type(obj) is not list or len(obj) != 9:
+    if type(obj) is not list or len(obj) != 10:
         raise DecodeError("envelope")
-    version, overlay, ttl, via, dest, txid, code, body, signature = obj
+    version, overlay, ttl, via, dest, txid, code, body, signature, reply_to = obj
     if version != PROTOCOL_VERSION or type(version) is not int:
         raise DecodeError("version")
     if overlay != overlay_id or type(overlay) is not int:
@@ -342,6 +348,7 @@ def _decode_checked(data: bytes, overlay_id: int) -> Message:
         code=checked_code,
         body=_BODY_DECODERS[checked_code](body),
         signature=_opt(lambda s: _bin(s, SIGNATURE_BYTES_MAX), signature),
+        reply_to=_opt(_addr, reply_to),
     )
 
 

@@ -1,7 +1,7 @@
 """The messages of the peer protocol, as frozen dataclasses (after RFC 6940 §6, §7, §9).
 
 A message is an envelope (version, overlay id, TTL, via list, destination list,
-transaction id, code, body, signature) and one body per code. Requests have even
+transaction id, code, body, signature, reply-to address) and one body per code. Requests have even
 codes, their answers the next odd code; ERROR answers any request.
 """
 
@@ -170,3 +170,8 @@ class Message:
     code: Code
     body: Body
     signature: bytes | None = None
+    # Direct response (after RFC 7263): when set on a request, the responder sends the
+    # answer straight to this address instead of back along the via list. The first hop
+    # overwrites it with the address the origin's datagram came from, so an origin need
+    # not know its own address and cannot aim answers at somebody else.
+    reply_to: Addr | None = None

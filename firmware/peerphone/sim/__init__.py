@@ -1,0 +1,1 @@
+"""Placeholder: the deterministic simulator of the core arrives with the simulator issue."""

@@ -1,0 +1,1 @@
+"""Placeholder: the SIP front (registrar/proxy) and the pjsua2 handset arrive with the SIP issue."""
