@@ -56,3 +56,14 @@ def test_resources_are_bounded():
         assert not isinstance(s.store(store(DataModel.SINGLE, Entry(None, b"v", 1, 10), resource=r), now_ms=0), Error)
     full = s.store(store(DataModel.SINGLE, Entry(None, b"v", 1, 10), resource=3), now_ms=0)
     assert isinstance(full, Error) and full.code == ErrorCode.STORAGE_FULL
+
+
+def test_bytes_are_bounded_and_accounted():
+    s = Storage(bytes_max=10)
+    assert not isinstance(s.store(store(DataModel.SINGLE, Entry(None, b"123456", 1, 10)), now_ms=0), Error)
+    full = s.store(store(DataModel.SINGLE, Entry(None, b"12345", 1, 10), resource=2), now_ms=0)
+    assert isinstance(full, Error) and full.code == ErrorCode.STORAGE_FULL
+    assert not isinstance(s.store(store(DataModel.SINGLE, Entry(None, b"1234567890", 2, 10)), now_ms=0), Error)
+    assert s.bytes_held == 10  # the replaced value no longer counts
+    s.expire(now_ms=10_000)
+    assert s.bytes_held == 0

@@ -21,6 +21,7 @@ STAT_COUNTERS_MAX = 64
 
 # Storage.
 STORED_RESOURCES_MAX = 100_000
+STORED_BYTES_MAX = 64 * 1024 * 1024  # value bytes held for others: a Pi has RAM to spare, not gigabytes
 ENTRIES_PER_RESOURCE_MAX = 64
 LIFETIME_S_MAX = 7 * 24 * 3600
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from .errors import ErrorCode
-from .limits import ENTRIES_PER_RESOURCE_MAX, STORED_RESOURCES_MAX
+from .limits import ENTRIES_PER_RESOURCE_MAX, STORED_BYTES_MAX, STORED_RESOURCES_MAX
 from .wire.messages import ARRAY_APPEND, DataModel, Entry, EntryKey, Error, FetchAns, Store
 
 Key = tuple[int, int]  # (resource id, kind)
@@ -31,9 +31,11 @@ class _Resource:
 
 
 class Storage:
-    def __init__(self, resources_max: int = STORED_RESOURCES_MAX) -> None:
+    def __init__(self, resources_max: int = STORED_RESOURCES_MAX, bytes_max: int = STORED_BYTES_MAX) -> None:
         self._resources_max = resources_max
+        self._bytes_max = bytes_max
         self._data: dict[Key, _Resource] = {}
+        self.bytes_held = 0
 
     def __len__(self) -> int:
         return len(self._data)
@@ -61,13 +63,19 @@ class Storage:
         new_keys = {e.key for e in resolved if e.lifetime_s > 0} - entries.keys()
         if len(entries) + len(new_keys) > ENTRIES_PER_RESOURCE_MAX:
             return Error(ErrorCode.STORAGE_FULL, "too many entries under this resource")
+        replaced = sum(len(entries[e.key].entry.value) for e in resolved if e.key in entries)
+        added = sum(len(e.value) for e in resolved if e.lifetime_s > 0)
+        if self.bytes_held - replaced + added > self._bytes_max:
+            return Error(ErrorCode.STORAGE_FULL, "storage full")
         if held is None:
             held = self._data[key] = _Resource(req.model)
         for e in resolved:
-            if e.lifetime_s == 0:
-                held.entries.pop(e.key, None)
-            else:
+            old = held.entries.pop(e.key, None)
+            if old is not None:
+                self.bytes_held -= len(old.entry.value)
+            if e.lifetime_s > 0:
                 held.entries[e.key] = _Held(e, now_ms + e.lifetime_s * 1000)
+                self.bytes_held += len(e.value)
         if not held.entries:
             del self._data[key]
         return resolved
@@ -105,7 +113,7 @@ class Storage:
         for key in list(self._data):
             held = self._data[key]
             for entry_key in [k for k, h in held.entries.items() if h.expires_ms <= now_ms]:
-                del held.entries[entry_key]
+                self.bytes_held -= len(held.entries.pop(entry_key).entry.value)
                 removed += 1
             if not held.entries:
                 del self._data[key]

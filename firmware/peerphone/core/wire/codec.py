@@ -142,8 +142,12 @@ def _nodes(x: Any) -> tuple[NodeInfo, ...]:
     return tuple(_node(n) for n in _array(x, BODY_ITEMS_MAX))
 
 
+_MODELS = {m.value: m for m in DataModel}
+
+
 def _model(x: Any) -> DataModel:
-    return DataModel(_uint(x, 3)) if x in (1, 2, 3) else _fail()
+    model = _MODELS.get(x) if type(x) is int else None
+    return model if model is not None else _fail()
 
 
 def _entry(x: Any, model: DataModel) -> Entry:
