@@ -94,6 +94,30 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--seed", type=int, default=1, help="choice of keys, peers and victims (default 1)")
     lab.add_argument("--maintenance-ms", type=_positive_ms, default=250,
                      help="the peers' maintenance period (default %(default)s)")
+    sim = sub.add_parser("sim", help="run the real core at scale in the deterministic simulator",
+                         description="Simulate N nodes running the real PeerNode on a virtual clock: lookups "
+                                     "on a stable ring, a mass failure (--fail-fraction) or churn "
+                                     "(--churn-median-s). One seed gives one byte-identical report.")
+    sim.add_argument("--nodes", required=True, metavar="N[,N...]",
+                     help="overlay size, 3..100000; several sizes give one report each and a plot")
+    sim.add_argument("--topology", default="chord", choices=["chord"],
+                     help="overlay topology (kademlia and onehop are not built yet)")
+    sim.add_argument("--seed", type=int, required=True, help="decides everything: ids, latencies, churn, workload")
+    sim.add_argument("--duration-s", type=int, default=300, help="measured period (default %(default)s)")
+    sim.add_argument("--churn-median-s", type=float, help="median session time; nodes fail and are replaced")
+    sim.add_argument("--session", choices=["exponential", "weibull"], default="exponential",
+                     help="session-time distribution under churn (default %(default)s)")
+    sim.add_argument("--fail-fraction", type=float, default=0.0, metavar="P",
+                     help="fail this fraction of nodes at once, then measure repair and data loss")
+    sim.add_argument("--values", type=int, default=1000, help="values stored first (default %(default)s)")
+    sim.add_argument("--lookups", type=int, default=2000, help="lookups measured (default %(default)s)")
+    sim.add_argument("--maintenance-s", type=float, default=30.0,
+                     help="maintenance period of every node (default %(default)s)")
+    sim.add_argument("--successors", type=int, default=8, help="successor list length, 2..24 (default 8)")
+    sim.add_argument("--loss", type=float, default=0.0, help="datagram loss probability (default 0)")
+    sim.add_argument("--cold-start", action="store_true",
+                     help="build the ring join by join instead of from its converged state")
+    sim.add_argument("--plot", metavar="FILE.svg", help="write hops and latency against N")
     return parser
 
 
@@ -105,6 +129,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "lab":
             from .lab import LabSpec, run_lab
             return run_lab(LabSpec.from_args(args))
+        if args.command == "sim":
+            from .simcmd import run_sim
+            return run_sim(args)
         return run(_COMMANDS[args.command](args))
     except ConfigError as e:
         print(f"peerphone: error: {e}", file=sys.stderr)

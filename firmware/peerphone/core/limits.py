@@ -34,6 +34,7 @@ class Timing:
     rpc_transmissions_max: int = 4
     maintenance_interval_ms: int = 1000
     fingers_fixed_per_round: int = 4
+    fingers_probed_per_round: int = 4
     dedup_window_ms: int = 10_000
     leave_timeout_ms: int = 1500
 
@@ -45,6 +46,7 @@ class Timing:
             rpc_transmissions_max=self.rpc_transmissions_max,
             maintenance_interval_ms=maintenance_interval_ms,
             fingers_fixed_per_round=self.fingers_fixed_per_round,
+            fingers_probed_per_round=self.fingers_probed_per_round,
             dedup_window_ms=self.dedup_window_ms,
             leave_timeout_ms=self.leave_timeout_ms,
         )

@@ -41,6 +41,7 @@ from .limits import (
     PEER_TABLE_MAX,
     RATE_SOURCES_MAX,
     STAT_COUNTERS_MAX,
+    SUCCESSORS_KEPT,
     TTL_INITIAL,
     VIA_ENTRIES_MAX,
     Timing,
@@ -97,6 +98,7 @@ class PeerConfig:
     # transmission; retransmissions always take the symmetric path, so an origin
     # behind a NAT that filters the direct answer loses one retransmission interval.
     direct_response: bool = True
+    successors_kept: int = SUCCESSORS_KEPT  # Chord §5.2 suggests 2 log2 N against mass failure
 
 
 # -- events handed to the driver (past tense) --
@@ -123,12 +125,14 @@ class NodeFailed:
 
 @dataclass(frozen=True, slots=True)
 class RequestCompleted:
-    """A store, fetch or stat we were asked for is done; `hops` counts request datagrams."""
+    """A command of ours is done. `hops` counts the request's datagrams (0: answered
+    here); `responder` is the node that answered (None when nobody did)."""
 
     handle: int
     answer: Body | None
     error: Error | None
     hops: int
+    responder: int | None
 
 
 Event = Union[Joined, JoinFailed, Left, NodeFailed, RequestCompleted]
@@ -182,6 +186,7 @@ _DIRECT = (_Stabilize, _Probe, _Replicate, _Farewell)  # one hop to a known node
 _STAMP_ME: Addr = ("", 0)  # "answer me directly"; the first hop writes in the address it saw
 _TIMED_OUT = Error(ErrorCode.UNREACHABLE, "timed out")
 _SENT = {code: "sent." + code.name for code in Code}
+_BYTES = {code: "bytes." + code.name for code in Code}
 _RING_CODES = frozenset({Code.JOIN, Code.LEAVE, Code.UPDATE, Code.FIND, Code.STORE, Code.FETCH})
 
 
@@ -189,7 +194,7 @@ class PeerNode:
     def __init__(self, me: NodeInfo, config: PeerConfig, *, rng: Rng, entropy: Entropy, now_ms: int) -> None:
         self.me = me
         self.config = config
-        self.chord = Chord(me)
+        self.chord = Chord(me, config.successors_kept)
         self.storage = Storage()
         self.state = State.IDLE
         self.counters: Counter[str] = Counter()
@@ -205,6 +210,7 @@ class PeerNode:
         self._next_handle = 1
         self._maintenance_ms: int | None = None
         self._finger_cursor = 0
+        self._probe_cursor = 0
         self._in_flight: set[tuple[str, int]] = set()  # (task, node id): one probe at a time
         self._replicated: dict[Key, set[int]] = {}
         self._replicating: set[tuple[Key, int]] = set()
@@ -318,6 +324,10 @@ class PeerNode:
     def fetch(self, resource: int, kind: int, *, now_ms: int, first_hop: Addr | None = None) -> int:
         return self._user_request(Code.FETCH, Fetch(resource, kind), resource, now_ms, first_hop)
 
+    def lookup(self, target: int, *, now_ms: int, first_hop: Addr | None = None) -> int:
+        """Find the node responsible for `target` (its FindAns, and `responder`)."""
+        return self._user_request(Code.FIND, EMPTY, target, now_ms, first_hop)
+
     def stat(self, peer: Addr, *, now_ms: int) -> int:
         """Diagnostics of the peer at `peer` (an empty destination list: whoever receives it)."""
         handle = self._new_handle()
@@ -395,20 +405,24 @@ class PeerNode:
         self._answer(msg, code, body, addr, now_ms)
 
     def _answer(self, req: Message, code: Code, body: Body, addr: Addr, now_ms: int, *, cache: bool = True) -> None:
+        """Answer `req`. The answer's via list is the request's path ending with us, so
+        the origin learns the hop count and who answered (PathTrack, RFC 6940 §6.5.4)."""
         if req.reply_to is not None and len(req.via) > 1:
             back: tuple[Dest, ...] = (Dest(DestKind.NODE, req.via[0]),)
             addr = req.reply_to
         else:
             back = tuple(Dest(DestKind.NODE, v) for v in reversed(req.via))
-        answer = Message(TTL_INITIAL, req.via, back, req.txid, code, body)
+        path = (*req.via, self.me.node_id)
+        answer = Message(TTL_INITIAL, path, back, req.txid, code, body)
         data = encode(answer, self.config.overlay_id)
         if len(data) > DATAGRAM_BYTES_MAX:
             code, body = Code.ERROR, Error(ErrorCode.TOO_LARGE, "answer exceeds one datagram")
-            answer = Message(TTL_INITIAL, req.via, back, req.txid, code, body)
+            answer = Message(TTL_INITIAL, path, back, req.txid, code, body)
             data = encode(answer, self.config.overlay_id)
         if cache:
             self._answers.put(req.via[0], req.txid, code, body, now_ms=now_ms)
         self.counters[_SENT[code]] += 1
+        self.counters[_BYTES[code]] += len(data)
         self._outbox.append((data, addr))
 
     def _receive_answer(self, msg: Message, now_ms: int) -> None:
@@ -543,9 +557,8 @@ class PeerNode:
         code, body = self._request_handlers[msg.code](msg, sender, now_ms)
         self._finish(purpose, self._local_answer(msg, code, body), now_ms)
 
-    @staticmethod
-    def _local_answer(msg: Message, code: Code, body: Body) -> Message:
-        return Message(TTL_INITIAL, (), (), msg.txid, code, body)
+    def _local_answer(self, msg: Message, code: Code, body: Body) -> Message:
+        return Message(TTL_INITIAL, (self.me.node_id,), (), msg.txid, code, body)
 
     def _retransmit(self, pending: Pending[Purpose], now_ms: int) -> None:
         self.counters["retransmitted"] += 1
@@ -561,8 +574,10 @@ class PeerNode:
             self._finish_here(pending.request, pending.purpose, now_ms)
 
     def _send(self, msg: Message, addr: Addr) -> None:
+        data = encode(msg, self.config.overlay_id)
         self.counters[_SENT[msg.code]] += 1
-        self._outbox.append((encode(msg, self.config.overlay_id), addr))
+        self.counters[_BYTES[msg.code]] += len(data)
+        self._outbox.append((data, addr))
 
     def _finish(self, purpose: Purpose, answer: Message | None, now_ms: int, *, timed_out: bool = True) -> None:
         if answer is None and timed_out and isinstance(purpose, _DIRECT):
@@ -574,10 +589,12 @@ class PeerNode:
     def _done_user(self, purpose: Purpose, answer: Message | None, now_ms: int) -> None:
         assert isinstance(purpose, _User)
         if answer is None:
-            self._events.append(RequestCompleted(purpose.handle, None, _TIMED_OUT, 0))
+            self._events.append(RequestCompleted(purpose.handle, None, _TIMED_OUT, 0, None))
             return
         error = answer.body if isinstance(answer.body, Error) else None
-        self._events.append(RequestCompleted(purpose.handle, None if error else answer.body, error, len(answer.via)))
+        responder = answer.via[-1] if answer.via else None
+        self._events.append(RequestCompleted(purpose.handle, None if error else answer.body, error,
+                                             max(0, len(answer.via) - 1), responder))
 
     def _send_join(self, purpose: _Join, now_ms: int) -> None:
         self._request(Code.JOIN, EMPTY, (Dest(DestKind.RESOURCE, self.me.node_id),), purpose, now_ms,
@@ -679,12 +696,16 @@ class PeerNode:
                       target=succ.addr)
 
     def _probe_neighbours(self, now_ms: int) -> None:
-        """Failure detection: the predecessor and every distinct finger are pinged each round."""
-        nodes = {f.node_id: f for f in self.chord.distinct_fingers()}
-        if self.chord.pred is not None:
-            nodes[self.chord.pred.node_id] = self.chord.pred
-        nodes.pop(self.chord.succ.node_id, None)  # stabilize already checks the successor
-        for node in nodes.values():
+        """Failure detection: the predecessor each round, and the distinct fingers a few
+        per round in turn, so the cost per round stays flat as the overlay grows."""
+        fingers = [f for f in self.chord.distinct_fingers() if f.node_id != self.chord.succ.node_id]
+        count = min(len(fingers), self._timing.fingers_probed_per_round)
+        start = self._probe_cursor % len(fingers) if fingers else 0
+        self._probe_cursor = start + count
+        nodes = [fingers[(start + i) % len(fingers)] for i in range(count)]
+        if self.chord.pred is not None and self.chord.pred.node_id != self.chord.succ.node_id:
+            nodes.append(self.chord.pred)  # stabilize already checks the successor
+        for node in nodes:
             if ("probe", node.node_id) in self._in_flight:
                 continue
             self._in_flight.add(("probe", node.node_id))

@@ -1,0 +1,64 @@
+"""`peerphone sim`: check the arguments, run the scenarios, print reports, write a plot."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from ..sim.plot import hops_and_latency_svg
+from ..sim.scenario import Report, Scenario, SimSpec
+from .config import ConfigError
+
+NODES_MAX = 100_000
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ConfigError("--nodes must be numbers separated by commas") from None
+    if not sizes or any(not 3 <= n <= NODES_MAX for n in sizes):
+        raise ConfigError(f"--nodes must be 3..{NODES_MAX}")
+    return sizes
+
+
+def specs_from_args(args: argparse.Namespace) -> list[SimSpec]:
+    if not 0.0 <= args.fail_fraction < 1.0:
+        raise ConfigError("--fail-fraction must be in [0, 1)")
+    if args.fail_fraction and args.churn_median_s:
+        raise ConfigError("choose --fail-fraction or --churn-median-s, not both")
+    if args.churn_median_s is not None and args.churn_median_s <= 0:
+        raise ConfigError("--churn-median-s must be positive")
+    if not 2 <= args.successors <= 24:
+        raise ConfigError("--successors must be 2..24")
+    if not 0.0 <= args.loss < 1.0:
+        raise ConfigError("--loss must be in [0, 1)")
+    if not 1.0 <= args.maintenance_s <= 3600:
+        raise ConfigError("--maintenance-s must be 1..3600")
+    if args.duration_s < 1 or args.values < 0 or args.lookups < 1:
+        raise ConfigError("--duration-s and --lookups must be positive, --values not negative")
+    return [SimSpec(nodes=n, seed=args.seed, topology=args.topology, duration_s=args.duration_s,
+                    churn_median_s=args.churn_median_s, session=args.session, fail_fraction=args.fail_fraction,
+                    values=args.values, lookups=args.lookups, maintenance_s=args.maintenance_s,
+                    successors=args.successors, loss=args.loss, cold_start=args.cold_start)
+            for n in _sizes(args.nodes)]
+
+
+def run_sim(args: argparse.Namespace) -> int:
+    specs = specs_from_args(args)
+    reports: list[Report] = []
+    for spec in specs:
+        started = time.monotonic()
+        scenario = Scenario(spec, progress=lambda text: print(f"  ... {text}", file=sys.stderr, flush=True))
+        report = scenario.run()
+        reports.append(report)
+        sys.stdout.write(report.text())
+        wall = time.monotonic() - started
+        print(f"  (wall time {wall:.1f} s, {scenario.sim.events_run / wall:,.0f} events/s)", file=sys.stderr)
+        print()
+    if args.plot:
+        Path(args.plot).write_text(hops_and_latency_svg(reports))
+        print(f"plot written to {args.plot}", file=sys.stderr)
+    return 0

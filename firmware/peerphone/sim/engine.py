@@ -1,0 +1,222 @@
+"""The deterministic simulator: the real `PeerNode`s on a virtual clock and one event heap.
+
+Everything random comes from one `random.Random(seed)`: node ids, each node's own
+rng and entropy, latencies, loss, churn and workload. Nothing is iterated in hash
+order, so one seed gives one byte-identical report (TigerBeetle's and
+FoundationDB's discipline, STYLE.md habit 10).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from bisect import bisect_left
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..core.ids import RING
+from ..core.limits import Timing
+from ..core.peer import PeerConfig, PeerNode, RequestCompleted, State
+from ..core.wire.messages import Addr, NodeInfo
+from .network import Network, NetworkModel
+
+SIM_OVERLAY_ID = 0x51A0
+DELIVER, TIMER, CALL = 0, 1, 2
+
+
+@dataclass
+class Simulation:
+    seed: int
+    timing: Timing
+    model: NetworkModel = field(default_factory=NetworkModel)
+    successors_kept: int = 8
+    now_ms: int = 0
+    nodes: dict[Addr, PeerNode] = field(default_factory=dict)
+    live: list[Addr] = field(default_factory=list)  # in join order: deterministic choices
+    events_run: int = 0
+    datagrams: int = 0
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+        self.network = Network(self.model, random.Random(self.rng.getrandbits(64)))
+        self._heap: list[tuple[int, int, int, object, object, object]] = []
+        self._seq = 0
+        self._timer_at: dict[Addr, int] = {}
+        self._live_index: dict[Addr, int] = {}
+        self._next_host = 0
+        self._waiting: dict[tuple[Addr, int], Callable[[RequestCompleted], None]] = {}
+
+    # -- the event heap --
+
+    def _push(self, at_ms: int, kind: int, a: object, b: object = None, c: object = None) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (at_ms, self._seq, kind, a, b, c))
+
+    def call_at(self, at_ms: int, fn: Callable[[], None]) -> None:
+        self._push(at_ms, CALL, fn)
+
+    def run_until(self, end_ms: int) -> None:
+        heap = self._heap
+        while heap and heap[0][0] <= end_ms:
+            at_ms, _, kind, a, b, c = heapq.heappop(heap)
+            self.now_ms = at_ms
+            self.events_run += 1
+            if kind == DELIVER:
+                node = self.nodes.get(a)  # type: ignore[arg-type]
+                if node is not None and a in self._live_index:
+                    node.receive_datagram(b, c, now_ms=at_ms)  # type: ignore[arg-type]
+                    self._flush(node)
+            elif kind == TIMER:
+                if self._timer_at.get(a) == at_ms and a in self._live_index:  # type: ignore[arg-type]
+                    del self._timer_at[a]  # type: ignore[arg-type]
+                    node = self.nodes[a]  # type: ignore[index]
+                    node.handle_timer(now_ms=at_ms)
+                    self._flush(node)
+            else:
+                a()  # type: ignore[operator]
+        self.now_ms = max(self.now_ms, end_ms)
+
+    def _flush(self, node: PeerNode) -> None:
+        src = node.me.addr
+        for data, dst in node.datagrams_to_send():
+            self.datagrams += 1
+            if dst not in self.nodes:
+                continue
+            for at_ms in self.network.deliveries(src, dst, self.now_ms):
+                self._push(at_ms, DELIVER, dst, data, src)
+        for event in node.events():
+            if isinstance(event, RequestCompleted):
+                done = self._waiting.pop((src, event.handle), None)
+                if done is not None:
+                    done(event)
+        deadline = node.next_deadline_ms()
+        if deadline is not None and self._timer_at.get(src) != deadline:
+            self._timer_at[src] = deadline
+            self._push(deadline, TIMER, src)
+
+    # -- membership --
+
+    def new_node(self) -> PeerNode:
+        self._next_host += 1
+        h = self._next_host
+        addr: Addr = (f"10.{h >> 16 & 255}.{h >> 8 & 255}.{h & 255}", 6084)
+        node_rng = random.Random(self.rng.getrandbits(64))
+        config = PeerConfig(SIM_OVERLAY_ID, self.timing, successors_kept=self.successors_kept)
+        node = PeerNode(NodeInfo(self.rng.randrange(RING), addr), config, rng=node_rng,
+                        entropy=node_rng.randbytes, now_ms=self.now_ms)
+        self.nodes[addr] = node
+        self.network.add_host(addr)
+        self._live_index[addr] = len(self.live)
+        self.live.append(addr)
+        return node
+
+    def join(self, bootstrap: PeerNode | None) -> PeerNode:
+        node = self.new_node()
+        node.join([bootstrap.me.addr] if bootstrap else [], now_ms=self.now_ms)
+        self._flush(node)
+        return node
+
+    def fail(self, addr: Addr) -> None:
+        """The node stops dead: no leave, no more datagrams in or out."""
+        index = self._live_index.pop(addr)
+        last = self.live.pop()
+        if last != addr:
+            self.live[index] = last
+            self._live_index[last] = index
+        self._timer_at.pop(addr, None)
+
+    def random_live(self) -> PeerNode:
+        return self.nodes[self.live[self.rng.randrange(len(self.live))]]
+
+    def live_nodes(self) -> list[PeerNode]:
+        return [self.nodes[a] for a in self.live]
+
+    def warm_start(self, count: int) -> None:
+        """`count` nodes whose rings and fingers are what stabilisation converges to.
+
+        Building a 16,384-node ring join by join costs simulated hours; lookup path
+        lengths, failure and churn are measured from the converged state, as the
+        Chord paper does (§6). The protocol runs from here on.
+        """
+        nodes = [self.new_node() for _ in range(count)]
+        ordered = sorted(nodes, key=lambda n: n.me.node_id)
+        ids = [n.me.node_id for n in ordered]
+        for i, node in enumerate(ordered):
+            node.join([], now_ms=self.now_ms)
+            node.events()
+            successors = [ordered[(i + k) % count].me for k in range(1, min(count, self.successors_kept + 1))]
+            if successors:
+                node.chord.adopt_successors(successors[0], successors[1:])
+                node.chord.set_pred(ordered[i - 1].me)
+            index = 0
+            while True:
+                owner = ordered[bisect_left(ids, node.chord.finger_start(index)) % count]
+                index = node.chord.set_finger(index, owner.me)
+                if index == 0:
+                    break
+        for node in nodes:
+            self._flush(node)
+
+    # -- operations with outcomes --
+
+    def request(self, node: PeerNode, start: Callable[[PeerNode, int], int],
+                done: Callable[[RequestCompleted], None]) -> None:
+        if node.state is not State.JOINED:
+            return
+        handle = start(node, self.now_ms)
+        self._waiting[(node.me.addr, handle)] = done
+        self._flush(node)
+
+    def oracle(self) -> "Oracle":
+        return Oracle(sorted(self.nodes[a].me.node_id for a in self.live
+                             if self.nodes[a].state is State.JOINED))
+
+
+@dataclass(frozen=True)
+class Oracle:
+    """The sorted ring of live nodes: what every routing table should agree with."""
+
+    ids: list[int]
+
+    def successor(self, target: int) -> int:
+        i = bisect_left(self.ids, target)
+        return self.ids[i % len(self.ids)]
+
+    def replica_set(self, target: int, replicas: int) -> list[int]:
+        i = bisect_left(self.ids, target) % len(self.ids)
+        return [self.ids[(i + k) % len(self.ids)] for k in range(min(replicas, len(self.ids)))]
+
+    def ring_errors(self, nodes: list[PeerNode]) -> int:
+        """Live nodes whose successor or predecessor differs from the oracle's."""
+        errors = 0
+        for node in nodes:
+            i = bisect_left(self.ids, node.me.node_id)
+            succ, pred = self.ids[(i + 1) % len(self.ids)], self.ids[i - 1]
+            if node.chord.succ.node_id != succ or (node.chord.pred is None or node.chord.pred.node_id != pred):
+                errors += 1
+        return errors
+
+    def finger_errors(self, nodes: list[PeerNode]) -> int:
+        """Fingers, over all live nodes, that do not point at the oracle's successor of their start."""
+        errors = 0
+        for node in nodes:
+            me = node.me.node_id
+            for index, finger in enumerate(node.chord.fingers):
+                want = self.successor(node.chord.finger_start(index))
+                got = finger.node_id if finger is not None else me
+                errors += got != want
+        return errors
+
+
+def hops_formula(n: int) -> float:
+    """Mean Chord path length, 1/2 log2 N (Stoica et al., SIGCOMM 2001, fig. 10)."""
+    return 0.5 * math.log2(n)
+
+
+def percentile(values: list[float] | list[int], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return float(ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))])
+

@@ -1,0 +1,274 @@
+"""Experiments on the simulator: stable lookups, mass failure, churn; and their report.
+
+A report holds only what the seed decides (no wall-clock time), so two runs with
+one seed print the same bytes.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..core.ids import id_from_name
+from ..core.limits import REPLICAS, Timing
+from ..core.peer import PeerNode, RequestCompleted
+from ..core.usages import MODEL_OF, Kind
+from ..core.wire.messages import Entry, FetchAns
+from .engine import Simulation, hops_formula, percentile
+from .network import NetworkModel
+
+MAINTENANCE_CODES = ("PING", "UPDATE", "FIND", "JOIN", "LEAVE")
+REPLICATION_CODES = ("STORE",)
+VALUE_LIFETIME_S = 24 * 3600
+
+
+@dataclass(frozen=True)
+class SimSpec:
+    nodes: int
+    seed: int = 1
+    topology: str = "chord"
+    duration_s: int = 300
+    churn_median_s: float | None = None
+    session: str = "exponential"  # or "weibull"
+    weibull_shape: float = 0.7
+    fail_fraction: float = 0.0
+    values: int = 1000
+    lookups: int = 2000
+    maintenance_s: float = 30.0
+    successors: int = 8
+    loss: float = 0.0
+    cold_start: bool = False
+
+    def timing(self) -> Timing:
+        return Timing(fingers_fixed_per_round=2, fingers_probed_per_round=2).scaled(int(self.maintenance_s * 1000))
+
+
+@dataclass
+class Lookups:
+    issued: int = 0
+    answered: int = 0
+    correct: int = 0
+    hops: list[int] = field(default_factory=list)
+    latency_ms: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    spec: SimSpec
+    lines: list[str] = field(default_factory=list)
+    figures: dict[str, float] = field(default_factory=dict)
+
+    def add(self, key: str, value: float, text: str) -> None:
+        self.figures[key] = value
+        self.lines.append(text)
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+class Scenario:
+    def __init__(self, spec: SimSpec, progress: Callable[[str], None] = lambda _: None) -> None:
+        if spec.topology != "chord":
+            raise ValueError(f"topology {spec.topology!r} is not implemented yet (chord is)")
+        self.spec = spec
+        self.progress = progress
+        model = NetworkModel(loss=spec.loss)
+        self.sim = Simulation(spec.seed, spec.timing(), model, successors_kept=spec.successors)
+        self.report = Report(spec)
+        self.keys: list[str] = []
+        self.stored: set[str] = set()
+
+    # -- phases --
+
+    def build(self) -> None:
+        spec, sim = self.spec, self.sim
+        if spec.cold_start:
+            first = sim.join(None)
+            for i in range(1, spec.nodes):
+                sim.run_until(sim.now_ms + 200)
+                sim.join(sim.random_live() if i > 1 else first)
+            sim.run_until(sim.now_ms + int(spec.maintenance_s * 1000 * 20))
+        else:
+            sim.warm_start(spec.nodes)
+
+    def store_values(self) -> None:
+        spec, sim = self.spec, self.sim
+        self.keys = [f"sim-{spec.seed}-{i}" for i in range(spec.values)]
+        stamp = 1
+        for i, key in enumerate(self.keys):
+            def start(node: PeerNode, now: int, key: str = key) -> int:
+                entry = Entry(None, key.encode(), stamp, VALUE_LIFETIME_S)
+                return node.store(id_from_name(key), Kind.BLOB, MODEL_OF[Kind.BLOB], [entry], now_ms=now)
+
+            def done(event: RequestCompleted, key: str = key) -> None:
+                if event.error is None:
+                    self.stored.add(key)
+
+            sim.call_at(sim.now_ms + i * 10, lambda s=start, d=done: sim.request(sim.random_live(), s, d))
+        sim.run_until(sim.now_ms + len(self.keys) * 10 + 20_000)
+
+    def lookups(self, count: int, spread_ms: int) -> Lookups:
+        """`count` fetches of random ids from random live nodes, judged by who answered."""
+        sim, result = self.sim, Lookups()
+        for i in range(count):
+            sim.call_at(sim.now_ms + (i * spread_ms) // max(1, count), lambda: self._one_lookup(result))
+        sim.run_until(sim.now_ms + spread_ms + 30_000)
+        return result
+
+    def _one_lookup(self, result: Lookups) -> None:
+        sim = self.sim
+        target = sim.rng.getrandbits(160)
+        started = sim.now_ms
+        result.issued += 1
+
+        def done(event: RequestCompleted) -> None:
+            if event.error is not None or event.responder is None:
+                return
+            result.answered += 1
+            result.hops.append(event.hops)
+            result.latency_ms.append(sim.now_ms - started)
+            if event.responder == sim.oracle().successor(target):
+                result.correct += 1
+
+        sim.request(sim.random_live(), lambda n, now: n.fetch(target, Kind.BLOB, now_ms=now), done)
+
+    def fetch_all(self) -> tuple[int, int]:
+        """(found, missing) over every value that was stored."""
+        sim = self.sim
+        found: list[str] = []
+        for i, key in enumerate(sorted(self.stored)):
+            def done(event: RequestCompleted, key: str = key) -> None:
+                if isinstance(event.answer, FetchAns) and event.answer.entries:
+                    found.append(key)
+
+            def start(node: PeerNode, now: int, key: str = key) -> int:
+                return node.fetch(id_from_name(key), Kind.BLOB, now_ms=now)
+
+            sim.call_at(sim.now_ms + i * 5, lambda s=start, d=done: sim.request(sim.random_live(), s, d))
+        sim.run_until(sim.now_ms + len(self.stored) * 5 + 30_000)
+        return len(found), len(self.stored) - len(found)
+
+    def traffic(self) -> dict[str, int]:
+        totals: dict[str, int] = {}
+        for node in self.sim.nodes.values():
+            for name, value in node.counters.items():
+                if name.startswith("bytes.") or name.startswith("sent."):
+                    totals[name] = totals.get(name, 0) + value
+        return totals
+
+    # -- the experiments --
+
+    def run(self) -> Report:
+        spec, r = self.spec, self.report
+        r.lines.append(f"peerphone sim: {spec.nodes} nodes, topology {spec.topology}, seed {spec.seed}, "
+                       f"maintenance every {spec.maintenance_s:g} s, {spec.successors} successors, "
+                       f"loss {spec.loss:.1%}, {'cold' if spec.cold_start else 'warm'} start")
+        self.progress(f"building {spec.nodes} nodes")
+        self.build()
+        self._invariants("after stabilisation")
+        self.progress(f"storing {spec.values} values")
+        self.store_values()
+        r.add("stored", len(self.stored), f"values stored: {len(self.stored)}/{spec.values}")
+        if spec.fail_fraction > 0:
+            self._mass_failure()
+        elif spec.churn_median_s:
+            self._churn()
+        else:
+            self.progress(f"{spec.lookups} lookups")
+            self._lookup_figures("stable", self.lookups(spec.lookups, spec.duration_s * 1000))
+        self._load_balance()
+        r.add("events", self.sim.events_run, f"events simulated: {self.sim.events_run}, datagrams sent: "
+              f"{self.sim.datagrams}, dropped by the network: {self.sim.network.dropped}")
+        return r
+
+    def _invariants(self, when: str) -> None:
+        live = self.sim.live_nodes()
+        oracle = self.sim.oracle()
+        ring, fingers = oracle.ring_errors(live), oracle.finger_errors(live)
+        self.report.add(f"ring_errors {when}", ring, f"{when}: {ring} nodes with a wrong successor or "
+                        f"predecessor, {fingers} wrong fingers of {len(live) * 160}")
+        self.report.figures[f"finger_errors {when}"] = fingers
+
+    def _lookup_figures(self, name: str, result: Lookups) -> None:
+        r, n = self.report, len(self.sim.live)
+        success = result.correct / result.issued if result.issued else 0.0
+        mean_hops = statistics.fmean(result.hops) if result.hops else 0.0
+        formula = hops_formula(n)
+        r.add(f"{name} success", success, f"{name} lookups: {result.correct}/{result.issued} found the live "
+              f"responsible node ({success:.2%}); {result.answered} answered")
+        r.add(f"{name} hops", mean_hops, f"{name} hops: mean {mean_hops:.2f} p50 {percentile(result.hops, 50):.0f} "
+              f"p99 {percentile(result.hops, 99):.0f}; 1/2 log2 N = {formula:.2f} "
+              f"(ratio {mean_hops / formula:.3f})")
+        r.add(f"{name} latency", percentile(result.latency_ms, 50),
+              f"{name} latency: p50 {percentile(result.latency_ms, 50):.0f} ms "
+              f"p99 {percentile(result.latency_ms, 99):.0f} ms")
+
+    def _mass_failure(self) -> None:
+        spec, sim, r = self.spec, self.sim, self.report
+        victims = sim.rng.sample(sorted(sim.live), round(spec.fail_fraction * len(sim.live)))
+        doomed = set(victims)
+        held = {resource for a in sim.live if a not in doomed for resource, _ in sim.nodes[a].storage.keys()}
+        survivors_hold = {key for key in self.stored if id_from_name(key) in held}
+        self.progress(f"failing {len(victims)} nodes at once")
+        for addr in victims:
+            sim.fail(addr)
+        rounds = 12
+        sim.run_until(sim.now_ms + int(spec.maintenance_s * 1000 * rounds))
+        self._invariants(f"{rounds} rounds after {len(victims)} failures")
+        self.progress("lookups after the failure")
+        self._lookup_figures("after failure", self.lookups(spec.lookups, 60_000))
+        found, missing = self.fetch_all()
+        lost_fraction = missing / max(1, len(self.stored))
+        allowed = len(self.stored) - len(survivors_hold)
+        p = spec.fail_fraction
+        r.add("lost", lost_fraction, f"values lost: {missing}/{len(self.stored)} ({lost_fraction:.2%}); "
+              f"p^{REPLICAS} = {p ** REPLICAS:.2%}, unreplicated p = {p:.0%}")
+        r.add("lost beyond replicas", missing - allowed, f"values lost although a replica survived: "
+              f"{max(0, missing - allowed)} (values whose {REPLICAS} holders all failed: {allowed})")
+
+    def _churn(self) -> None:
+        spec, sim, r = self.spec, self.sim, self.report
+        median_ms = spec.churn_median_s * 1000  # type: ignore[operator]
+
+        def session_ms() -> int:
+            if spec.session == "weibull":
+                k = spec.weibull_shape
+                scale = median_ms / math.log(2) ** (1 / k)
+                return max(1000, int(sim.rng.weibullvariate(scale, k)))
+            return max(1000, int(sim.rng.expovariate(math.log(2) / median_ms)))
+
+        def schedule_death(addr: object) -> None:
+            sim.call_at(sim.now_ms + session_ms(), lambda: die(addr))
+
+        def die(addr: object) -> None:
+            if addr not in sim.live or len(sim.live) <= 3:
+                return
+            sim.fail(addr)  # type: ignore[arg-type]
+            newcomer = sim.join(sim.random_live())
+            schedule_death(newcomer.me.addr)
+
+        for addr in sorted(sim.live):
+            schedule_death(addr)
+        before = self.traffic()
+        start_ms = sim.now_ms
+        self.progress(f"churn for {spec.duration_s} s, median session {spec.churn_median_s:g} s")
+        result = self.lookups(spec.lookups, spec.duration_s * 1000)
+        window_s = (sim.now_ms - start_ms) / 1000
+        after = self.traffic()
+        self._lookup_figures("under churn", result)
+        for name, codes in (("maintenance", MAINTENANCE_CODES), ("replication", REPLICATION_CODES)):
+            sent = sum(after.get(f"sent.{c}{s}", 0) - before.get(f"sent.{c}{s}", 0) for c in codes for s in ("", "_ANS"))
+            size = sum(after.get(f"bytes.{c}{s}", 0) - before.get(f"bytes.{c}{s}", 0)
+                       for c in codes for s in ("", "_ANS"))
+            per_node = len(sim.live) * window_s
+            r.add(f"{name} B/s", size / per_node, f"{name}: {sent / per_node:.2f} messages and "
+                  f"{size / per_node:.0f} bytes per node per second")
+
+    def _load_balance(self) -> None:
+        counts = [len(n.storage) for n in self.sim.live_nodes()]
+        mean = statistics.fmean(counts) if counts else 0.0
+        if mean:
+            self.report.add("values max/mean", max(counts) / mean, f"values per node: mean {mean:.2f}, max/mean "
+                            f"{max(counts) / mean:.2f}, p99/mean {percentile(counts, 99) / mean:.2f}")

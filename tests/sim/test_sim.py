@@ -1,0 +1,67 @@
+"""The simulator: determinism, convergence from cold, mass failure, the network model."""
+
+import os
+import random
+import subprocess
+import sys
+
+from peerphone.sim.network import Network, NetworkModel, Partition
+from peerphone.sim.scenario import Scenario, SimSpec
+
+
+def test_one_seed_gives_a_byte_identical_report_across_processes():
+    cmd = [sys.executable, "-m", "peerphone", "sim", "--nodes", "120", "--seed", "42", "--lookups", "200",
+           "--values", "60", "--duration-s", "60", "--churn-median-s", "300", "--loss", "0.01"]
+    outputs = []
+    for hash_seed in ("1", "2"):  # different string hashing must not change anything
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+        assert result.returncode == 0, result.stderr
+        outputs.append(result.stdout)
+    assert outputs[0] == outputs[1]
+    other = subprocess.run(cmd[:6] + ["43"] + cmd[7:], capture_output=True, text=True, timeout=300)
+    assert other.stdout != outputs[0]  # and the seed does decide
+
+
+def test_a_cold_ring_built_join_by_join_matches_the_oracle():
+    scenario = Scenario(SimSpec(nodes=60, seed=5, values=0, lookups=100, duration_s=30, maintenance_s=2,
+                                cold_start=True))
+    report = scenario.run()
+    assert report.figures["ring_errors after stabilisation"] == 0
+    assert report.figures["finger_errors after stabilisation"] == 0
+    assert report.figures["stable success"] == 1.0
+
+
+def test_mass_failure_loses_only_values_whose_replicas_all_failed():
+    scenario = Scenario(SimSpec(nodes=300, seed=7, values=600, lookups=300, fail_fraction=0.5, successors=16,
+                                maintenance_s=5))
+    report = scenario.run()
+    assert report.figures["lost beyond replicas"] <= 0
+    assert report.figures["ring_errors 12 rounds after 150 failures"] == 0
+    assert 0 < report.figures["lost"] < 0.5  # some sets did lose all three holders; far fewer than p
+    assert report.figures["after failure success"] >= 0.95
+
+
+def test_stable_lookups_all_find_the_responsible_node():
+    report = Scenario(SimSpec(nodes=500, seed=2, values=100, lookups=500, duration_s=30)).run()
+    assert report.figures["stable success"] == 1.0
+    assert 0.7 < report.figures["stable hops"] / 4.48 < 1.1
+
+
+def test_network_loss_duplication_and_partition():
+    net = Network(NetworkModel(loss=0.2, duplicate=0.1, jitter_ms=10), random.Random(1),
+                  [Partition(start_ms=1000, end_ms=2000)])
+    for host in range(20):
+        net.add_host(host)
+    arrivals = [net.deliveries(0, 1, now_ms=0) for _ in range(2000)]
+    lost = sum(1 for a in arrivals if not a)
+    doubled = sum(1 for a in arrivals if len(a) == 2)
+    assert 300 < lost < 500 and 100 < doubled < 250
+    assert all(t > 0 for a in arrivals for t in a)
+    assert len({tuple(a) for a in arrivals if a}) > 1  # jitter: not every datagram takes the same time
+    sides = [(h, net._hosts[h].side % 2) for h in range(20)]
+    a = next(h for h, s in sides if s == 0)
+    b = next(h for h, s in sides if s == 1)
+    clean = Network(NetworkModel(), random.Random(2), [Partition(1000, 2000)])
+    clean._hosts = net._hosts
+    assert clean.deliveries(a, b, now_ms=1500) == [] and clean.deliveries(a, b, now_ms=2500) != []
