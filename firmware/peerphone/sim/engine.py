@@ -13,7 +13,7 @@ import math
 import random
 from bisect import bisect_left
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, cast
 
 from ..core.ids import RING
 from ..core.limits import Timing
@@ -62,19 +62,21 @@ class Simulation:
             at_ms, _, kind, a, b, c = heapq.heappop(heap)
             self.now_ms = at_ms
             self.events_run += 1
+            if kind == CALL:
+                cast(Callable[[], None], a)()
+                continue
+            addr = cast(Addr, a)
+            if addr not in self._live_index:
+                continue
+            node = self.nodes[addr]
             if kind == DELIVER:
-                node = self.nodes.get(a)  # type: ignore[arg-type]
-                if node is not None and a in self._live_index:
-                    node.receive_datagram(b, c, now_ms=at_ms)  # type: ignore[arg-type]
-                    self._flush(node)
-            elif kind == TIMER:
-                if self._timer_at.get(a) == at_ms and a in self._live_index:  # type: ignore[arg-type]
-                    del self._timer_at[a]  # type: ignore[arg-type]
-                    node = self.nodes[a]  # type: ignore[index]
-                    node.handle_timer(now_ms=at_ms)
-                    self._flush(node)
+                node.receive_datagram(cast(bytes, b), cast(Addr, c), now_ms=at_ms)
+            elif self._timer_at.get(addr) == at_ms:
+                del self._timer_at[addr]
+                node.handle_timer(now_ms=at_ms)
             else:
-                a()  # type: ignore[operator]
+                continue  # a timer that was moved since
+            self._flush(node)
         self.now_ms = max(self.now_ms, end_ms)
 
     def _flush(self, node: PeerNode) -> None:
@@ -125,6 +127,9 @@ class Simulation:
             self.live[index] = last
             self._live_index[last] = index
         self._timer_at.pop(addr, None)
+
+    def is_live(self, addr: Addr) -> bool:
+        return addr in self._live_index
 
     def random_live(self) -> PeerNode:
         return self.nodes[self.live[self.rng.randrange(len(self.live))]]

@@ -15,7 +15,7 @@ from ..core.ids import id_from_name
 from ..core.limits import REPLICAS, Timing
 from ..core.peer import PeerNode, RequestCompleted
 from ..core.usages import MODEL_OF, Kind
-from ..core.wire.messages import Entry, FetchAns
+from ..core.wire.messages import Addr, Entry, FetchAns
 from .engine import Simulation, hops_formula, percentile
 from .network import NetworkModel
 
@@ -106,8 +106,13 @@ class Scenario:
                 if event.error is None:
                     self.stored.add(key)
 
-            sim.call_at(sim.now_ms + i * 10, lambda s=start, d=done: sim.request(sim.random_live(), s, d))
+            sim.call_at(sim.now_ms + i * 10, self._requester(start, done))
         sim.run_until(sim.now_ms + len(self.keys) * 10 + 20_000)
+
+    def _requester(self, start: Callable[[PeerNode, int], int],
+                   done: Callable[[RequestCompleted], None]) -> Callable[[], None]:
+        """A deferred request from whichever node is a random live one when it runs."""
+        return lambda: self.sim.request(self.sim.random_live(), start, done)
 
     def lookups(self, count: int, spread_ms: int) -> Lookups:
         """`count` fetches of random ids from random live nodes, judged by who answered."""
@@ -146,7 +151,7 @@ class Scenario:
             def start(node: PeerNode, now: int, key: str = key) -> int:
                 return node.fetch(id_from_name(key), Kind.BLOB, now_ms=now)
 
-            sim.call_at(sim.now_ms + i * 5, lambda s=start, d=done: sim.request(sim.random_live(), s, d))
+            sim.call_at(sim.now_ms + i * 5, self._requester(start, done))
         sim.run_until(sim.now_ms + len(self.stored) * 5 + 30_000)
         return len(found), len(self.stored) - len(found)
 
@@ -230,7 +235,8 @@ class Scenario:
 
     def _churn(self) -> None:
         spec, sim, r = self.spec, self.sim, self.report
-        median_ms = spec.churn_median_s * 1000  # type: ignore[operator]
+        assert spec.churn_median_s is not None
+        median_ms = spec.churn_median_s * 1000
 
         def session_ms() -> int:
             if spec.session == "weibull":
@@ -239,13 +245,13 @@ class Scenario:
                 return max(1000, int(sim.rng.weibullvariate(scale, k)))
             return max(1000, int(sim.rng.expovariate(math.log(2) / median_ms)))
 
-        def schedule_death(addr: object) -> None:
+        def schedule_death(addr: Addr) -> None:
             sim.call_at(sim.now_ms + session_ms(), lambda: die(addr))
 
-        def die(addr: object) -> None:
-            if addr not in sim.live or len(sim.live) <= 3:
+        def die(addr: Addr) -> None:
+            if not sim.is_live(addr) or len(sim.live) <= 3:
                 return
-            sim.fail(addr)  # type: ignore[arg-type]
+            sim.fail(addr)
             newcomer = sim.join(sim.random_live())
             schedule_death(newcomer.me.addr)
 
