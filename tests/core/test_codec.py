@@ -43,6 +43,7 @@ BODIES = {
     Code.STAT_ANS: st.builds(StatAns, ids, st.none() | ids, st.lists(ids, max_size=4).map(tuple),
                              st.lists(ids, max_size=4).map(tuple), st.integers(0, 10**6), st.integers(0, 10**6),
                              st.lists(st.tuples(st.text(max_size=10), st.integers(0, 10**9)), max_size=4).map(tuple)),
+    Code.HOP_ACK: st.just(EMPTY),
     Code.ERROR: st.builds(Error, st.integers(0, 0xFFFF), st.text(max_size=40)),
 }
 messages = st.sampled_from(list(Code)).flatmap(lambda code: st.builds(
@@ -55,6 +56,7 @@ messages = st.sampled_from(list(Code)).flatmap(lambda code: st.builds(
     body=BODIES[code],
     signature=st.none() | st.binary(max_size=64),
     reply_to=st.none() | st.tuples(st.sampled_from(["", "127.0.0.1"]), st.integers(0, 65535)),
+    hop_ack=st.booleans(),
 ))
 
 

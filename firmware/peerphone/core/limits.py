@@ -31,6 +31,10 @@ class Timing:
     """Protocol timers; a lab or simulator may shorten them, a Pi uses the defaults."""
 
     rpc_retransmit_first_ms: int = 250
+    hop_ack_timeout_ms: int = 250  # above the round trip to a neighbour; the simulator's Internet wants more
+    # A routed request's answer crosses several hops; hop acks catch a dead hop long
+    # before this, so the end-to-end timer only needs to outlast a slow path.
+    routed_retransmit_first_ms: int = 3000
     rpc_transmissions_max: int = 4
     maintenance_interval_ms: int = 1000
     fingers_fixed_per_round: int = 4
@@ -43,6 +47,8 @@ class Timing:
         retransmit = max(20, min(self.rpc_retransmit_first_ms, maintenance_interval_ms // 2))
         return Timing(
             rpc_retransmit_first_ms=retransmit,
+            hop_ack_timeout_ms=max(20, min(self.hop_ack_timeout_ms, maintenance_interval_ms // 2)),
+            routed_retransmit_first_ms=max(20, min(self.routed_retransmit_first_ms, maintenance_interval_ms * 2)),
             rpc_transmissions_max=self.rpc_transmissions_max,
             maintenance_interval_ms=maintenance_interval_ms,
             fingers_fixed_per_round=self.fingers_fixed_per_round,
@@ -58,6 +64,8 @@ SUCCESSORS_KEPT = 8
 PEER_TABLE_MAX = 4096
 DEDUP_ENTRIES_MAX = 8192
 PENDING_TRANSACTIONS_MAX = 4096
+FORWARDS_TRACKED_MAX = 4096  # forwarded requests awaiting their hop ack
+HOP_ATTEMPTS_MAX = 3  # next hops tried for one forwarded request before the origin's retransmission
 
 # Ingress rate limit per source address (token bucket).
 INGRESS_RATE_PER_S = 5000

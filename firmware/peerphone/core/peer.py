@@ -29,13 +29,14 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from enum import Enum
-from typing import Callable, Protocol, Sequence, Union
+from typing import Callable, NamedTuple, Protocol, Sequence, Union
 
 from .errors import DecodeError, ErrorCode, LocalProtocolError
 from .ids import in_half_open, in_open
 from .ingress import BoundedLru, TokenBuckets
 from .limits import (
     DATAGRAM_BYTES_MAX,
+    HOP_ATTEMPTS_MAX,
     INGRESS_BURST,
     INGRESS_RATE_PER_S,
     PEER_TABLE_MAX,
@@ -47,7 +48,7 @@ from .limits import (
     Timing,
 )
 from .overlay.chord import Chord
-from .rpc import AnswerCache, Pending, Transactions
+from .rpc import AnswerCache, Hop, HopTracker, Pending, Transactions
 from .storage import Key, Storage
 from .wire import decode, encode
 from .wire.messages import (
@@ -72,6 +73,12 @@ from .wire.messages import (
     StoreAns,
     UpdateAns,
 )
+
+
+class _Route(NamedTuple):
+    addr: Addr
+    dest: tuple[Dest, ...]  # possibly rewritten: see _hop_for
+    node_id: int | None     # None: a client's admitting peer, whose id it does not know
 
 
 class Rng(Protocol):
@@ -202,6 +209,7 @@ class PeerNode:
         self._entropy = entropy
         self._timing = config.timing
         self._rpc: Transactions[Purpose] = Transactions(config.timing)
+        self._hops = HopTracker(config.timing.hop_ack_timeout_ms)
         self._answers = AnswerCache(config.timing.dedup_window_ms)
         self._recent: BoundedLru[int, Addr] = BoundedLru(PEER_TABLE_MAX)  # return paths
         self._rate = TokenBuckets[Addr](INGRESS_RATE_PER_S, INGRESS_BURST, RATE_SOURCES_MAX)
@@ -247,10 +255,13 @@ class PeerNode:
         return out
 
     def next_deadline_ms(self) -> int | None:
-        deadlines = [d for d in (self._rpc.next_deadline_ms(), self._maintenance_ms) if d is not None]
+        deadlines = [d for d in (self._rpc.next_deadline_ms(), self._hops.next_deadline_ms(), self._maintenance_ms)
+                     if d is not None]
         return min(deadlines) if deadlines else None
 
     def handle_timer(self, *, now_ms: int) -> None:
+        for hop in self._hops.due(now_ms=now_ms):
+            self._hop_not_acked(hop, now_ms)
         resend, expired = self._rpc.due(now_ms=now_ms)
         for pending in resend:
             self._retransmit(pending, now_ms)
@@ -354,7 +365,12 @@ class PeerNode:
         if self.config.client or (msg.code in _RING_CODES and self.state not in (State.JOINED, State.LEAVING)):
             self._drop("state")
             return
-        hop = self._hop_for(msg.dest)
+        self._route_request(msg, sender, addr, now_ms)
+        if msg.hop_ack:  # after the request moved on: the ack is not on the critical path
+            self._send(Message(1, (self.me.node_id,), (), msg.txid, Code.HOP_ACK, EMPTY), addr)
+
+    def _route_request(self, msg: Message, sender: NodeInfo, addr: Addr, now_ms: int) -> None:
+        hop = self._hop_for(msg.dest, sender=sender.node_id)
         if isinstance(hop, Error):
             self._answer(msg, Code.ERROR, hop, addr, now_ms)
         elif hop is None:
@@ -363,36 +379,78 @@ class PeerNode:
             self._answer(msg, Code.ERROR, Error(ErrorCode.TTL_EXCEEDED, "ttl exceeded"), addr, now_ms)
         else:
             self.counters["forwarded"] += 1
-            next_addr, dest = hop
             reply_to = addr if msg.reply_to is not None and len(msg.via) == 1 else msg.reply_to
-            self._send(Message(msg.ttl - 1, (*msg.via, self.me.node_id), dest, msg.txid, msg.code, msg.body,
-                               msg.signature, reply_to), next_addr)
+            onward = Message(msg.ttl - 1, (*msg.via, self.me.node_id), msg.dest, msg.txid, msg.code, msg.body,
+                             msg.signature, reply_to)
+            self._send_routed(onward, msg.dest, hop, frozenset(), now_ms)
 
-    def _hop_for(self, dest: tuple[Dest, ...]) -> tuple[Addr, tuple[Dest, ...]] | Error | None:
+    def _hop_for(self, dest: tuple[Dest, ...], avoid: frozenset[int] = frozenset(),
+                 sender: int | None = None) -> _Route | Error | None:
         """Where a request for `dest` goes next, and with which destination list:
-        None means here; an Error is what to answer instead."""
+        None means here; an Error is what to answer instead.
+
+        Destinations are [], [NODE n], [RESOURCE t], or [NODE n, RESOURCE t]: "to n,
+        which the previous node judged responsible for t" (see below)."""
         if not dest:
             return None
-        if len(dest) > 1:
-            return Error(ErrorCode.BAD_REQUEST, "source routes are not supported")
+        if len(dest) == 2 and dest[0].kind is DestKind.NODE and dest[1].kind is DestKind.RESOURCE:
+            if dest[0].id == self.me.node_id:
+                return self._handed_to_me(dest[1].id, sender)
+            dest = dest[1:] if dest[0].id in avoid else dest[:1]  # the judged node failed: route afresh
+        elif len(dest) > 1:
+            return Error(ErrorCode.BAD_REQUEST, "unsupported destination list")
         kind, target = dest[0]
         if self.config.client:
-            return (self._admitting, dest) if self._admitting else Error(ErrorCode.UNREACHABLE, "not attached")
+            if self._admitting is None:
+                return Error(ErrorCode.UNREACHABLE, "not attached")
+            return _Route(self._admitting, dest, None)
         if kind is DestKind.NODE:
             if target == self.me.node_id:
                 return None
             direct = self.chord.address_of(target)
-            if direct is not None:
-                return direct, dest
-        hop = self.chord.next_hop(target)
+            if direct is not None and target not in avoid:
+                return _Route(direct, dest, target)
+        hop = self.chord.next_hop(target, avoid)
         if hop is None:
             return Error(ErrorCode.NOT_FOUND, "no such node") if kind is DestKind.NODE else None
         nxt, responsible = hop
         if kind is DestKind.RESOURCE and responsible:
             # As in Chord's find_successor, the node before decides who is responsible,
             # so a node whose predecessor pointer is stale cannot bounce the request back.
-            return nxt.addr, (Dest(DestKind.NODE, nxt.node_id),)
-        return nxt.addr, dest
+            return _Route(nxt.addr, (Dest(DestKind.NODE, nxt.node_id), dest[0]), nxt.node_id)
+        return _Route(nxt.addr, dest, nxt.node_id)
+
+    def _handed_to_me(self, target: int, sender: int | None) -> _Route | None:
+        """The previous node judged us responsible for `target`. If a node has joined
+        between it and us (our predecessor, which the sender does not know yet), that
+        node is: one step back. Otherwise we take it, even with a stale predecessor."""
+        pred = self.chord.pred
+        if (self.chord.responsible(target) or pred is None or sender is None or pred.node_id == sender
+                or not in_half_open(target, sender, pred.node_id)):
+            return None
+        return _Route(pred.addr, (Dest(DestKind.NODE, pred.node_id), Dest(DestKind.RESOURCE, target)),
+                      pred.node_id)
+
+    def _send_routed(self, msg: Message, route: tuple[Dest, ...], hop: _Route, avoid: frozenset[int],
+                     now_ms: int) -> None:
+        """Send `msg` along `hop`, asking the next node for a hop ack we wait for."""
+        ack = hop.node_id is not None and self._hops.track(msg, route, hop.node_id, avoid, now_ms=now_ms)
+        self._send(Message(msg.ttl, msg.via, hop.dest, msg.txid, msg.code, msg.body, msg.signature, msg.reply_to,
+                           ack), hop.addr)
+
+    def _hop_not_acked(self, hop: Hop, now_ms: int) -> None:
+        """The next hop stayed silent: suspect it, and send the request around it."""
+        self.counters["hop_timeouts"] += 1
+        suspect = self.chord.address_of(hop.next_id)
+        if suspect is not None:
+            self._probe(NodeInfo(hop.next_id, suspect), now_ms)
+        avoid = hop.avoid | {hop.next_id}
+        if len(avoid) >= HOP_ATTEMPTS_MAX:
+            return  # the origin's retransmission takes over
+        route = self._hop_for(hop.route, avoid)
+        if isinstance(route, _Route):
+            self.counters["rerouted"] += 1
+            self._send_routed(hop.msg, hop.route, route, avoid, now_ms)
 
     def _execute(self, msg: Message, sender: NodeInfo, addr: Addr, now_ms: int) -> None:
         origin = msg.via[0]
@@ -426,6 +484,10 @@ class PeerNode:
         self._outbox.append((data, addr))
 
     def _receive_answer(self, msg: Message, now_ms: int) -> None:
+        if msg.code is Code.HOP_ACK:
+            if not (msg.via and self._hops.acked(msg.txid, msg.via[0])):
+                self._drop("unexpected_ack")
+            return
         if not msg.dest or msg.dest[0] != (DestKind.NODE, self.me.node_id):
             self._drop("misrouted")
             return
@@ -537,6 +599,7 @@ class PeerNode:
         txid = int.from_bytes(self._entropy(8), "big")
         reply_to = _STAMP_ME if self.config.direct_response else None
         msg = Message(TTL_INITIAL, (self.me.node_id,), dest, txid, code, body, None, reply_to)
+        routed = any(d.kind is DestKind.RESOURCE for d in dest)
         if target is None:
             hop = self._hop_for(dest)
             if hop is None:
@@ -545,10 +608,10 @@ class PeerNode:
             if isinstance(hop, Error):
                 self._finish(purpose, self._local_answer(msg, Code.ERROR, hop), now_ms)
                 return
-            self._rpc.open(msg, purpose, None, now_ms=now_ms)
-            self._send(Message(msg.ttl, msg.via, hop[1], msg.txid, msg.code, msg.body, None, reply_to), hop[0])
+            self._rpc.open(msg, purpose, None, now_ms=now_ms, routed=routed)
+            self._send_routed(msg, dest, hop, frozenset(), now_ms)
             return
-        self._rpc.open(msg, purpose, target, now_ms=now_ms)
+        self._rpc.open(msg, purpose, target, now_ms=now_ms, routed=routed)
         self._send(msg, target)
 
     def _finish_here(self, msg: Message, purpose: Purpose, now_ms: int) -> None:
@@ -567,8 +630,10 @@ class PeerNode:
             self._send(Message(req.ttl, req.via, req.dest, req.txid, req.code, req.body), pending.target)
             return
         hop = self._hop_for(req.dest)  # the route may have been repaired meanwhile
-        if isinstance(hop, tuple):
-            self._send(Message(req.ttl, req.via, hop[1], req.txid, req.code, req.body), hop[0])
+        if isinstance(hop, _Route):
+            # Symmetric return this time: a direct answer may be what got lost.
+            self._send_routed(Message(req.ttl, req.via, req.dest, req.txid, req.code, req.body), req.dest, hop,
+                              frozenset(), now_ms)
         elif hop is None:
             self._rpc.close(pending.request.txid)
             self._finish_here(pending.request, pending.purpose, now_ms)
@@ -706,11 +771,15 @@ class PeerNode:
         if self.chord.pred is not None and self.chord.pred.node_id != self.chord.succ.node_id:
             nodes.append(self.chord.pred)  # stabilize already checks the successor
         for node in nodes:
-            if ("probe", node.node_id) in self._in_flight:
-                continue
-            self._in_flight.add(("probe", node.node_id))
-            self._request(Code.PING, EMPTY, (Dest(DestKind.NODE, node.node_id),), _Probe(node), now_ms,
-                          target=node.addr)
+            self._probe(node, now_ms)
+
+    def _probe(self, node: NodeInfo, now_ms: int) -> None:
+        """Ping `node` unless a ping is already out; silence removes it everywhere."""
+        if ("probe", node.node_id) in self._in_flight:
+            return
+        self._in_flight.add(("probe", node.node_id))
+        self._request(Code.PING, EMPTY, (Dest(DestKind.NODE, node.node_id),), _Probe(node), now_ms,
+                      target=node.addr)
 
     def _fix_finger(self, index: int, budget: int, now_ms: int) -> None:
         start = self.chord.finger_start(index)

@@ -14,8 +14,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from .limits import DEDUP_ENTRIES_MAX, PENDING_TRANSACTIONS_MAX, Timing
-from .wire.messages import Addr, Body, Code, Message
+from .limits import DEDUP_ENTRIES_MAX, FORWARDS_TRACKED_MAX, PENDING_TRANSACTIONS_MAX, Timing
+from .wire.messages import Addr, Body, Code, Dest, Message
 
 P = TypeVar("P")
 
@@ -45,9 +45,12 @@ class Transactions(Generic[P]):
     def is_full(self) -> bool:
         return len(self._pending) >= PENDING_TRANSACTIONS_MAX
 
-    def open(self, request: Message, purpose: P, target: Addr | None, *, now_ms: int) -> Pending[P]:
-        """Record a request whose first transmission the caller is sending now."""
-        interval = self._timing.rpc_retransmit_first_ms
+    def open(self, request: Message, purpose: P, target: Addr | None, *, now_ms: int,
+             routed: bool = False) -> Pending[P]:
+        """Record a request whose first transmission the caller is sending now; a
+        `routed` one crosses several hops and is given longer to answer."""
+        timing = self._timing
+        interval = timing.routed_retransmit_first_ms if routed else timing.rpc_retransmit_first_ms
         pending = Pending(request, purpose, target, now_ms, 1, interval, now_ms + interval)
         self._pending[request.txid] = pending
         heapq.heappush(self._deadlines, (pending.deadline_ms, request.txid))
@@ -133,3 +136,62 @@ class AnswerCache:
             if answer.expires_ms > now_ms:
                 break
             del self._answers[key]
+
+
+@dataclass(slots=True)
+class Hop:
+    """A request we sent on toward its destination, until the next hop acknowledges it."""
+
+    msg: Message                 # as sent; resent elsewhere if no ack comes
+    route: tuple[Dest, ...]      # the destination it is routed on (before any rewrite)
+    next_id: int
+    avoid: frozenset[int]        # next hops that already failed to acknowledge it
+    deadline_ms: int
+
+
+class HopTracker:
+    """Hop-by-hop acknowledgement of forwarded requests, bounded in size."""
+
+    def __init__(self, timeout_ms: int, entries_max: int = FORWARDS_TRACKED_MAX) -> None:
+        self._timeout_ms = timeout_ms
+        self._entries_max = entries_max
+        self._hops: dict[int, Hop] = {}
+        self._deadlines: list[tuple[int, int]] = []
+
+    def __len__(self) -> int:
+        return len(self._hops)
+
+    def track(self, msg: Message, route: tuple[Dest, ...], next_id: int, avoid: frozenset[int], *,
+              now_ms: int) -> bool:
+        if len(self._hops) >= self._entries_max and msg.txid not in self._hops:
+            return False
+        hop = Hop(msg, route, next_id, avoid, now_ms + self._timeout_ms)
+        self._hops[msg.txid] = hop
+        heapq.heappush(self._deadlines, (hop.deadline_ms, msg.txid))
+        return True
+
+    def acked(self, txid: int, by: int) -> bool:
+        hop = self._hops.get(txid)
+        if hop is None or hop.next_id != by:
+            return False
+        del self._hops[txid]
+        return True
+
+    def next_deadline_ms(self) -> int | None:
+        while self._deadlines:
+            deadline, txid = self._deadlines[0]
+            hop = self._hops.get(txid)
+            if hop is not None and hop.deadline_ms == deadline:
+                return deadline
+            heapq.heappop(self._deadlines)
+        return None
+
+    def due(self, *, now_ms: int) -> list[Hop]:
+        expired = []
+        while self._deadlines and self._deadlines[0][0] <= now_ms:
+            deadline, txid = heapq.heappop(self._deadlines)
+            hop = self._hops.get(txid)
+            if hop is not None and hop.deadline_ms == deadline:
+                del self._hops[txid]
+                expired.append(hop)
+        return expired

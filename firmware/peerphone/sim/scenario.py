@@ -42,7 +42,10 @@ class SimSpec:
     cold_start: bool = False
 
     def timing(self) -> Timing:
-        return Timing(fingers_fixed_per_round=2, fingers_probed_per_round=2).scaled(int(self.maintenance_s * 1000))
+        # Internet round trips reach a few hundred ms in the network model: wait a second
+        # for a hop ack or an answer before calling it lost.
+        return Timing(rpc_retransmit_first_ms=1000, hop_ack_timeout_ms=1000, fingers_fixed_per_round=2,
+                      fingers_probed_per_round=2).scaled(int(self.maintenance_s * 1000))
 
 
 @dataclass
@@ -52,6 +55,7 @@ class Lookups:
     correct: int = 0
     hops: list[int] = field(default_factory=list)
     latency_ms: list[int] = field(default_factory=list)
+    failures: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -130,6 +134,8 @@ class Scenario:
 
         def done(event: RequestCompleted) -> None:
             if event.error is not None or event.responder is None:
+                reason = event.error.reason if event.error is not None else "no responder"
+                result.failures[reason] = result.failures.get(reason, 0) + 1
                 return
             result.answered += 1
             result.hops.append(event.hops)
@@ -202,7 +208,8 @@ class Scenario:
         mean_hops = statistics.fmean(result.hops) if result.hops else 0.0
         formula = hops_formula(n)
         r.add(f"{name} success", success, f"{name} lookups: {result.correct}/{result.issued} found the live "
-              f"responsible node ({success:.2%}); {result.answered} answered")
+              f"responsible node ({success:.2%}); {result.answered} answered"
+              + "".join(f"; {count} {why}" for why, count in sorted(result.failures.items())))
         r.add(f"{name} hops", mean_hops, f"{name} hops: mean {mean_hops:.2f} p50 {percentile(result.hops, 50):.0f} "
               f"p99 {percentile(result.hops, 99):.0f}; 1/2 log2 N = {formula:.2f} "
               f"(ratio {mean_hops / formula:.3f})")

@@ -48,28 +48,36 @@ class Chord:
             return in_half_open(target, self.pred.node_id, self.me.node_id)
         return self.alone
 
-    def next_hop(self, target: int) -> tuple[NodeInfo, bool] | None:
+    def next_hop(self, target: int, avoid: frozenset[int] = frozenset()) -> tuple[NodeInfo, bool] | None:
         """Where a lookup for `target` goes next, and whether that node is responsible
-        for it; None when we are (Chord fig. 5).
+        for it; None when we are (Chord fig. 5). Nodes in `avoid` (suspected dead on
+        this lookup) are passed over.
 
         The successor list is a contiguous run of the ring, so a target inside it
-        goes straight to the successor that holds it, a hop sooner than fingers do.
+        goes straight to the successor that holds it, a hop sooner than fingers do;
+        if that one is avoided, the next successor holds a replica of its values.
         """
         if self.responsible(target):
             return None
         me = self.me.node_id
         if in_half_open(target, me, self.successors[-1].node_id):
             for node in self.successors:
-                if in_half_open(target, me, node.node_id):
+                if in_half_open(target, me, node.node_id) and node.node_id not in avoid:
                     return node, True
-        return (self.closest_preceding(target) or self.succ), False
+        nearer = self.closest_preceding(target, avoid)
+        if nearer is not None:
+            return nearer, False
+        # Nothing else known: the first successor not avoided, else the successor again.
+        return next((s for s in self.successors if s.node_id not in avoid), self.succ), False
 
-    def closest_preceding(self, target: int) -> NodeInfo | None:
-        """The known node closest before `target` clockwise, other than us."""
+    def closest_preceding(self, target: int, avoid: frozenset[int] = frozenset()) -> NodeInfo | None:
+        """The known node closest before `target` clockwise, other than us and `avoid`."""
         if self._candidates_stale:
             self._rebuild_candidates()
         offset = (target - self.me.node_id) % RING or RING  # our own id is a full lap away
         index = bisect_left(self._offsets, offset) - 1
+        while index >= 0 and self._by_offset[index].node_id in avoid:
+            index -= 1
         return self._by_offset[index] if index >= 0 else None
 
     def finger_start(self, index: int) -> int:

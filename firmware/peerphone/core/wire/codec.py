@@ -263,6 +263,7 @@ _BODY_DECODERS: dict[Code, Callable[[Any], Body]] = {
     Code.FETCH_ANS: _fetch_ans,
     Code.STAT: _empty,
     Code.STAT_ANS: _stat_ans,
+    Code.HOP_ACK: _empty,
     Code.ERROR: _error,
 }
 
@@ -314,6 +315,7 @@ def encode(msg: Message, overlay_id: int) -> bytes:
             _encode_body(msg.body),
             msg.signature,
             None if msg.reply_to is None else list(msg.reply_to),
+            msg.hop_ack,
         ],
         use_bin_type=True,
     )
@@ -334,9 +336,9 @@ def _decode_checked(data: bytes, overlay_id: int) -> Message:
         obj = msgpack.unpackb(data, **_UNPACK_LIMITS)
     except Exception:  # msgpack raises many types, all of them mean "not a message"
         raise DecodeError("malformed") from None
-    if type(obj) is not list or len(obj) != 10:
+    if type(obj) is not list or len(obj) != 11:
         raise DecodeError("envelope")
-    version, overlay, ttl, via, dest, txid, code, body, signature, reply_to = obj
+    version, overlay, ttl, via, dest, txid, code, body, signature, reply_to, hop_ack = obj
     if version != PROTOCOL_VERSION or type(version) is not int:
         raise DecodeError("version")
     if overlay != overlay_id or type(overlay) is not int:
@@ -353,6 +355,7 @@ def _decode_checked(data: bytes, overlay_id: int) -> Message:
         body=_BODY_DECODERS[checked_code](body),
         signature=_opt(lambda s: _bin(s, SIGNATURE_BYTES_MAX), signature),
         reply_to=_opt(_addr, reply_to),
+        hop_ack=_bool(hop_ack),
     )
 
 

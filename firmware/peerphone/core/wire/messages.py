@@ -1,7 +1,8 @@
 """The messages of the peer protocol, as frozen dataclasses (after RFC 6940 §6, §7, §9).
 
 A message is an envelope (version, overlay id, TTL, via list, destination list,
-transaction id, code, body, signature, reply-to address) and one body per code. Requests have even
+transaction id, code, body, signature, reply-to address, hop-ack flag) and one body
+per code. Requests have even
 codes, their answers the next odd code; ERROR answers any request.
 """
 
@@ -31,6 +32,7 @@ class Code(IntEnum):
     FETCH_ANS = 15
     STAT = 16
     STAT_ANS = 17
+    HOP_ACK = 19  # not an answer: "your datagram reached me", to the previous hop only
     ERROR = 0xFFFF
 
     @property
@@ -175,3 +177,6 @@ class Message:
     # overwrites it with the address the origin's datagram came from, so an origin need
     # not know its own address and cannot aim answers at somebody else.
     reply_to: Addr | None = None
+    # Ask the next hop for a HOP_ACK, so a forwarder learns at once that a hop is dead
+    # and routes around it (hop-by-hop reliability, as RFC 6940 §5.6.3 asks of UDP links).
+    hop_ack: bool = False
