@@ -19,8 +19,9 @@ TIMING = Timing().scaled(200)
 
 
 class Ring:
-    def __init__(self, seed: int = 1, latency_ms: int = 1) -> None:
+    def __init__(self, seed: int = 1, latency_ms: int = 1, timing: Timing = TIMING) -> None:
         self.rng = random.Random(seed)
+        self.timing = timing
         self.now_ms = 0
         self.latency_ms = latency_ms
         self.nodes: dict[Addr, PeerNode] = {}
@@ -31,7 +32,7 @@ class Ring:
     def add(self, node_id: int | None = None, *, bootstrap: Addr | None = None, client: bool = False) -> PeerNode:
         addr = ("10.0.0.%d" % (len(self.nodes) + 1), 4000)
         me = NodeInfo(node_id if node_id is not None else self.rng.randrange(RING), addr)
-        node = PeerNode(me, PeerConfig(OVERLAY, TIMING, client=client), rng=self.rng,
+        node = PeerNode(me, PeerConfig(OVERLAY, self.timing, client=client), rng=self.rng,
                         entropy=self.rng.randbytes, now_ms=self.now_ms)
         self.nodes[addr] = node
         node.join([bootstrap] if bootstrap else [], now_ms=self.now_ms)

@@ -143,3 +143,44 @@ def test_store_to_a_dead_first_hop_times_out_as_an_error():
     done = completed(ring, h)
     assert isinstance(done.error, Error) and done.error.reason == "timed out"
     assert client.counters["retransmitted"] == client.config.timing.rpc_transmissions_max - 1
+
+
+def _lookup(ring, origin, target):
+    h = origin.lookup(target, now_ms=ring.now_ms)
+    ring.flush(origin)
+    return h
+
+
+def test_a_dead_next_hop_is_routed_around_before_any_probe_notices():
+    ring = build(24, seed=21)
+    origin = ring.live()[0]
+    far = [f for f in origin.chord.distinct_fingers() if f not in origin.chord.successors]
+    dead = next(n for n in ring.live() if n.me.node_id == far[-1].node_id)
+    ring.kill(dead)
+    target = (dead.me.node_id + 1) % 2**160  # routed through the dead finger, owned by its successor
+    started = ring.now_ms
+    h = _lookup(ring, origin, target)
+    ring.run(origin.config.timing.routed_retransmit_first_ms - 1)  # before any end-to-end retransmission
+    done = completed(ring, h)
+    assert done.error is None and done.responder == ring.oracle_successor(target)
+    assert origin.counters["rerouted"] >= 1 and origin.counters["hop_timeouts"] >= 1
+    assert ring.now_ms - started < origin.config.timing.routed_retransmit_first_ms
+
+
+def test_a_newly_joined_node_takes_its_range_even_before_its_predecessor_knows_it():
+    from peerphone.core.limits import Timing
+    ring = Ring(seed=4, timing=Timing().scaled(60_000))  # stabilisation far away
+    ids = [10**47 * k for k in (1, 3, 5, 7, 9, 11)]
+    first = ring.add(ids[0])
+    for i in ids[1:]:
+        ring.add(i, bootstrap=first.me.addr)
+        ring.run(200_000)
+    assert ring.ring_is_correct()
+    p = next(n for n in ring.live() if n.me.node_id == ids[2])
+    joiner = ring.add(ids[2] + 10**46, bootstrap=first.me.addr)  # between p and its successor
+    ring.run(100)  # joined and told its successor; p has not stabilised
+    assert p.chord.succ.node_id == ids[3]
+    target = ids[2] + 10**45  # in the joiner's range
+    h = _lookup(ring, p, target)
+    ring.run(100)
+    assert completed(ring, h).responder == joiner.me.node_id
