@@ -11,6 +11,7 @@ from collections import deque
 
 from peerphone.core.ids import RING
 from peerphone.core.limits import Timing
+from peerphone.core.overlay import Topology
 from peerphone.core.peer import PeerConfig, PeerNode
 from peerphone.core.wire.messages import Addr, NodeInfo
 
@@ -19,9 +20,11 @@ TIMING = Timing().scaled(200)
 
 
 class Ring:
-    def __init__(self, seed: int = 1, latency_ms: int = 1, timing: Timing = TIMING) -> None:
+    def __init__(self, seed: int = 1, latency_ms: int = 1, timing: Timing = TIMING,
+                 topology: Topology = Topology.CHORD) -> None:
         self.rng = random.Random(seed)
         self.timing = timing
+        self.topology = topology
         self.now_ms = 0
         self.latency_ms = latency_ms
         self.nodes: dict[Addr, PeerNode] = {}
@@ -32,7 +35,7 @@ class Ring:
     def add(self, node_id: int | None = None, *, bootstrap: Addr | None = None, client: bool = False) -> PeerNode:
         addr = ("10.0.0.%d" % (len(self.nodes) + 1), 4000)
         me = NodeInfo(node_id if node_id is not None else self.rng.randrange(RING), addr)
-        node = PeerNode(me, PeerConfig(OVERLAY, self.timing, client=client), rng=self.rng,
+        node = PeerNode(me, PeerConfig(OVERLAY, self.timing, client=client, topology=self.topology), rng=self.rng,
                         entropy=self.rng.randbytes, now_ms=self.now_ms)
         self.nodes[addr] = node
         node.join([bootstrap] if bootstrap else [], now_ms=self.now_ms)
@@ -89,8 +92,8 @@ class Ring:
         ids = sorted(n.me.node_id for n in self.live())
         for node in self.live():
             i = ids.index(node.me.node_id)
-            if node.chord.succ.node_id != ids[(i + 1) % len(ids)]:
+            if node.topology.succ.node_id != ids[(i + 1) % len(ids)]:
                 return False
-            if len(ids) > 1 and (node.chord.pred is None or node.chord.pred.node_id != ids[i - 1]):
+            if len(ids) > 1 and (node.topology.pred is None or node.topology.pred.node_id != ids[i - 1]):
                 return False
         return True

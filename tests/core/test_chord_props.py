@@ -94,7 +94,7 @@ def test_a_real_ring_of_peer_nodes_converges_to_the_oracle(node_ids, seed):
     ordered = sorted(node_ids)
     for peer in ring.live():
         expected = [ordered[(ordered.index(peer.me.node_id) + k) % len(ordered)] for k in range(1, len(ordered))]
-        assert [s.node_id for s in peer.chord.successors] == expected[:8]
+        assert [s.node_id for s in peer.topology.successors] == expected[:8]
         for i in range(ID_BITS):
-            got = peer.chord.fingers[i].node_id if peer.chord.fingers[i] else peer.me.node_id
-            assert got == oracle_successor(ordered, peer.chord.finger_start(i))
+            got = peer.topology.fingers[i].node_id if peer.topology.fingers[i] else peer.me.node_id
+            assert got == oracle_successor(ordered, peer.topology.finger_start(i))

@@ -8,7 +8,7 @@ from peerphone.core.errors import DecodeError
 from peerphone.core.ids import ID_MAX
 from peerphone.core.limits import DATAGRAM_BYTES_MAX
 from peerphone.core.wire import decode, encode
-from peerphone.core.wire.messages import (EMPTY, Code, DataModel, Dest, DestKind, Entry, Error, Fetch, FetchAns,
+from peerphone.core.wire.messages import (EMPTY, Announce, Members, MembersAns, Code, DataModel, Dest, DestKind, Entry, Error, Fetch, FetchAns,
                                           FindAns, JoinAns, Leave, Message, NodeInfo, StatAns, Store, StoreAns,
                                           UpdateAns)
 
@@ -44,6 +44,10 @@ BODIES = {
                              st.lists(ids, max_size=4).map(tuple), st.integers(0, 10**6), st.integers(0, 10**6),
                              st.lists(st.tuples(st.text(max_size=10), st.integers(0, 10**9)), max_size=4).map(tuple)),
     Code.HOP_ACK: st.just(EMPTY),
+    Code.ANNOUNCE: st.builds(Announce, node_lists, st.lists(ids, max_size=4).map(tuple)),
+    Code.ANNOUNCE_ANS: st.just(EMPTY),
+    Code.MEMBERS: st.builds(Members, st.integers(0, 0xFFFF)),
+    Code.MEMBERS_ANS: st.builds(MembersAns, st.integers(0, 0xFFFF), st.integers(0, 0xFFFF), node_lists),
     Code.ERROR: st.builds(Error, st.integers(0, 0xFFFF), st.text(max_size=40)),
 }
 messages = st.sampled_from(list(Code)).flatmap(lambda code: st.builds(

@@ -1,4 +1,9 @@
-"""PeerNode end to end on the in-memory ring: literal times, real codec, many nodes."""
+"""PeerNode end to end on the in-memory ring: literal times, real codec, many nodes.
+
+Most tests here are the conformance suite: they run against every topology.
+"""
+
+import pytest
 
 from peerphone.core.ids import id_from_name
 from peerphone.core.limits import REPLICAS
@@ -6,11 +11,17 @@ from peerphone.core.peer import Left, RequestCompleted, State
 from peerphone.core.wire.messages import (ARRAY_APPEND, Code, DataModel, Dest, DestKind, Entry, Error, FetchAns,
                                           Message, StatAns, Store)
 from peerphone.core.wire import encode
+from peerphone.core.overlay import Topology
 from tests.ring import OVERLAY, Ring
 
 
-def build(n: int, seed: int = 7) -> Ring:
-    ring = Ring(seed=seed)
+@pytest.fixture(params=list(Topology), ids=lambda t: t.value)
+def topology(request):
+    return request.param
+
+
+def build(n: int, seed: int = 7, topology: Topology = Topology.CHORD) -> Ring:
+    ring = Ring(seed=seed, topology=topology)
     first = ring.add()
     for _ in range(n - 1):
         ring.add(bootstrap=first.me.addr)
@@ -46,8 +57,8 @@ def holders(ring, key):
     return sorted(n.me.node_id for n in ring.live() if (rid, 1) in n.storage)
 
 
-def test_a_value_lives_on_the_responsible_node_and_its_two_successors():
-    ring = build(12)
+def test_a_value_lives_on_the_responsible_node_and_its_two_successors(topology):
+    ring = build(12, topology=topology)
     client = ring.add(client=True, bootstrap=ring.live()[0].me.addr)
     assert put(ring, client, "alice", b"a", ring.live()[3]).error is None
     ring.run(1000)
@@ -60,15 +71,15 @@ def test_a_value_lives_on_the_responsible_node_and_its_two_successors():
         assert done.error is None and done.answer.entries[0].value == b"a"
 
 
-def test_fetch_of_a_missing_key_answers_empty_not_error():
-    ring = build(5)
+def test_fetch_of_a_missing_key_answers_empty_not_error(topology):
+    ring = build(5, topology=topology)
     client = ring.add(client=True, bootstrap=ring.live()[0].me.addr)
     done = get(ring, client, "nobody", ring.live()[2])
     assert done.error is None and isinstance(done.answer, FetchAns) and done.answer.model is None
 
 
-def test_values_survive_failure_of_two_of_their_three_holders():
-    ring = build(16, seed=3)
+def test_values_survive_failure_of_two_of_their_three_holders(topology):
+    ring = build(16, seed=3, topology=topology)
     client = ring.add(client=True, bootstrap=ring.live()[0].me.addr)
     keys = [f"k{i}" for i in range(40)]
     for k in keys:
@@ -86,8 +97,8 @@ def test_values_survive_failure_of_two_of_their_three_holders():
         assert done.error is None and done.answer.entries[0].value == k.encode()
 
 
-def test_graceful_leave_hands_values_over():
-    ring = build(6, seed=11)
+def test_graceful_leave_hands_values_over(topology):
+    ring = build(6, seed=11, topology=topology)
     client = ring.add(client=True, bootstrap=ring.live()[0].me.addr)
     put(ring, client, "bob", b"b", ring.live()[0])
     ring.run(1000)
@@ -103,8 +114,8 @@ def test_graceful_leave_hands_values_over():
     assert get(ring, client, "bob", ring.live()[1]).answer.entries[0].value == b"b"
 
 
-def test_a_retransmitted_append_is_executed_once():
-    ring = build(4)
+def test_a_retransmitted_append_is_executed_once(topology):
+    ring = build(4, topology=topology)
     rid = id_from_name("list")
     owner = next(n for n in ring.live() if n.me.node_id == ring.oracle_successor(rid))
     body = Store(rid, 2, DataModel.ARRAY, (Entry(ARRAY_APPEND, b"m", 1, 60),), False)
@@ -117,8 +128,8 @@ def test_a_retransmitted_append_is_executed_once():
     assert len(owner.storage.fetch(rid, 2, now_ms=ring.now_ms).entries) == 1
 
 
-def test_stat_reports_ring_state():
-    ring = build(5)
+def test_stat_reports_ring_state(topology):
+    ring = build(5, topology=topology)
     client = ring.add(client=True, bootstrap=ring.live()[0].me.addr)
     target = ring.live()[2]
     h = client.stat(target.me.addr, now_ms=ring.now_ms)
@@ -126,11 +137,11 @@ def test_stat_reports_ring_state():
     ring.run(100)
     stat = completed(ring, h).answer
     assert isinstance(stat, StatAns) and stat.node_id == target.me.node_id
-    assert stat.successors[0] == target.chord.succ.node_id
+    assert stat.successors[0] == target.topology.succ.node_id
 
 
-def test_store_to_a_dead_first_hop_times_out_as_an_error():
-    ring = build(4)
+def test_store_to_a_dead_first_hop_times_out_as_an_error(topology):
+    ring = build(4, topology=topology)
     client = ring.add(client=True, bootstrap=ring.live()[0].me.addr)
     dead = ring.live()[1]
     ring.kill(dead)
@@ -154,7 +165,7 @@ def _lookup(ring, origin, target):
 def test_a_dead_next_hop_is_routed_around_before_any_probe_notices():
     ring = build(24, seed=21)
     origin = ring.live()[0]
-    far = [f for f in origin.chord.distinct_fingers() if f not in origin.chord.successors]
+    far = [f for f in origin.topology.distinct_fingers() if f not in origin.topology.successors]
     dead = next(n for n in ring.live() if n.me.node_id == far[-1].node_id)
     ring.kill(dead)
     target = (dead.me.node_id + 1) % 2**160  # routed through the dead finger, owned by its successor
@@ -179,8 +190,39 @@ def test_a_newly_joined_node_takes_its_range_even_before_its_predecessor_knows_i
     p = next(n for n in ring.live() if n.me.node_id == ids[2])
     joiner = ring.add(ids[2] + 10**46, bootstrap=first.me.addr)  # between p and its successor
     ring.run(100)  # joined and told its successor; p has not stabilised
-    assert p.chord.succ.node_id == ids[3]
+    assert p.topology.succ.node_id == ids[3]
     target = ids[2] + 10**45  # in the joiner's range
     h = _lookup(ring, p, target)
     ring.run(100)
     assert completed(ring, h).responder == joiner.me.node_id
+
+
+
+def test_every_lookup_is_answered_by_the_responsible_node(topology):
+    ring = build(20, seed=13, topology=topology)
+    origin = ring.live()[4]
+    handles = {}
+    for k in range(40):
+        target = ring.rng.randrange(2**160)
+        handles[_lookup(ring, origin, target)] = target
+    ring.run(1000)
+    for handle, target in handles.items():
+        done = completed(ring, handle)
+        assert done.error is None and done.responder == ring.oracle_successor(target)
+
+
+def test_one_hop_lookups_take_one_hop_and_learn_newcomers():
+    ring = build(30, seed=17, topology=Topology.ONEHOP)
+    newcomer = ring.add(bootstrap=ring.live()[0].me.addr)
+    ring.run(3000)
+    assert ring.ring_is_correct()
+    for node in ring.live():
+        assert len(node.topology.members()) == len(ring.live()) - 1  # everybody knows everybody
+    origin = ring.live()[7]
+    h = _lookup(ring, origin, newcomer.me.node_id)
+    ring.run(100)
+    done = completed(ring, h)
+    assert done.responder == newcomer.me.node_id and done.hops == 1
+    ring.kill(newcomer)
+    ring.run(5000)
+    assert all(newcomer.me.node_id not in {m.node_id for m in n.topology.members()} for n in ring.live())

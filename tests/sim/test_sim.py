@@ -65,3 +65,10 @@ def test_network_loss_duplication_and_partition():
     clean = Network(NetworkModel(), random.Random(2), [Partition(1000, 2000)])
     clean._hosts = net._hosts
     assert clean.deliveries(a, b, now_ms=1500) == [] and clean.deliveries(a, b, now_ms=2500) != []
+
+
+def test_one_hop_under_churn_answers_in_one_hop():
+    report = Scenario(SimSpec(nodes=200, seed=3, topology="onehop", values=100, lookups=500, duration_s=900,
+                              churn_median_s=1800, maintenance_s=10)).run()
+    assert report.figures["under churn one hop"] >= 0.99
+    assert report.figures["under churn success"] >= 0.99

@@ -100,8 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "(--churn-median-s). One seed gives one byte-identical report.")
     sim.add_argument("--nodes", required=True, metavar="N[,N...]",
                      help="overlay size, 3..100000; several sizes give one report each and a plot")
-    sim.add_argument("--topology", default="chord", choices=["chord"],
-                     help="overlay topology (kademlia and onehop are not built yet)")
+    sim.add_argument("--topology", default="chord", choices=["chord", "onehop"],
+                     help="overlay topology (default chord; kademlia is not built yet)")
     sim.add_argument("--seed", type=int, required=True, help="decides everything: ids, latencies, churn, workload")
     sim.add_argument("--duration-s", type=int, default=300, help="measured period (default %(default)s)")
     sim.add_argument("--churn-median-s", type=float, help="median session time; nodes fail and are replaced")
@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--lookups", type=int, default=2000, help="lookups measured (default %(default)s)")
     sim.add_argument("--maintenance-s", type=float, default=30.0,
                      help="maintenance period of every node (default %(default)s)")
-    sim.add_argument("--successors", type=int, default=8, help="successor list length, 2..24 (default 8)")
+    sim.add_argument("--successors", type=int, default=8, help="successor list length, 2..16 (default 8)")
     sim.add_argument("--loss", type=float, default=0.0, help="datagram loss probability (default 0)")
     sim.add_argument("--cold-start", action="store_true",
                      help="build the ring join by join instead of from its converged state")

@@ -12,6 +12,7 @@ from ..sim.scenario import Report, Scenario, SimSpec
 from .config import ConfigError
 
 NODES_MAX = 100_000
+SUCCESSORS_MAX = 16  # a successor list must fit one datagram even with IPv6 addresses
 
 
 def _sizes(text: str) -> list[int]:
@@ -31,8 +32,8 @@ def specs_from_args(args: argparse.Namespace) -> list[SimSpec]:
         raise ConfigError("choose --fail-fraction or --churn-median-s, not both")
     if args.churn_median_s is not None and args.churn_median_s <= 0:
         raise ConfigError("--churn-median-s must be positive")
-    if not 2 <= args.successors <= 24:
-        raise ConfigError("--successors must be 2..24")
+    if not 2 <= args.successors <= SUCCESSORS_MAX:
+        raise ConfigError(f"--successors must be 2..{SUCCESSORS_MAX}")
     if not 0.0 <= args.loss < 1.0:
         raise ConfigError("--loss must be in [0, 1)")
     if not 1.0 <= args.maintenance_s <= 3600:

@@ -47,12 +47,16 @@ from .limits import (
     VIA_ENTRIES_MAX,
     Timing,
 )
-from .overlay.chord import Chord
+from .overlay import Topology, make_topology
+from .overlay.onehop import OneHop
 from .rpc import AnswerCache, Hop, HopTracker, Pending, Transactions
 from .storage import Key, Storage
 from .wire import decode, encode
 from .wire.messages import (
     EMPTY,
+    Announce,
+    Members,
+    MembersAns,
     Addr,
     Body,
     Code,
@@ -106,6 +110,7 @@ class PeerConfig:
     # behind a NAT that filters the direct answer loses one retransmission interval.
     direct_response: bool = True
     successors_kept: int = SUCCESSORS_KEPT  # Chord §5.2 suggests 2 log2 N against mass failure
+    topology: Topology = Topology.CHORD
 
 
 # -- events handed to the driver (past tense) --
@@ -187,21 +192,33 @@ class _Farewell:
     node: NodeInfo
 
 
-Purpose = Union[_User, _Join, _Stabilize, _Probe, _FixFinger, _Replicate, _Farewell]
+@dataclass(frozen=True, slots=True)
+class _Notice:
+    """A one-hop membership announcement: fire and forget."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Sync:
+    """A page of a member list, pulled after joining a one-hop overlay."""
+
+
+Purpose = Union[_User, _Join, _Stabilize, _Probe, _FixFinger, _Replicate, _Farewell, _Notice, _Sync]
 _DIRECT = (_Stabilize, _Probe, _Replicate, _Farewell)  # one hop to a known node: silence means it failed
 
 _STAMP_ME: Addr = ("", 0)  # "answer me directly"; the first hop writes in the address it saw
 _TIMED_OUT = Error(ErrorCode.UNREACHABLE, "timed out")
 _SENT = {code: "sent." + code.name for code in Code}
 _BYTES = {code: "bytes." + code.name for code in Code}
-_RING_CODES = frozenset({Code.JOIN, Code.LEAVE, Code.UPDATE, Code.FIND, Code.STORE, Code.FETCH})
+_RING_CODES = frozenset({Code.JOIN, Code.LEAVE, Code.UPDATE, Code.FIND, Code.STORE, Code.FETCH, Code.ANNOUNCE,
+                         Code.MEMBERS})
+MEMBERS_PER_PAGE = 20  # NodeInfos per MEMBERS_ANS: one datagram even with IPv6 addresses
 
 
 class PeerNode:
     def __init__(self, me: NodeInfo, config: PeerConfig, *, rng: Rng, entropy: Entropy, now_ms: int) -> None:
         self.me = me
         self.config = config
-        self.chord = Chord(me, config.successors_kept)
+        self.topology = make_topology(config.topology, me, config.successors_kept)
         self.storage = Storage()
         self.state = State.IDLE
         self.counters: Counter[str] = Counter()
@@ -233,6 +250,8 @@ class PeerNode:
             Code.STORE: self._on_store,
             Code.FETCH: self._on_fetch,
             Code.STAT: self._on_stat,
+            Code.ANNOUNCE: self._on_announce,
+            Code.MEMBERS: self._on_members,
         }
         self._answer_handlers: dict[type, Callable[[Purpose, Message | None, int], None]] = {
             _User: self._done_user,
@@ -242,6 +261,8 @@ class PeerNode:
             _FixFinger: self._done_fix_finger,
             _Replicate: self._done_replicate,
             _Farewell: self._done_farewell,
+            _Notice: self._done_notice,
+            _Sync: self._done_sync,
         }
 
     # ------------------------------------------------------------------ driver side
@@ -313,17 +334,17 @@ class PeerNode:
             return
         self.state = State.LEAVING
         self._maintenance_ms = None
-        if self.config.client or self.chord.alone:
+        if self.config.client or self.topology.alone:
             self._set_left()
             return
-        succ, pred = self.chord.succ, self.chord.pred
+        succ, pred = self.topology.succ, self.topology.pred
         for key in self.storage.keys():
-            if self.chord.responsible(key[0]):
+            if self.topology.responsible(key[0]):
                 self._store_to(succ, key, _Farewell(succ), now_ms)
-        self._request(Code.LEAVE, Leave(pred, tuple(self.chord.successors)), (Dest(DestKind.NODE, succ.node_id),),
+        self._request(Code.LEAVE, Leave(pred, tuple(self.topology.successors)), (Dest(DestKind.NODE, succ.node_id),),
                       _Farewell(succ), now_ms, target=succ.addr)
         if pred is not None and pred.node_id != succ.node_id:
-            self._request(Code.LEAVE, Leave(pred, tuple(self.chord.successors)),
+            self._request(Code.LEAVE, Leave(pred, tuple(self.topology.successors)),
                           (Dest(DestKind.NODE, pred.node_id),), _Farewell(pred), now_ms, target=pred.addr)
         self._maybe_left()
 
@@ -407,10 +428,10 @@ class PeerNode:
         if kind is DestKind.NODE:
             if target == self.me.node_id:
                 return None
-            direct = self.chord.address_of(target)
+            direct = self.topology.address_of(target)
             if direct is not None and target not in avoid:
                 return _Route(direct, dest, target)
-        hop = self.chord.next_hop(target, avoid)
+        hop = self.topology.next_hop(target, avoid)
         if hop is None:
             return Error(ErrorCode.NOT_FOUND, "no such node") if kind is DestKind.NODE else None
         nxt, responsible = hop
@@ -424,8 +445,8 @@ class PeerNode:
         """The previous node judged us responsible for `target`. If a node has joined
         between it and us (our predecessor, which the sender does not know yet), that
         node is: one step back. Otherwise we take it, even with a stale predecessor."""
-        pred = self.chord.pred
-        if (self.chord.responsible(target) or pred is None or sender is None or pred.node_id == sender
+        pred = self.topology.pred
+        if (self.topology.responsible(target) or pred is None or sender is None or pred.node_id == sender
                 or not in_half_open(target, sender, pred.node_id)):
             return None
         return _Route(pred.addr, (Dest(DestKind.NODE, pred.node_id), Dest(DestKind.RESOURCE, target)),
@@ -441,7 +462,7 @@ class PeerNode:
     def _hop_not_acked(self, hop: Hop, now_ms: int) -> None:
         """The next hop stayed silent: suspect it, and send the request around it."""
         self.counters["hop_timeouts"] += 1
-        suspect = self.chord.address_of(hop.next_id)
+        suspect = self.topology.address_of(hop.next_id)
         if suspect is not None:
             self._probe(NodeInfo(hop.next_id, suspect), now_ms)
         avoid = hop.avoid | {hop.next_id}
@@ -500,7 +521,7 @@ class PeerNode:
             self._finish(pending.purpose, msg, now_ms)
             return
         nxt = rest[0]
-        addr = self.chord.address_of(nxt.id) if nxt.kind is DestKind.NODE else None
+        addr = self.topology.address_of(nxt.id) if nxt.kind is DestKind.NODE else None
         addr = addr or self._recent.get(nxt.id)
         if addr is None or msg.ttl <= 1:
             self._drop("no_return_path")
@@ -513,26 +534,31 @@ class PeerNode:
         return Code.PING_ANS, EMPTY
 
     def _on_join(self, msg: Message, sender: NodeInfo, now_ms: int) -> tuple[Code, Body]:
-        return Code.JOIN_ANS, JoinAns(self.me, self.chord.pred, tuple(self.chord.successors))
+        return Code.JOIN_ANS, JoinAns(self.me, self.topology.pred, tuple(self.topology.successors))
 
     def _on_update(self, msg: Message, sender: NodeInfo, now_ms: int) -> tuple[Code, Body]:
-        old_pred = self.chord.pred
-        if self.chord.notify(sender):
+        old_pred = self.topology.pred
+        newcomer = isinstance(self.topology, OneHop) and not self.topology.knows(sender.node_id)
+        if self.topology.notify(sender):
             self._pred_changed(old_pred, now_ms)
-        return Code.UPDATE_ANS, UpdateAns(self.chord.pred, tuple(self.chord.successors))
+        if newcomer and self.topology.pred == sender:
+            self._announce(Announce((sender,), ()), now_ms)  # we are its successor: we tell everyone
+        return Code.UPDATE_ANS, UpdateAns(self.topology.pred, tuple(self.topology.successors))
 
     def _on_leave(self, msg: Message, sender: NodeInfo, now_ms: int) -> tuple[Code, Body]:
         assert isinstance(msg.body, Leave)
-        was_succ = sender.node_id == self.chord.succ.node_id
-        was_pred = self.chord.pred is not None and sender.node_id == self.chord.pred.node_id
-        self.chord.remove(sender.node_id)
+        was_succ = sender.node_id == self.topology.succ.node_id
+        was_pred = self.topology.pred is not None and sender.node_id == self.topology.pred.node_id
+        self.topology.remove(sender.node_id)
         if was_succ:
-            heirs = [n for n in (*msg.body.successors, *self.chord.successors)
+            heirs = [n for n in (*msg.body.successors, *self.topology.successors)
                      if n.node_id not in (self.me.node_id, sender.node_id)]
             if heirs:
-                self.chord.adopt_successors(heirs[0], heirs[1:])
+                self.topology.adopt_successors(heirs[0], heirs[1:])
         if was_pred and msg.body.pred is not None:
-            self.chord.set_pred(msg.body.pred)
+            self.topology.set_pred(msg.body.pred)
+        if was_pred and isinstance(self.topology, OneHop):
+            self._announce(Announce((), (sender.node_id,)), now_ms)
         self._replication_dirty = True
         return Code.LEAVE_ANS, EMPTY
 
@@ -556,17 +582,43 @@ class PeerNode:
         assert isinstance(body, Fetch)
         return Code.FETCH_ANS, self.storage.fetch(body.resource, body.kind, now_ms=now_ms)
 
+    def _on_announce(self, msg: Message, sender: NodeInfo, now_ms: int) -> tuple[Code, Body]:
+        body = msg.body
+        assert isinstance(body, Announce)
+        if isinstance(self.topology, OneHop):
+            self.topology.learn(body.joined)
+            for node_id in body.failed:
+                if node_id != self.me.node_id and self.topology.remove(node_id):
+                    self._replication_dirty = True
+        return Code.ANNOUNCE_ANS, EMPTY
+
+    def _on_members(self, msg: Message, sender: NodeInfo, now_ms: int) -> tuple[Code, Body]:
+        body = msg.body
+        assert isinstance(body, Members)
+        everyone = self.topology.members() + [self.me] if isinstance(self.topology, OneHop) else [self.me]
+        pages = max(1, -(-len(everyone) // MEMBERS_PER_PAGE))
+        start = body.page * MEMBERS_PER_PAGE
+        return Code.MEMBERS_ANS, MembersAns(body.page, pages, tuple(everyone[start:start + MEMBERS_PER_PAGE]))
+
+    def _announce(self, news: Announce, now_ms: int) -> None:
+        assert isinstance(self.topology, OneHop)
+        subjects = {n.node_id for n in news.joined} | set(news.failed)
+        for member in self.topology.members():
+            if member.node_id not in subjects:
+                self._request(Code.ANNOUNCE, news, (Dest(DestKind.NODE, member.node_id),), _Notice(), now_ms,
+                              target=member.addr)
+
     def _on_stat(self, msg: Message, sender: NodeInfo, now_ms: int) -> tuple[Code, Body]:
         return Code.STAT_ANS, self._on_stat_body()
 
     def _on_stat_body(self) -> StatAns:
         counters = tuple(sorted(self.counters.items()))[:STAT_COUNTERS_MAX]
-        pred = self.chord.pred.node_id if self.chord.pred is not None else None
+        pred = self.topology.pred.node_id if self.topology.pred is not None else None
         return StatAns(
             self.me.node_id,
             pred,
-            tuple(s.node_id for s in self.chord.successors),
-            tuple(f.node_id for f in self.chord.distinct_fingers()),
+            tuple(s.node_id for s in self.topology.successors),
+            tuple(f.node_id for f in self.topology.distinct_fingers()),
             len(self.storage),
             self._replication_pending(),
             counters,
@@ -678,11 +730,30 @@ class PeerNode:
                 self._events.append(JoinFailed(reason))
             return
         ans = answer.body
-        self.chord.adopt_successors(ans.responder, ans.successors)
-        self.chord.set_pred(ans.pred)
-        self.chord.set_finger(0, ans.responder)
+        self.topology.adopt_successors(ans.responder, ans.successors)
+        self.topology.set_pred(ans.pred)
+        self.topology.set_finger(0, ans.responder)
         self._joined(now_ms)
         self._stabilize(now_ms)
+        if isinstance(self.topology, OneHop):
+            self._sync_page(ans.responder, 0, now_ms)
+
+    def _sync_page(self, node: NodeInfo, page: int, now_ms: int) -> None:
+        self._request(Code.MEMBERS, Members(page), (Dest(DestKind.NODE, node.node_id),), _Sync(), now_ms,
+                      target=node.addr)
+
+    def _done_sync(self, purpose: Purpose, answer: Message | None, now_ms: int) -> None:
+        if answer is None or not isinstance(answer.body, MembersAns) or not isinstance(self.topology, OneHop):
+            return
+        self.topology.learn(answer.body.nodes)
+        if answer.body.page == 0 and answer.via:
+            source = self.topology.address_of(answer.via[-1])
+            for page in range(1, answer.body.pages):
+                if source is not None:
+                    self._sync_page(NodeInfo(answer.via[-1], source), page, now_ms)
+
+    def _done_notice(self, purpose: Purpose, answer: Message | None, now_ms: int) -> None:
+        pass
 
     def _joined(self, now_ms: int) -> None:
         self.state = State.JOINED
@@ -695,14 +766,14 @@ class PeerNode:
         self._in_flight.discard(("stabilize", purpose.node.node_id))
         if answer is None or not isinstance(answer.body, UpdateAns) or self.state is not State.JOINED:
             return
-        if purpose.node.node_id != self.chord.succ.node_id:
+        if purpose.node.node_id != self.topology.succ.node_id:
             return
         ans = answer.body
-        changed = self.chord.adopt_successors(purpose.node, ans.successors)
+        changed = self.topology.adopt_successors(purpose.node, ans.successors)
         p = ans.pred
-        if p is not None and in_open(p.node_id, self.me.node_id, self.chord.succ.node_id):
+        if p is not None and in_open(p.node_id, self.me.node_id, self.topology.succ.node_id):
             # Someone joined between us and our successor (Chord's stabilize).
-            changed = self.chord.adopt_successors(p, [purpose.node, *ans.successors]) or changed
+            changed = self.topology.adopt_successors(p, [purpose.node, *ans.successors]) or changed
             self._stabilize(now_ms)
         if changed:
             self._replication_dirty = True
@@ -715,7 +786,7 @@ class PeerNode:
         assert isinstance(purpose, _FixFinger)
         if answer is None or not isinstance(answer.body, FindAns) or self.state is not State.JOINED:
             return
-        self._finger_cursor = self.chord.set_finger(purpose.index, answer.body.responder)
+        self._finger_cursor = self.topology.set_finger(purpose.index, answer.body.responder)
         if purpose.budget > 1 and self._finger_cursor != 0:
             self._fix_finger(self._finger_cursor, purpose.budget - 1, now_ms)
 
@@ -737,11 +808,11 @@ class PeerNode:
         self._maintenance_ms = now_ms + int(interval * (0.75 + 0.5 * self._rng.random()))  # no lockstep
         if self.state is not State.JOINED:
             return
-        if self.chord.alone and self.chord.pred is not None:
-            self.chord.adopt_successors(self.chord.pred, [])
+        if self.topology.alone and self.topology.pred is not None:
+            self.topology.adopt_successors(self.topology.pred, [])
         self._stabilize(now_ms)
         self._probe_neighbours(now_ms)
-        if not self.chord.alone:
+        if not self.topology.alone and self.topology.uses_fingers:
             self._fix_finger(self._finger_cursor, self._timing.fingers_fixed_per_round, now_ms)
         if self._replication_dirty:
             self._replication_dirty = False
@@ -753,8 +824,8 @@ class PeerNode:
             del self._replicated[key]
 
     def _stabilize(self, now_ms: int) -> None:
-        succ = self.chord.succ
-        if self.chord.alone or ("stabilize", succ.node_id) in self._in_flight:
+        succ = self.topology.succ
+        if self.topology.alone or ("stabilize", succ.node_id) in self._in_flight:
             return
         self._in_flight.add(("stabilize", succ.node_id))
         self._request(Code.UPDATE, EMPTY, (Dest(DestKind.NODE, succ.node_id),), _Stabilize(succ), now_ms,
@@ -763,13 +834,13 @@ class PeerNode:
     def _probe_neighbours(self, now_ms: int) -> None:
         """Failure detection: the predecessor each round, and the distinct fingers a few
         per round in turn, so the cost per round stays flat as the overlay grows."""
-        fingers = [f for f in self.chord.distinct_fingers() if f.node_id != self.chord.succ.node_id]
+        fingers = [f for f in self.topology.distinct_fingers() if f.node_id != self.topology.succ.node_id]
         count = min(len(fingers), self._timing.fingers_probed_per_round)
         start = self._probe_cursor % len(fingers) if fingers else 0
         self._probe_cursor = start + count
         nodes = [fingers[(start + i) % len(fingers)] for i in range(count)]
-        if self.chord.pred is not None and self.chord.pred.node_id != self.chord.succ.node_id:
-            nodes.append(self.chord.pred)  # stabilize already checks the successor
+        if self.topology.pred is not None and self.topology.pred.node_id != self.topology.succ.node_id:
+            nodes.append(self.topology.pred)  # stabilize already checks the successor
         for node in nodes:
             self._probe(node, now_ms)
 
@@ -782,10 +853,10 @@ class PeerNode:
                       target=node.addr)
 
     def _fix_finger(self, index: int, budget: int, now_ms: int) -> None:
-        start = self.chord.finger_start(index)
-        if in_half_open(start, self.me.node_id, self.chord.succ.node_id):
+        start = self.topology.finger_start(index)
+        if in_half_open(start, self.me.node_id, self.topology.succ.node_id):
             # Covered by our successor: no message needed.
-            self._finger_cursor = self.chord.set_finger(index, self.chord.succ)
+            self._finger_cursor = self.topology.set_finger(index, self.topology.succ)
             if budget > 1 and self._finger_cursor != 0:
                 self._fix_finger(self._finger_cursor, budget - 1, now_ms)
             return
@@ -794,9 +865,9 @@ class PeerNode:
     def _node_failed(self, node_id: int, now_ms: int) -> None:
         if node_id == self.me.node_id:
             return
-        was_succ = node_id == self.chord.succ.node_id
-        old_pred = self.chord.pred
-        if self.chord.remove(node_id):
+        was_succ = node_id == self.topology.succ.node_id
+        old_pred = self.topology.pred
+        if self.topology.remove(node_id):
             self._replication_dirty = True
         self._recent.pop(node_id)
         self.counters["node_failed"] += 1
@@ -805,11 +876,13 @@ class PeerNode:
             self._replication_dirty = True
         if was_succ and self.state is State.JOINED:
             self._stabilize(now_ms)
+            if isinstance(self.topology, OneHop):
+                self._announce(Announce((), (node_id,)), now_ms)  # we were its predecessor
 
     def _pred_changed(self, old_pred: NodeInfo | None, now_ms: int) -> None:
         """A node took over part of our range: give it what it is now responsible for."""
         self._replication_dirty = True
-        new_pred = self.chord.pred
+        new_pred = self.topology.pred
         if new_pred is None:
             return
         for key in self.storage.keys():
@@ -819,10 +892,10 @@ class PeerNode:
     # ------------------------------------------------------------------ replication
 
     def _replicate_key(self, key: Key, now_ms: int) -> None:
-        if not self.chord.responsible(key[0]):
+        if not self.topology.responsible(key[0]):
             return
         done = self._replicated.setdefault(key, set())
-        for node in self.chord.replica_targets():
+        for node in self.topology.replica_targets():
             if node.node_id in done or (key, node.node_id) in self._replicating:
                 continue
             self._replicating.add((key, node.node_id))
@@ -849,11 +922,11 @@ class PeerNode:
         ]
 
     def _replication_pending(self) -> int:
-        targets = [n.node_id for n in self.chord.replica_targets()]
+        targets = [n.node_id for n in self.topology.replica_targets()]
         return sum(
             1
             for key in self.storage.keys()
-            if self.chord.responsible(key[0])
+            if self.topology.responsible(key[0])
             for t in targets
             if t not in self._replicated.get(key, ())
         )

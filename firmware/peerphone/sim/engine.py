@@ -17,6 +17,8 @@ from typing import Callable, cast
 
 from ..core.ids import RING
 from ..core.limits import Timing
+from ..core.overlay import Topology
+from ..core.overlay.onehop import OneHop
 from ..core.peer import PeerConfig, PeerNode, RequestCompleted, State
 from ..core.wire.messages import Addr, NodeInfo
 from .network import Network, NetworkModel
@@ -31,6 +33,7 @@ class Simulation:
     timing: Timing
     model: NetworkModel = field(default_factory=NetworkModel)
     successors_kept: int = 8
+    topology: Topology = Topology.CHORD
     now_ms: int = 0
     nodes: dict[Addr, PeerNode] = field(default_factory=dict)
     live: list[Addr] = field(default_factory=list)  # in join order: deterministic choices
@@ -104,7 +107,8 @@ class Simulation:
         h = self._next_host
         addr: Addr = (f"10.{h >> 16 & 255}.{h >> 8 & 255}.{h & 255}", 6084)
         node_rng = random.Random(self.rng.getrandbits(64))
-        config = PeerConfig(SIM_OVERLAY_ID, self.timing, successors_kept=self.successors_kept)
+        config = PeerConfig(SIM_OVERLAY_ID, self.timing, successors_kept=self.successors_kept,
+                            topology=self.topology)
         node = PeerNode(NodeInfo(self.rng.randrange(RING), addr), config, rng=node_rng,
                         entropy=node_rng.randbytes, now_ms=self.now_ms)
         self.nodes[addr] = node
@@ -152,12 +156,15 @@ class Simulation:
             node.events()
             successors = [ordered[(i + k) % count].me for k in range(1, min(count, self.successors_kept + 1))]
             if successors:
-                node.chord.adopt_successors(successors[0], successors[1:])
-                node.chord.set_pred(ordered[i - 1].me)
+                node.topology.adopt_successors(successors[0], successors[1:])
+                node.topology.set_pred(ordered[i - 1].me)
+            if isinstance(node.topology, OneHop):
+                node.topology.learn(n.me for n in ordered)
+                continue
             index = 0
             while True:
-                owner = ordered[bisect_left(ids, node.chord.finger_start(index)) % count]
-                index = node.chord.set_finger(index, owner.me)
+                owner = ordered[bisect_left(ids, node.topology.finger_start(index)) % count]
+                index = node.topology.set_finger(index, owner.me)
                 if index == 0:
                     break
         for node in nodes:
@@ -198,7 +205,7 @@ class Oracle:
         for node in nodes:
             i = bisect_left(self.ids, node.me.node_id)
             succ, pred = self.ids[(i + 1) % len(self.ids)], self.ids[i - 1]
-            if node.chord.succ.node_id != succ or (node.chord.pred is None or node.chord.pred.node_id != pred):
+            if node.topology.succ.node_id != succ or (node.topology.pred is None or node.topology.pred.node_id != pred):
                 errors += 1
         return errors
 
@@ -206,9 +213,11 @@ class Oracle:
         """Fingers, over all live nodes, that do not point at the oracle's successor of their start."""
         errors = 0
         for node in nodes:
+            if not node.topology.uses_fingers:
+                continue
             me = node.me.node_id
-            for index, finger in enumerate(node.chord.fingers):
-                want = self.successor(node.chord.finger_start(index))
+            for index, finger in enumerate(node.topology.fingers):
+                want = self.successor(node.topology.finger_start(index))
                 got = finger.node_id if finger is not None else me
                 errors += got != want
         return errors

@@ -13,6 +13,7 @@ from typing import Callable
 
 from ..core.ids import id_from_name
 from ..core.limits import REPLICAS, Timing
+from ..core.overlay import Topology
 from ..core.peer import PeerNode, RequestCompleted
 from ..core.usages import MODEL_OF, Kind
 from ..core.wire.messages import Addr, Entry, FetchAns
@@ -74,12 +75,11 @@ class Report:
 
 class Scenario:
     def __init__(self, spec: SimSpec, progress: Callable[[str], None] = lambda _: None) -> None:
-        if spec.topology != "chord":
-            raise ValueError(f"topology {spec.topology!r} is not implemented yet (chord is)")
         self.spec = spec
         self.progress = progress
         model = NetworkModel(loss=spec.loss)
-        self.sim = Simulation(spec.seed, spec.timing(), model, successors_kept=spec.successors)
+        self.sim = Simulation(spec.seed, spec.timing(), model, successors_kept=spec.successors,
+                              topology=Topology(spec.topology))
         self.report = Report(spec)
         self.keys: list[str] = []
         self.stored: set[str] = set()
@@ -198,8 +198,9 @@ class Scenario:
         live = self.sim.live_nodes()
         oracle = self.sim.oracle()
         ring, fingers = oracle.ring_errors(live), oracle.finger_errors(live)
+        finger_text = f", {fingers} wrong fingers of {len(live) * 160}" if self.spec.topology == "chord" else ""
         self.report.add(f"ring_errors {when}", ring, f"{when}: {ring} nodes with a wrong successor or "
-                        f"predecessor, {fingers} wrong fingers of {len(live) * 160}")
+                        f"predecessor{finger_text}")
         self.report.figures[f"finger_errors {when}"] = fingers
 
     def _lookup_figures(self, name: str, result: Lookups) -> None:
@@ -210,9 +211,11 @@ class Scenario:
         r.add(f"{name} success", success, f"{name} lookups: {result.correct}/{result.issued} found the live "
               f"responsible node ({success:.2%}); {result.answered} answered"
               + "".join(f"; {count} {why}" for why, count in sorted(result.failures.items())))
+        paper = f"; 1/2 log2 N = {formula:.2f} (ratio {mean_hops / formula:.3f})" if self.spec.topology == "chord" else ""
         r.add(f"{name} hops", mean_hops, f"{name} hops: mean {mean_hops:.2f} p50 {percentile(result.hops, 50):.0f} "
-              f"p99 {percentile(result.hops, 99):.0f}; 1/2 log2 N = {formula:.2f} "
-              f"(ratio {mean_hops / formula:.3f})")
+              f"p99 {percentile(result.hops, 99):.0f}{paper}")
+        one_hop = sum(1 for h in result.hops if h <= 1) / len(result.hops) if result.hops else 0.0
+        r.add(f"{name} one hop", one_hop, f"{name} lookups answered in one hop: {one_hop:.2%}")
         r.add(f"{name} latency", percentile(result.latency_ms, 50),
               f"{name} latency: p50 {percentile(result.latency_ms, 50):.0f} ms "
               f"p99 {percentile(result.latency_ms, 99):.0f} ms")

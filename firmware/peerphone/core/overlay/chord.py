@@ -22,6 +22,7 @@ from ..wire.messages import Addr, NodeInfo
 
 
 class Chord:
+    uses_fingers = True
     def __init__(self, me: NodeInfo, successors_kept: int = SUCCESSORS_KEPT) -> None:
         self.me = me
         self.pred: NodeInfo | None = None

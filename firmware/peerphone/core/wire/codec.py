@@ -31,6 +31,9 @@ from ..limits import (
 )
 from .messages import (
     EMPTY,
+    Announce,
+    Members,
+    MembersAns,
     Body,
     Code,
     DataModel,
@@ -241,6 +244,21 @@ def _stat_ans(x: Any) -> StatAns:
     )
 
 
+def _announce(x: Any) -> Announce:
+    joined, failed = _fixed(x, 2)
+    return Announce(_nodes(joined), tuple(_id(f) for f in _array(failed, BODY_ITEMS_MAX)))
+
+
+def _members(x: Any) -> Members:
+    (page,) = _fixed(x, 1)
+    return Members(_uint(page, 0xFFFF))
+
+
+def _members_ans(x: Any) -> MembersAns:
+    page, pages, nodes = _fixed(x, 3)
+    return MembersAns(_uint(page, 0xFFFF), _uint(pages, 0xFFFF), _nodes(nodes))
+
+
 def _error(x: Any) -> Error:
     code, reason = _fixed(x, 2)
     return Error(_uint(code, 0xFFFF), _str(reason, REASON_CHARS_MAX))
@@ -264,6 +282,10 @@ _BODY_DECODERS: dict[Code, Callable[[Any], Body]] = {
     Code.STAT: _empty,
     Code.STAT_ANS: _stat_ans,
     Code.HOP_ACK: _empty,
+    Code.ANNOUNCE: _announce,
+    Code.ANNOUNCE_ANS: _empty,
+    Code.MEMBERS: _members,
+    Code.MEMBERS_ANS: _members_ans,
     Code.ERROR: _error,
 }
 
@@ -296,6 +318,12 @@ def _encode_body(body: Body) -> list[Any]:
             body.replication_pending,
             [list(c) for c in body.counters],
         ]
+    if isinstance(body, Announce):
+        return [[_enc_node(n) for n in body.joined], [_enc_id(f) for f in body.failed]]
+    if isinstance(body, Members):
+        return [body.page]
+    if isinstance(body, MembersAns):
+        return [body.page, body.pages, [_enc_node(n) for n in body.nodes]]
     if isinstance(body, Error):
         return [body.code, body.reason]
     raise LocalProtocolError(f"no encoder for {type(body).__name__}")

@@ -33,6 +33,10 @@ class Code(IntEnum):
     STAT = 16
     STAT_ANS = 17
     HOP_ACK = 19  # not an answer: "your datagram reached me", to the previous hop only
+    ANNOUNCE = 20
+    ANNOUNCE_ANS = 21
+    MEMBERS = 22
+    MEMBERS_ANS = 23
     ERROR = 0xFFFF
 
     @property
@@ -155,12 +159,35 @@ class StatAns:
 
 
 @dataclass(frozen=True, slots=True)
+class Announce:
+    """One-hop membership news: nodes that joined, nodes that failed or left."""
+
+    joined: tuple[NodeInfo, ...]
+    failed: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Members:
+    page: int
+
+
+@dataclass(frozen=True, slots=True)
+class MembersAns:
+    """One page of the sender's member list (one datagram each)."""
+
+    page: int
+    pages: int
+    nodes: tuple[NodeInfo, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Error:
     code: int
     reason: str
 
 
-Body = Union[Empty, JoinAns, UpdateAns, Leave, FindAns, Store, StoreAns, Fetch, FetchAns, StatAns, Error]
+Body = Union[Empty, JoinAns, UpdateAns, Leave, FindAns, Store, StoreAns, Fetch, FetchAns, StatAns, Announce, Members,
+             MembersAns, Error]
 
 
 @dataclass(frozen=True, slots=True)
