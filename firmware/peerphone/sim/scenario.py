@@ -214,8 +214,9 @@ class Scenario:
         paper = f"; 1/2 log2 N = {formula:.2f} (ratio {mean_hops / formula:.3f})" if self.spec.topology == "chord" else ""
         r.add(f"{name} hops", mean_hops, f"{name} hops: mean {mean_hops:.2f} p50 {percentile(result.hops, 50):.0f} "
               f"p99 {percentile(result.hops, 99):.0f}{paper}")
-        one_hop = sum(1 for h in result.hops if h <= 1) / len(result.hops) if result.hops else 0.0
-        r.add(f"{name} one hop", one_hop, f"{name} lookups answered in one hop: {one_hop:.2%}")
+        if self.spec.topology == "onehop":
+            one_hop = sum(1 for h in result.hops if h <= 1) / len(result.hops) if result.hops else 0.0
+            r.add(f"{name} one hop", one_hop, f"{name} lookups answered in one hop: {one_hop:.2%}")
         r.add(f"{name} latency", percentile(result.latency_ms, 50),
               f"{name} latency: p50 {percentile(result.latency_ms, 50):.0f} ms "
               f"p99 {percentile(result.latency_ms, 99):.0f} ms")
