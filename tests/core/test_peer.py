@@ -7,7 +7,8 @@ import pytest
 
 from peerphone.core.ids import id_from_name
 from peerphone.core.limits import REPLICAS
-from peerphone.core.peer import Left, RequestCompleted, State
+from peerphone.core.events import Left, RequestCompleted
+from peerphone.core.peer import State
 from peerphone.core.wire.messages import (ARRAY_APPEND, Code, DataModel, Dest, DestKind, Entry, Error, FetchAns,
                                           Message, StatAns, Store)
 from peerphone.core.wire import encode

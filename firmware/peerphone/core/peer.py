@@ -20,6 +20,10 @@ Node states (a table, STYLE.md habit 7):
     JOINED  --leave()-->  LEAVING --handover and notices answered or timed out--> LEFT
 
 A peer answers ring requests only when JOINED or LEAVING; PING and STAT always.
+Every routed datagram asks its next hop for a HOP_ACK; a silent hop is
+suspected (probed) and the request goes around it at once, long before the
+origin's end-to-end retransmission, which is what keeps lookups whole under churn.
+
 Replication: the responsible node keeps every value on its next REPLICAS-1
 successors, pushing again whenever its range or its successors change.
 """
@@ -32,6 +36,7 @@ from enum import Enum
 from typing import Callable, NamedTuple, Protocol, Sequence, Union
 
 from .errors import DecodeError, ErrorCode, LocalProtocolError
+from .events import Event, JoinFailed, Joined, Left, NodeFailed, RequestCompleted
 from .ids import in_half_open, in_open
 from .ingress import BoundedLru, TokenBuckets
 from .limits import (
@@ -111,43 +116,6 @@ class PeerConfig:
     direct_response: bool = True
     successors_kept: int = SUCCESSORS_KEPT  # Chord §5.2 suggests 2 log2 N against mass failure
     topology: Topology = Topology.CHORD
-
-
-# -- events handed to the driver (past tense) --
-
-@dataclass(frozen=True, slots=True)
-class Joined:
-    node_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class JoinFailed:
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Left:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class NodeFailed:
-    node_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class RequestCompleted:
-    """A command of ours is done. `hops` counts the request's datagrams (0: answered
-    here); `responder` is the node that answered (None when nobody did)."""
-
-    handle: int
-    answer: Body | None
-    error: Error | None
-    hops: int
-    responder: int | None
-
-
-Event = Union[Joined, JoinFailed, Left, NodeFailed, RequestCompleted]
 
 
 # -- why we sent a request: decides what its answer (or its timeout) does --

@@ -14,7 +14,8 @@ import random
 from typing import Any, Callable
 
 from ..core.ids import short
-from ..core.peer import Event, JoinFailed, Joined, Left, NodeFailed, PeerConfig, PeerNode, RequestCompleted
+from ..core.events import Event, JoinFailed, Joined, Left, NodeFailed, RequestCompleted
+from ..core.peer import PeerConfig, PeerNode
 from ..core.wire.messages import Addr, NodeInfo
 
 log = logging.getLogger("peerphone.net")

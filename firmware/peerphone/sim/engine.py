@@ -19,7 +19,8 @@ from ..core.ids import RING
 from ..core.limits import Timing
 from ..core.overlay import Topology
 from ..core.overlay.onehop import OneHop
-from ..core.peer import PeerConfig, PeerNode, RequestCompleted, State
+from ..core.events import RequestCompleted
+from ..core.peer import PeerConfig, PeerNode, State
 from ..core.wire.messages import Addr, NodeInfo
 from .network import Network, NetworkModel
 

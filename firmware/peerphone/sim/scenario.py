@@ -14,7 +14,8 @@ from typing import Callable
 from ..core.ids import id_from_name
 from ..core.limits import REPLICAS, Timing
 from ..core.overlay import Topology
-from ..core.peer import PeerNode, RequestCompleted
+from ..core.events import RequestCompleted
+from ..core.peer import PeerNode
 from ..core.usages import MODEL_OF, Kind
 from ..core.wire.messages import Addr, Entry, FetchAns
 from .engine import Simulation, hops_formula, percentile

@@ -1,0 +1,43 @@
+"""Events a PeerNode hands its driver (STYLE.md habit 13: past tense, frozen)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+from .wire.messages import Body, Error
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    node_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class JoinFailed:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Left:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class NodeFailed:
+    node_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class RequestCompleted:
+    """A command of ours is done. `hops` counts the request's datagrams (0: answered
+    here); `responder` is the node that answered (None when nobody did)."""
+
+    handle: int
+    answer: Body | None
+    error: Error | None
+    hops: int
+    responder: int | None
+
+
+Event = Union[Joined, JoinFailed, Left, NodeFailed, RequestCompleted]
