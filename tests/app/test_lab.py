@@ -11,7 +11,7 @@ def test_lab_with_kill_fetches_everything_after_repair():
     out = result.stdout
     assert "every operation succeeded" in out
     for phase in ("store", "fetch", "fetch after kill"):
-        line = next(l for l in out.splitlines() if l.startswith(phase + " "))
+        line = next(row for row in out.splitlines() if row.startswith(phase + " "))
         assert re.search(r"\b80/80\s+100\.00%", line), line
         assert "hops p50" in line and "latency p50" in line
     assert "RSS per peer" in out and "killed 2 peers" in out

@@ -1,10 +1,11 @@
 """Chord's tables against a sorted-ring oracle (STYLE.md habit 11)."""
 
-from hypothesis import given, settings, strategies as st
-
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from peerphone.core.ids import ID_BITS, ID_MAX, RING, in_open
 from peerphone.core.overlay.chord import Chord
 from peerphone.core.wire.messages import NodeInfo
+
 from tests.ring import Ring
 
 ids = st.integers(0, ID_MAX)

@@ -2,15 +2,35 @@
 
 import msgpack
 import pytest
-from hypothesis import given, settings, strategies as st
-
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from peerphone.core.errors import DecodeError
 from peerphone.core.ids import ID_MAX
 from peerphone.core.limits import DATAGRAM_BYTES_MAX
 from peerphone.core.wire import decode, encode
-from peerphone.core.wire.messages import (EMPTY, Announce, Members, MembersAns, Code, DataModel, Dest, DestKind, Entry, Error, Fetch, FetchAns,
-                                          FindAns, JoinAns, Leave, Message, NodeInfo, StatAns, Store, StoreAns,
-                                          UpdateAns)
+from peerphone.core.wire.messages import (
+    EMPTY,
+    Announce,
+    Code,
+    DataModel,
+    Dest,
+    DestKind,
+    Entry,
+    Error,
+    Fetch,
+    FetchAns,
+    FindAns,
+    JoinAns,
+    Leave,
+    Members,
+    MembersAns,
+    Message,
+    NodeInfo,
+    StatAns,
+    Store,
+    StoreAns,
+    UpdateAns,
+)
 
 OVERLAY = 0xABCD
 ids = st.integers(0, ID_MAX)

@@ -1,7 +1,16 @@
-from hypothesis import given, strategies as st
-
-from peerphone.core.ids import (ID_MAX, RING, distance, id_from_bytes, id_from_name, id_to_bytes, in_half_open,
-                                in_open, overlay_id_from_name)
+from hypothesis import given
+from hypothesis import strategies as st
+from peerphone.core.ids import (
+    ID_MAX,
+    RING,
+    distance,
+    id_from_bytes,
+    id_from_name,
+    id_to_bytes,
+    in_half_open,
+    in_open,
+    overlay_id_from_name,
+)
 
 ids = st.integers(0, ID_MAX)
 

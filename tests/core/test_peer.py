@@ -4,15 +4,26 @@ Most tests here are the conformance suite: they run against every topology.
 """
 
 import pytest
-
+from peerphone.core.events import Left, RequestCompleted
 from peerphone.core.ids import id_from_name
 from peerphone.core.limits import REPLICAS
-from peerphone.core.events import Left, RequestCompleted
-from peerphone.core.peer import State
-from peerphone.core.wire.messages import (ARRAY_APPEND, Code, DataModel, Dest, DestKind, Entry, Error, FetchAns,
-                                          Message, StatAns, Store)
-from peerphone.core.wire import encode
 from peerphone.core.overlay import Topology
+from peerphone.core.peer import State
+from peerphone.core.wire import encode
+from peerphone.core.wire.messages import (
+    ARRAY_APPEND,
+    Code,
+    DataModel,
+    Dest,
+    DestKind,
+    Entry,
+    Error,
+    FetchAns,
+    Message,
+    StatAns,
+    Store,
+)
+
 from tests.ring import OVERLAY, Ring
 
 

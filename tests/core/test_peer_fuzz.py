@@ -1,12 +1,13 @@
 """Hostile datagrams into PeerNode: only counted drops, never an exception, and it keeps serving."""
 
-from hypothesis import given, settings, strategies as st
-
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from peerphone.core.errors import DecodeError
 from peerphone.core.ids import id_from_name
 from peerphone.core.limits import INGRESS_BURST
 from peerphone.core.wire import decode, encode
 from peerphone.core.wire.messages import EMPTY, Code, DataModel, Dest, DestKind, Entry, Message, Store
+
 from tests.core.test_codec import messages
 from tests.ring import OVERLAY, Ring
 

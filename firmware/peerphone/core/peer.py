@@ -36,7 +36,7 @@ from enum import Enum
 from typing import Callable, NamedTuple, Protocol, Sequence, Union
 
 from .errors import DecodeError, ErrorCode, LocalProtocolError
-from .events import Event, JoinFailed, Joined, Left, NodeFailed, RequestCompleted
+from .events import Event, Joined, JoinFailed, Left, NodeFailed, RequestCompleted
 from .ids import in_half_open, in_open
 from .ingress import BoundedLru, TokenBuckets
 from .limits import (
@@ -59,10 +59,8 @@ from .storage import Key, Storage
 from .wire import decode, encode
 from .wire.messages import (
     EMPTY,
-    Announce,
-    Members,
-    MembersAns,
     Addr,
+    Announce,
     Body,
     Code,
     DataModel,
@@ -71,10 +69,11 @@ from .wire.messages import (
     Entry,
     Error,
     Fetch,
-    FetchAns,
     FindAns,
     JoinAns,
     Leave,
+    Members,
+    MembersAns,
     Message,
     NodeInfo,
     StatAns,

@@ -13,8 +13,8 @@ import os
 import random
 from typing import Any, Callable
 
+from ..core.events import Event, Joined, JoinFailed, Left, NodeFailed, RequestCompleted
 from ..core.ids import short
-from ..core.events import Event, JoinFailed, Joined, Left, NodeFailed, RequestCompleted
 from ..core.peer import PeerConfig, PeerNode
 from ..core.wire.messages import Addr, NodeInfo
 

@@ -11,15 +11,15 @@ from __future__ import annotations
 import heapq
 import math
 import random
-from bisect import bisect_left
+from bisect import bisect_left, insort
 from dataclasses import dataclass, field
 from typing import Callable, cast
 
+from ..core.events import Joined, RequestCompleted
 from ..core.ids import RING
 from ..core.limits import Timing
 from ..core.overlay import Topology
 from ..core.overlay.onehop import OneHop
-from ..core.events import RequestCompleted
 from ..core.peer import PeerConfig, PeerNode, State
 from ..core.wire.messages import Addr, NodeInfo
 from .network import Network, NetworkModel
@@ -50,6 +50,7 @@ class Simulation:
         self._live_index: dict[Addr, int] = {}
         self._next_host = 0
         self._waiting: dict[tuple[Addr, int], Callable[[RequestCompleted], None]] = {}
+        self._joined_ids: list[int] = []
 
     # -- the event heap --
 
@@ -92,7 +93,9 @@ class Simulation:
             for at_ms in self.network.deliveries(src, dst, self.now_ms):
                 self._push(at_ms, DELIVER, dst, data, src)
         for event in node.events():
-            if isinstance(event, RequestCompleted):
+            if isinstance(event, Joined):
+                insort(self._joined_ids, event.node_id)
+            elif isinstance(event, RequestCompleted):
                 done = self._waiting.pop((src, event.handle), None)
                 if done is not None:
                     done(event)
@@ -132,6 +135,10 @@ class Simulation:
             self.live[index] = last
             self._live_index[last] = index
         self._timer_at.pop(addr, None)
+        node_id = self.nodes[addr].me.node_id
+        i = bisect_left(self._joined_ids, node_id)
+        if i < len(self._joined_ids) and self._joined_ids[i] == node_id:
+            del self._joined_ids[i]
 
     def is_live(self, addr: Addr) -> bool:
         return addr in self._live_index
@@ -154,7 +161,6 @@ class Simulation:
         ids = [n.me.node_id for n in ordered]
         for i, node in enumerate(ordered):
             node.join([], now_ms=self.now_ms)
-            node.events()
             successors = [ordered[(i + k) % count].me for k in range(1, min(count, self.successors_kept + 1))]
             if successors:
                 node.topology.adopt_successors(successors[0], successors[1:])
@@ -182,8 +188,8 @@ class Simulation:
         self._flush(node)
 
     def oracle(self) -> "Oracle":
-        return Oracle(sorted(self.nodes[a].me.node_id for a in self.live
-                             if self.nodes[a].state is State.JOINED))
+        """The ring of live, joined nodes; kept sorted as nodes join and fail."""
+        return Oracle(self._joined_ids)
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,10 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..core.events import RequestCompleted
 from ..core.ids import id_from_name
 from ..core.limits import REPLICAS, Timing
 from ..core.overlay import Topology
-from ..core.events import RequestCompleted
 from ..core.peer import PeerNode
 from ..core.usages import MODEL_OF, Kind
 from ..core.wire.messages import Addr, Entry, FetchAns
@@ -212,7 +212,9 @@ class Scenario:
         r.add(f"{name} success", success, f"{name} lookups: {result.correct}/{result.issued} found the live "
               f"responsible node ({success:.2%}); {result.answered} answered"
               + "".join(f"; {count} {why}" for why, count in sorted(result.failures.items())))
-        paper = f"; 1/2 log2 N = {formula:.2f} (ratio {mean_hops / formula:.3f})" if self.spec.topology == "chord" else ""
+        paper = ""
+        if self.spec.topology == "chord":
+            paper = f"; 1/2 log2 N = {formula:.2f} (ratio {mean_hops / formula:.3f})"
         r.add(f"{name} hops", mean_hops, f"{name} hops: mean {mean_hops:.2f} p50 {percentile(result.hops, 50):.0f} "
               f"p99 {percentile(result.hops, 99):.0f}{paper}")
         if self.spec.topology == "onehop":
@@ -277,7 +279,8 @@ class Scenario:
         after = self.traffic()
         self._lookup_figures("under churn", result)
         for name, codes in (("maintenance", MAINTENANCE_CODES), ("replication", REPLICATION_CODES)):
-            sent = sum(after.get(f"sent.{c}{s}", 0) - before.get(f"sent.{c}{s}", 0) for c in codes for s in ("", "_ANS"))
+            sent = sum(after.get(f"sent.{c}{s}", 0) - before.get(f"sent.{c}{s}", 0)
+                       for c in codes for s in ("", "_ANS"))
             size = sum(after.get(f"bytes.{c}{s}", 0) - before.get(f"bytes.{c}{s}", 0)
                        for c in codes for s in ("", "_ANS"))
             per_node = len(sim.live) * window_s

@@ -32,8 +32,6 @@ from ..limits import (
 from .messages import (
     EMPTY,
     Announce,
-    Members,
-    MembersAns,
     Body,
     Code,
     DataModel,
@@ -48,6 +46,8 @@ from .messages import (
     FindAns,
     JoinAns,
     Leave,
+    Members,
+    MembersAns,
     Message,
     NodeInfo,
     StatAns,
