@@ -114,6 +114,14 @@ class Scenario:
             sim.call_at(sim.now_ms + i * 10, self._requester(start, done))
         sim.run_until(sim.now_ms + len(self.keys) * 10 + 20_000)
 
+    def _advance(self, ms: int) -> None:
+        """Run the simulation `ms` further, with a progress line each simulated minute."""
+        sim, end = self.sim, self.sim.now_ms + ms
+        while sim.now_ms < end:
+            sim.run_until(min(end, sim.now_ms + 60_000))
+            self.progress(f"simulated {sim.now_ms / 1000:,.0f} s, {sim.events_run:,} events, "
+                          f"{len(sim.live):,} live nodes")
+
     def _requester(self, start: Callable[[PeerNode, int], int],
                    done: Callable[[RequestCompleted], None]) -> Callable[[], None]:
         """A deferred request from whichever node is a random live one when it runs."""
@@ -124,7 +132,7 @@ class Scenario:
         sim, result = self.sim, Lookups()
         for i in range(count):
             sim.call_at(sim.now_ms + (i * spread_ms) // max(1, count), lambda: self._one_lookup(result))
-        sim.run_until(sim.now_ms + spread_ms + 30_000)
+        self._advance(spread_ms + 30_000)
         return result
 
     def _one_lookup(self, result: Lookups) -> None:
@@ -234,7 +242,7 @@ class Scenario:
         for addr in victims:
             sim.fail(addr)
         rounds = 12
-        sim.run_until(sim.now_ms + int(spec.maintenance_s * 1000 * rounds))
+        self._advance(int(spec.maintenance_s * 1000 * rounds))
         self._invariants(f"{rounds} rounds after {len(victims)} failures")
         self.progress("lookups after the failure")
         self._lookup_figures("after failure", self.lookups(spec.lookups, 60_000))
