@@ -38,6 +38,7 @@ def test_mass_failure_loses_only_values_whose_replicas_all_failed():
     report = scenario.run()
     assert report.figures["lost beyond replicas"] <= 0
     assert report.figures["ring_errors 12 rounds after 150 failures"] == 0
+    assert report.figures["under-replicated 12 rounds after 150 failures"] == 0  # re-replicated to 3
     assert 0 < report.figures["lost"] < 0.5  # some sets did lose all three holders; far fewer than p
     assert report.figures["after failure success"] >= 0.95
 

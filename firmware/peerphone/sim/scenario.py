@@ -211,6 +211,15 @@ class Scenario:
         self.report.add(f"ring_errors {when}", ring, f"{when}: {ring} nodes with a wrong successor or "
                         f"predecessor{finger_text}")
         self.report.figures[f"finger_errors {when}"] = fingers
+        if self.stored:
+            holders: dict[int, int] = {}
+            for node in live:
+                for resource, _ in node.storage.keys():
+                    holders[resource] = holders.get(resource, 0) + 1
+            counts = [holders.get(id_from_name(key), 0) for key in sorted(self.stored)]
+            short = sum(1 for c in counts if 0 < c < REPLICAS)
+            self.report.add(f"under-replicated {when}", short, f"{when}: {short} values on fewer than {REPLICAS} "
+                            f"live nodes, {counts.count(0)} on none")
 
     def _lookup_figures(self, name: str, result: Lookups) -> None:
         r, n = self.report, len(self.sim.live)
@@ -286,6 +295,7 @@ class Scenario:
         window_s = (sim.now_ms - start_ms) / 1000
         after = self.traffic()
         self._lookup_figures("under churn", result)
+        self._invariants("at the end of churn")
         for name, codes in (("maintenance", MAINTENANCE_CODES), ("replication", REPLICATION_CODES)):
             sent = sum(after.get(f"sent.{c}{s}", 0) - before.get(f"sent.{c}{s}", 0)
                        for c in codes for s in ("", "_ANS"))
