@@ -73,3 +73,15 @@ def test_one_hop_under_churn_answers_in_one_hop():
                               churn_median_s=1800, maintenance_s=10)).run()
     assert report.figures["under churn one hop"] >= 0.99
     assert report.figures["under churn success"] >= 0.99
+
+
+def test_session_times_have_the_median_asked_for():
+    from peerphone.sim.churn import session_ms
+    for kind in ("exponential", "weibull"):
+        rng = random.Random(9)
+        samples = sorted(session_ms(rng, 600_000, kind) for _ in range(20_000))
+        assert abs(samples[len(samples) // 2] / 600_000 - 1) < 0.05, kind
+    rng_w, rng_e = random.Random(1), random.Random(1)
+    weibull = sorted(session_ms(rng_w, 600_000, "weibull", 0.5) for _ in range(20_000))
+    exponential = sorted(session_ms(rng_e, 600_000) for _ in range(20_000))
+    assert weibull[int(0.99 * len(weibull))] > exponential[int(0.99 * len(exponential))]  # heavier tail

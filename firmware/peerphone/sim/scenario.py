@@ -6,7 +6,6 @@ one seed print the same bytes.
 
 from __future__ import annotations
 
-import math
 import statistics
 from dataclasses import dataclass, field
 from typing import Callable
@@ -18,6 +17,7 @@ from ..core.overlay import Topology
 from ..core.peer import PeerNode
 from ..core.usages import MODEL_OF, Kind
 from ..core.wire.messages import Addr, Entry, FetchAns
+from .churn import session_ms
 from .engine import Simulation, hops_formula, percentile
 from .network import NetworkModel
 
@@ -269,15 +269,9 @@ class Scenario:
         assert spec.churn_median_s is not None
         median_ms = spec.churn_median_s * 1000
 
-        def session_ms() -> int:
-            if spec.session == "weibull":
-                k = spec.weibull_shape
-                scale = median_ms / math.log(2) ** (1 / k)
-                return max(1000, int(sim.rng.weibullvariate(scale, k)))
-            return max(1000, int(sim.rng.expovariate(math.log(2) / median_ms)))
-
         def schedule_death(addr: Addr) -> None:
-            sim.call_at(sim.now_ms + session_ms(), lambda: die(addr))
+            sim.call_at(sim.now_ms + session_ms(sim.rng, median_ms, spec.session, spec.weibull_shape),
+                        lambda: die(addr))
 
         def die(addr: Addr) -> None:
             if not sim.is_live(addr) or len(sim.live) <= 3:
