@@ -224,11 +224,13 @@ class Scenario:
     def _lookup_figures(self, name: str, result: Lookups) -> None:
         r, n = self.report, len(self.sim.live)
         success = result.correct / result.issued if result.issued else 0.0
+        abandoned = result.issued - result.answered - sum(result.failures.values())
         mean_hops = statistics.fmean(result.hops) if result.hops else 0.0
         formula = hops_formula(n)
         r.add(f"{name} success", success, f"{name} lookups: {result.correct}/{result.issued} found the live "
               f"responsible node ({success:.2%}); {result.answered} answered"
-              + "".join(f"; {count} {why}" for why, count in sorted(result.failures.items())))
+              + "".join(f"; {count} {why}" for why, count in sorted(result.failures.items()))
+              + f"; {abandoned} lost with their failed origin")
         paper = ""
         if self.spec.topology == "chord":
             paper = f"; 1/2 log2 N = {formula:.2f} (ratio {mean_hops / formula:.3f})"
