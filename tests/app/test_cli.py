@@ -106,3 +106,23 @@ def test_sigterm_leaves_the_overlay_and_keeps_the_values(ring):
 def test_version_names_the_event_loop():
     result = peerphone("--version")
     assert result.returncode == 0 and "event loop" in result.stdout
+
+
+def test_without_uvloop_the_peer_runs_on_plain_asyncio():
+    import subprocess
+    import sys
+
+    from tests.procs import PeerProc
+    blocked = ("import sys; sys.modules['uvloop'] = None; from peerphone.app.cli import main; "
+               "sys.exit(main(sys.argv[1:]))")
+    version = subprocess.run([sys.executable, "-c", blocked, "--version"], capture_output=True, text=True, timeout=30)
+    assert "event loop: asyncio" in version.stdout
+    proc = subprocess.Popen([sys.executable, "-c", blocked, "peer", "--listen", "127.0.0.1:0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        words = proc.stdout.readline().decode().split()
+        peer = PeerProc(proc, words[1], int(words[2].removeprefix("id="), 16))
+        assert peerphone("put", "k", "plain", "--via", peer.addr).returncode == 0
+        assert peerphone("get", "k", "--via", peer.addr).stdout.strip() == "plain"
+    finally:
+        stop([PeerProc(proc, "", 0)])
