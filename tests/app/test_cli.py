@@ -126,3 +126,17 @@ def test_without_uvloop_the_peer_runs_on_plain_asyncio():
         assert peerphone("get", "k", "--via", peer.addr).stdout.strip() == "plain"
     finally:
         stop([PeerProc(proc, "", 0)])
+
+
+def test_lists_and_maps_through_real_peers(ring):
+    for value in ("first", "second"):
+        assert peerphone("put", "inbox", value, "--append", "--via", ring[0].addr).returncode == 0
+    for sub, value in (("home", "10.0.0.1"), ("work", "10.0.0.2")):
+        assert peerphone("put", "sip:bob@lab", value, "--dict-key", sub, "--via", ring[1].addr).returncode == 0
+    listed = peerphone("get", "inbox", "--list", "--via", ring[2].addr)
+    assert listed.stdout.splitlines() == ["0: first", "1: second"]
+    mapped = peerphone("get", "sip:bob@lab", "--map", "--via", ring[3].addr)
+    assert mapped.stdout.splitlines() == ["home: 10.0.0.1", "work: 10.0.0.2"]
+    assert peerphone("get", "inbox", "--via", ring[2].addr).returncode == 1  # no single value under it
+    both = peerphone("put", "k", "v", "--append", "--dict-key", "x", "--via", ring[0].addr)
+    assert both.returncode == 2 and "Traceback" not in both.stderr

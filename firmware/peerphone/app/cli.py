@@ -11,10 +11,10 @@ from typing import NoReturn, Sequence
 
 from .. import __version__
 from ..core.ids import id_from_name, short
-from ..core.limits import Timing
+from ..core.limits import LIFETIME_S_MAX, VALUE_BYTES_MAX, Timing
 from ..core.peer import PeerConfig
 from ..core.usages import MODEL_OF, Kind
-from ..core.wire.messages import Addr, Entry, FetchAns, StatAns
+from ..core.wire.messages import ARRAY_APPEND, Addr, Entry, EntryKey, FetchAns, StatAns
 from ..net.loop import loop_name, run
 from ..net.supervisor import Supervisor
 from ..net.udp import OverlayError, UdpDriver, system_node_factory
@@ -70,12 +70,18 @@ def build_parser() -> argparse.ArgumentParser:
     put.add_argument("value")
     put.add_argument("--via", required=True, metavar="HOST:PORT", help="the peer to send the request to")
     put.add_argument("--lifetime", type=int, default=3600, metavar="SECONDS", help="default %(default)s")
+    shape = put.add_mutually_exclusive_group()
+    shape.add_argument("--append", action="store_true", help="append VALUE to the list under KEY")
+    shape.add_argument("--dict-key", metavar="SUBKEY", help="store VALUE under SUBKEY in the map under KEY")
     put.add_argument("--overlay", default=DEFAULT_OVERLAY, help=overlay_help)
 
     get = sub.add_parser("get", help="fetch the value stored under a key",
                          description="Fetch the value under KEY through the peer at --via; exit 1 if none.")
     get.add_argument("key")
     get.add_argument("--via", required=True, metavar="HOST:PORT", help="the peer to send the request to")
+    shape = get.add_mutually_exclusive_group()
+    shape.add_argument("--list", action="store_true", help="the list under KEY (see put --append)")
+    shape.add_argument("--map", action="store_true", help="the map under KEY (see put --dict-key)")
     get.add_argument("--overlay", default=DEFAULT_OVERLAY, help=overlay_help)
 
     stat = sub.add_parser("stat", help="show a peer's ring state and counters")
@@ -193,17 +199,30 @@ async def open_client(via: Addr, overlay: str) -> UdpDriver:
     return driver
 
 
+def _kind_of(args: argparse.Namespace) -> Kind:
+    if getattr(args, "append", False) or getattr(args, "list", False):
+        return Kind.LIST
+    if getattr(args, "dict_key", None) is not None or getattr(args, "map", False):
+        return Kind.MAP
+    return Kind.BLOB
+
+
 async def _put(args: argparse.Namespace) -> int:
     via = parse_hostport(args.via, DEFAULT_PORT)
     value = args.value.encode()
-    if not 1 <= args.lifetime <= 7 * 24 * 3600:
-        raise ConfigError("--lifetime must be 1..604800 seconds")
+    if not 1 <= args.lifetime <= LIFETIME_S_MAX:
+        raise ConfigError(f"--lifetime must be 1..{LIFETIME_S_MAX} seconds")
+    if len(value) > VALUE_BYTES_MAX:
+        raise ConfigError(f"VALUE must be at most {VALUE_BYTES_MAX} bytes")
+    kind = _kind_of(args)
+    key: EntryKey = {Kind.BLOB: None, Kind.LIST: ARRAY_APPEND,
+                     Kind.MAP: (args.dict_key or "").encode()}[kind]
+    entry = Entry(key, value, time.time_ns() // 1_000_000, args.lifetime)
     driver = await open_client(via, args.overlay)
     try:
-        entry = Entry(None, value, time.time_ns() // 1_000_000, args.lifetime)
         started = time.perf_counter()
         done = await asyncio.wait_for(driver.request(lambda node, now: node.store(
-            id_from_name(args.key), Kind.BLOB, MODEL_OF[Kind.BLOB], [entry], now_ms=now)), REQUEST_TIMEOUT_S)
+            id_from_name(args.key), kind, MODEL_OF[kind], [entry], now_ms=now)), REQUEST_TIMEOUT_S)
         elapsed_ms = (time.perf_counter() - started) * 1000
     finally:
         driver.close()
@@ -213,13 +232,25 @@ async def _put(args: argparse.Namespace) -> int:
     return 0
 
 
+def _entry_order(entry: Entry) -> tuple[int, bytes]:
+    return (entry.key, b"") if isinstance(entry.key, int) else (0, entry.key or b"")
+
+
+def _shown(raw: bytes) -> str:
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return raw.hex()
+
+
 async def _get(args: argparse.Namespace) -> int:
     via = parse_hostport(args.via, DEFAULT_PORT)
+    kind = _kind_of(args)
     driver = await open_client(via, args.overlay)
     try:
         started = time.perf_counter()
         done = await asyncio.wait_for(driver.request(lambda node, now: node.fetch(
-            id_from_name(args.key), Kind.BLOB, now_ms=now)), REQUEST_TIMEOUT_S)
+            id_from_name(args.key), kind, now_ms=now)), REQUEST_TIMEOUT_S)
         elapsed_ms = (time.perf_counter() - started) * 1000
     finally:
         driver.close()
@@ -229,12 +260,12 @@ async def _get(args: argparse.Namespace) -> int:
     if not done.answer.entries:
         print(f"peerphone: {args.key!r} not found", file=sys.stderr)
         return 1
-    value = done.answer.entries[0].value
-    try:
-        shown = value.decode()
-    except UnicodeDecodeError:
-        shown = value.hex()
-    print(shown)
+    if kind is Kind.BLOB:
+        print(_shown(done.answer.entries[0].value))
+    else:
+        for entry in sorted(done.answer.entries, key=_entry_order):
+            label = entry.key if isinstance(entry.key, int) else _shown(entry.key or b"")
+            print(f"{label}: {_shown(entry.value)}")
     print(f"({done.hops} hops, {elapsed_ms:.2f} ms)", file=sys.stderr)
     return 0
 
