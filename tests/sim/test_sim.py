@@ -85,3 +85,11 @@ def test_session_times_have_the_median_asked_for():
     weibull = sorted(session_ms(rng_w, 600_000, "weibull", 0.5) for _ in range(20_000))
     exponential = sorted(session_ms(rng_e, 600_000) for _ in range(20_000))
     assert weibull[int(0.99 * len(weibull))] > exponential[int(0.99 * len(exponential))]  # heavier tail
+
+
+def test_two_rings_left_by_a_partition_merge_after_it_heals():
+    report = Scenario(SimSpec(nodes=120, seed=11, values=100, lookups=100, duration_s=120, maintenance_s=5,
+                              partition_s=(0, 90))).run()
+    assert report.figures["ring_errors 20 rounds after the partition"] == 0
+    assert report.figures["finger_errors 20 rounds after the partition"] == 0
+    assert report.figures["under-replicated 20 rounds after the partition"] == 0

@@ -121,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="maintenance period of every node (default %(default)s)")
     sim.add_argument("--successors", type=int, default=8, help="successor list length, 2..16 (default 8)")
     sim.add_argument("--loss", type=float, default=0.0, help="datagram loss probability (default 0)")
+    sim.add_argument("--partition-s", metavar="START,DURATION",
+                     help="cut the network in two halves during the measured period, then check the ring heals")
     sim.add_argument("--cold-start", action="store_true",
                      help="build the ring join by join instead of from its converged state")
     sim.add_argument("--plot", metavar="FILE.svg", help="write hops and latency against N")

@@ -25,6 +25,16 @@ def _sizes(text: str) -> list[int]:
     return sizes
 
 
+def _partition(text: str) -> tuple[int, int]:
+    try:
+        start, duration = (int(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigError("--partition-s must be START,DURATION in seconds") from None
+    if start < 0 or duration < 1:
+        raise ConfigError("--partition-s must be START,DURATION with START >= 0 and DURATION >= 1")
+    return start, duration
+
+
 def specs_from_args(args: argparse.Namespace) -> list[SimSpec]:
     if not 0.0 <= args.fail_fraction < 1.0:
         raise ConfigError("--fail-fraction must be in [0, 1)")
@@ -40,7 +50,8 @@ def specs_from_args(args: argparse.Namespace) -> list[SimSpec]:
         raise ConfigError("--maintenance-s must be 1..3600")
     if args.duration_s < 1 or args.values < 0 or args.lookups < 1:
         raise ConfigError("--duration-s and --lookups must be positive, --values not negative")
-    return [SimSpec(nodes=n, seed=args.seed, topology=args.topology, duration_s=args.duration_s,
+    partition = _partition(args.partition_s) if args.partition_s else None
+    return [SimSpec(nodes=n, partition_s=partition, seed=args.seed, topology=args.topology, duration_s=args.duration_s,
                     churn_median_s=args.churn_median_s, session=args.session, fail_fraction=args.fail_fraction,
                     values=args.values, lookups=args.lookups, maintenance_s=args.maintenance_s,
                     successors=args.successors, loss=args.loss, cold_start=args.cold_start)

@@ -29,6 +29,9 @@ class BoundedLru(Generic[K, V]):
         if len(self._items) > self._size_max:
             self._items.popitem(last=False)
 
+    def oldest(self) -> tuple[K, V] | None:
+        return next(iter(self._items.items()), None)
+
     def pop(self, key: K) -> V | None:
         return self._items.pop(key, None)
 

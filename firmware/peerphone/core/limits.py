@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 PROTOCOL_VERSION = 1
 
@@ -41,20 +41,17 @@ class Timing:
     fingers_probed_per_round: int = 4
     dedup_window_ms: int = 10_000
     leave_timeout_ms: int = 1500
+    graveyard_keep_ms: int = 30 * 60 * 1000  # how long a failed node is asked again (partitions heal)
 
     def scaled(self, maintenance_interval_ms: int) -> "Timing":
         """Same ratios with a different maintenance period (lab and simulator)."""
-        retransmit = max(20, min(self.rpc_retransmit_first_ms, maintenance_interval_ms // 2))
-        return Timing(
-            rpc_retransmit_first_ms=retransmit,
-            hop_ack_timeout_ms=max(20, min(self.hop_ack_timeout_ms, maintenance_interval_ms // 2)),
-            routed_retransmit_first_ms=max(20, min(self.routed_retransmit_first_ms, maintenance_interval_ms * 2)),
-            rpc_transmissions_max=self.rpc_transmissions_max,
+        half = maintenance_interval_ms // 2
+        return replace(
+            self,
             maintenance_interval_ms=maintenance_interval_ms,
-            fingers_fixed_per_round=self.fingers_fixed_per_round,
-            fingers_probed_per_round=self.fingers_probed_per_round,
-            dedup_window_ms=self.dedup_window_ms,
-            leave_timeout_ms=self.leave_timeout_ms,
+            rpc_retransmit_first_ms=max(20, min(self.rpc_retransmit_first_ms, half)),
+            hop_ack_timeout_ms=max(20, min(self.hop_ack_timeout_ms, half)),
+            routed_retransmit_first_ms=max(20, min(self.routed_retransmit_first_ms, maintenance_interval_ms * 2)),
         )
 
 
@@ -62,6 +59,7 @@ class Timing:
 REPLICAS = 3
 SUCCESSORS_KEPT = 8
 PEER_TABLE_MAX = 4096
+GRAVEYARD_MAX = 64
 DEDUP_ENTRIES_MAX = 8192
 PENDING_TRANSACTIONS_MAX = 4096
 FORWARDS_TRACKED_MAX = 4096  # forwarded requests awaiting their hop ack

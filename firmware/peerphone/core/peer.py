@@ -37,10 +37,11 @@ from typing import Callable, NamedTuple, Protocol, Sequence, Union
 
 from .errors import DecodeError, ErrorCode, LocalProtocolError
 from .events import Event, Joined, JoinFailed, Left, NodeFailed, RequestCompleted
-from .ids import in_half_open, in_open
+from .ids import RING, in_half_open, in_open
 from .ingress import BoundedLru, TokenBuckets
 from .limits import (
     DATAGRAM_BYTES_MAX,
+    GRAVEYARD_MAX,
     HOP_ATTEMPTS_MAX,
     INGRESS_BURST,
     INGRESS_RATE_PER_S,
@@ -160,6 +161,13 @@ class _Farewell:
 
 
 @dataclass(frozen=True, slots=True)
+class _Recall:
+    """A node we once declared failed, asked who follows us on its ring."""
+
+    node: NodeInfo
+
+
+@dataclass(frozen=True, slots=True)
 class _Notice:
     """A one-hop membership announcement: fire and forget."""
 
@@ -169,7 +177,7 @@ class _Sync:
     """A page of a member list, pulled after joining a one-hop overlay."""
 
 
-Purpose = Union[_User, _Join, _Stabilize, _Probe, _FixFinger, _Replicate, _Farewell, _Notice, _Sync]
+Purpose = Union[_User, _Join, _Stabilize, _Probe, _FixFinger, _Replicate, _Farewell, _Recall, _Notice, _Sync]
 _DIRECT = (_Stabilize, _Probe, _Replicate, _Farewell)  # one hop to a known node: silence means it failed
 
 _STAMP_ME: Addr = ("", 0)  # "answer me directly"; the first hop writes in the address it saw
@@ -194,6 +202,9 @@ class PeerNode:
         self._timing = config.timing
         self._rpc: Transactions[Purpose] = Transactions(config.timing)
         self._hops = HopTracker(config.timing.hop_ack_timeout_ms)
+        # Nodes declared failed, asked again now and then: after a partition heals they
+        # are how two rings that each repaired themselves find and merge into one.
+        self._graveyard: BoundedLru[int, tuple[NodeInfo, int]] = BoundedLru(GRAVEYARD_MAX)
         self._answers = AnswerCache(config.timing.dedup_window_ms)
         self._recent: BoundedLru[int, Addr] = BoundedLru(PEER_TABLE_MAX)  # return paths
         self._rate = TokenBuckets[Addr](INGRESS_RATE_PER_S, INGRESS_BURST, RATE_SOURCES_MAX)
@@ -226,6 +237,7 @@ class PeerNode:
             _Stabilize: self._done_stabilize,
             _Probe: self._done_probe,
             _FixFinger: self._done_fix_finger,
+            _Recall: self._done_recall,
             _Replicate: self._done_replicate,
             _Farewell: self._done_farewell,
             _Notice: self._done_notice,
@@ -749,6 +761,35 @@ class PeerNode:
         assert isinstance(purpose, _Probe)
         self._in_flight.discard(("probe", purpose.node.node_id))
 
+    def _recall_one(self, now_ms: int) -> None:
+        """Ask the longest-dead node in the graveyard who follows us on its ring."""
+        oldest = self._graveyard.oldest()
+        if oldest is None or ("recall", oldest[0]) in self._in_flight:
+            return
+        node_id, (node, keep_until_ms) = oldest
+        self._graveyard.pop(node_id)
+        if keep_until_ms > now_ms:
+            self._graveyard.put(node_id, (node, keep_until_ms))  # to the back of the queue
+        self._in_flight.add(("recall", node_id))
+        target = (self.me.node_id + 1) % RING
+        self._request(Code.FIND, EMPTY, (Dest(DestKind.RESOURCE, target),), _Recall(node), now_ms, target=node.addr)
+
+    def _done_recall(self, purpose: Purpose, answer: Message | None, now_ms: int) -> None:
+        assert isinstance(purpose, _Recall)
+        self._in_flight.discard(("recall", purpose.node.node_id))
+        if answer is None or not isinstance(answer.body, FindAns) or self.state is not State.JOINED:
+            return
+        self._graveyard.pop(purpose.node.node_id)
+        found = answer.body.responder
+        if found.node_id != self.me.node_id and (
+                self.topology.alone or in_open(found.node_id, self.me.node_id, self.topology.succ.node_id)):
+            # A node of another ring sits between us and our successor: take it, and
+            # stabilize interleaves the two rings from here (Chord's join, in effect).
+            self.counters["rings_merged"] += 1
+            if self.topology.adopt_successors(found, self.topology.successors):
+                self._replication_dirty = True
+            self._stabilize(now_ms)
+
     def _done_fix_finger(self, purpose: Purpose, answer: Message | None, now_ms: int) -> None:
         assert isinstance(purpose, _FixFinger)
         if answer is None or not isinstance(answer.body, FindAns) or self.state is not State.JOINED:
@@ -779,6 +820,7 @@ class PeerNode:
             self.topology.adopt_successors(self.topology.pred, [])
         self._stabilize(now_ms)
         self._probe_neighbours(now_ms)
+        self._recall_one(now_ms)
         if not self.topology.alone and self.topology.uses_fingers:
             self._fix_finger(self._finger_cursor, self._timing.fingers_fixed_per_round, now_ms)
         if self._replication_dirty:
@@ -836,6 +878,9 @@ class PeerNode:
         old_pred = self.topology.pred
         if self.topology.remove(node_id):
             self._replication_dirty = True
+        addr = self.topology.address_of(node_id) or self._recent.get(node_id)
+        if addr is not None:
+            self._graveyard.put(node_id, (NodeInfo(node_id, addr), now_ms + self._timing.graveyard_keep_ms))
         self._recent.pop(node_id)
         self.counters["node_failed"] += 1
         self._events.append(NodeFailed(node_id))

@@ -19,7 +19,7 @@ from ..core.usages import MODEL_OF, Kind
 from ..core.wire.messages import Addr, Entry, FetchAns
 from .churn import session_ms
 from .engine import Simulation, hops_formula, percentile
-from .network import NetworkModel
+from .network import NetworkModel, Partition
 
 MAINTENANCE_CODES = ("PING", "UPDATE", "FIND", "JOIN", "LEAVE")
 REPLICATION_CODES = ("STORE",)
@@ -42,7 +42,7 @@ class SimSpec:
     successors: int = 8
     loss: float = 0.0
     cold_start: bool = False
-
+    partition_s: tuple[int, int] | None = None  # (start, duration) within the measured period
     def timing(self) -> Timing:
         # Internet round trips reach a few hundred ms in the network model: wait a second
         # for a hop ack or an answer before calling it lost.
@@ -191,6 +191,11 @@ class Scenario:
         self.progress(f"storing {spec.values} values")
         self.store_values()
         r.add("stored", len(self.stored), f"values stored: {len(self.stored)}/{spec.values}")
+        if spec.partition_s is not None:
+            start_s, duration_s = spec.partition_s
+            begin_ms = self.sim.now_ms + start_s * 1000
+            self.sim.network.partitions.append(Partition(begin_ms, begin_ms + duration_s * 1000))
+            r.lines.append(f"partition into two halves from {start_s} s for {duration_s} s")
         if spec.fail_fraction > 0:
             self._mass_failure()
         elif spec.churn_median_s:
@@ -198,6 +203,9 @@ class Scenario:
         else:
             self.progress(f"{spec.lookups} lookups")
             self._lookup_figures("stable", self.lookups(spec.lookups, spec.duration_s * 1000))
+        if spec.partition_s is not None:
+            self._advance(int(spec.maintenance_s * 1000 * 20))
+            self._invariants("20 rounds after the partition")
         self._load_balance()
         r.add("events", self.sim.events_run, f"events simulated: {self.sim.events_run}, datagrams sent: "
               f"{self.sim.datagrams}, dropped by the network: {self.sim.network.dropped}")
