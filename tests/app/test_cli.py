@@ -140,3 +140,17 @@ def test_lists_and_maps_through_real_peers(ring):
     assert peerphone("get", "inbox", "--via", ring[2].addr).returncode == 1  # no single value under it
     both = peerphone("put", "k", "v", "--append", "--dict-key", "x", "--via", ring[0].addr)
     assert both.returncode == 2 and "Traceback" not in both.stderr
+
+
+def test_one_hop_peers_serve_puts_and_gets():
+    peers = [start_peer("--topology", "onehop")]
+    try:
+        peers += [start_peer("--topology", "onehop", bootstrap=peers[0].addr) for _ in range(2)]
+        _wait_ring(peers)
+        assert peerphone("put", "kit", "ok", "--via", peers[1].addr).returncode == 0
+        got = peerphone("get", "kit", "--via", peers[2].addr)
+        assert got.stdout.strip() == "ok"
+        hops = int(got.stderr.split("(")[1].split()[0])
+        assert hops <= 2  # the client's datagram to its peer, and at most one overlay hop
+    finally:
+        stop(peers)

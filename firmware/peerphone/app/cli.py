@@ -12,6 +12,7 @@ from typing import NoReturn, Sequence
 from .. import __version__
 from ..core.ids import id_from_name, short
 from ..core.limits import LIFETIME_S_MAX, VALUE_BYTES_MAX, Timing
+from ..core.overlay import Topology
 from ..core.peer import PeerConfig
 from ..core.usages import MODEL_OF, Kind
 from ..core.wire.messages import ARRAY_APPEND, Addr, Entry, EntryKey, FetchAns, StatAns
@@ -61,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     peer.add_argument("--advertise", metavar="HOST", help="address other peers reach us at "
                       "(default: the listen address, or the route toward the first bootstrap peer)")
     peer.add_argument("--overlay", default=DEFAULT_OVERLAY, help=overlay_help)
+    peer.add_argument("--topology", default="chord", choices=[t.value for t in Topology],
+                      help="chord, or onehop for overlays of up to a few hundred nodes; every peer of one overlay "
+                           "must use the same (default chord)")
     peer.add_argument("--maintenance-ms", type=_positive_ms, default=Timing().maintenance_interval_ms,
                       help="period of stabilize, fix-fingers and failure probes (default %(default)s)")
 
@@ -159,7 +163,8 @@ async def _peer(args: argparse.Namespace) -> int:
     bootstrap = [parse_hostport(b, DEFAULT_PORT) for b in args.bootstrap]
     advertise_host = args.advertise or (listen[0] if listen[0] not in ("0.0.0.0", "::") else
                                         route_source_address(bootstrap[0] if bootstrap else ("192.0.2.1", 9)))
-    config = PeerConfig(overlay_id(args.overlay), Timing().scaled(args.maintenance_ms))
+    config = PeerConfig(overlay_id(args.overlay), Timing().scaled(args.maintenance_ms),
+                        topology=Topology(args.topology))
     try:
         driver = await UdpDriver.open(listen, _advertised_factory(config, advertise_host))
     except OSError as e:
