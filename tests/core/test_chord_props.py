@@ -99,3 +99,21 @@ def test_a_real_ring_of_peer_nodes_converges_to_the_oracle(node_ids, seed):
         for i in range(ID_BITS):
             got = peer.topology.fingers[i].node_id if peer.topology.fingers[i] else peer.me.node_id
             assert got == oracle_successor(ordered, peer.topology.finger_start(i))
+
+
+@given(ids, st.lists(ids, min_size=1, max_size=40, unique=True), ids, st.data())
+def test_one_hop_sends_every_target_straight_to_its_owner(me, others, target, data):
+    from peerphone.core.overlay.onehop import OneHop
+    others = [o for o in others if o != me]
+    if not others:
+        return
+    one_hop = OneHop(node(me), 8)
+    one_hop.learn(node(o) for o in others)
+    ring = sorted({me, *others})
+    owner = oracle_successor(ring, target)
+    hop = one_hop.next_hop(target)
+    assert (hop[0].node_id if hop else me) == owner
+    avoided = data.draw(st.sampled_from(others))
+    hop = one_hop.next_hop(target, frozenset({avoided}))
+    without = sorted(set(ring) - {avoided})
+    assert (hop[0].node_id if hop else me) == oracle_successor(without, target)

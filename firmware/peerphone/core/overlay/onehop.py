@@ -39,8 +39,10 @@ class OneHop(Chord):
         return [self._members[i] for i in self._ids]
 
     def next_hop(self, target: int, avoid: frozenset[int] = frozenset()) -> tuple[NodeInfo, bool] | None:
-        """The member responsible for `target`, or the next one if it is avoided."""
-        if self.responsible(target) or not self._ids:
+        """The member responsible for `target` (None: us), or the next one if it is
+        avoided. Membership decides, not the predecessor pointer: news of a join
+        reaches us by announcement before stabilize brings it."""
+        if not self._ids:
             return super().next_hop(target, avoid)
         start = bisect_left(self._ids, target)
         for k in range(len(self._ids)):
