@@ -166,7 +166,7 @@ async def _peer(args: argparse.Namespace) -> int:
     config = PeerConfig(overlay_id(args.overlay), Timing().scaled(args.maintenance_ms),
                         topology=Topology(args.topology))
     try:
-        driver = await UdpDriver.open(listen, _advertised_factory(config, advertise_host))
+        driver = await UdpDriver.open(listen, system_node_factory(config, advertise_host))
     except OSError as e:
         raise ConfigError(f"cannot listen on {args.listen}: {e.strerror or e}") from None
     assert driver.node is not None
@@ -187,15 +187,6 @@ async def _peer(args: argparse.Namespace) -> int:
     supervisor.on_shutdown("leave the overlay", lambda: driver.leave(config.timing.leave_timeout_ms / 1000))
     await supervisor.run()
     return 0
-
-
-def _advertised_factory(config: PeerConfig, host: str):  # type: ignore[no-untyped-def]
-    inner = system_node_factory(config)
-
-    def make(bound: Addr, now_ms: int):  # type: ignore[no-untyped-def]
-        return inner((host, bound[1]), now_ms)
-
-    return make
 
 
 async def open_client(via: Addr, overlay: str) -> UdpDriver:

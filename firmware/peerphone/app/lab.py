@@ -27,6 +27,7 @@ import peerphone
 
 from ..core.ids import ID_BITS, RING, id_from_name
 from ..core.limits import REPLICAS
+from ..core.stats import percentile
 from ..core.usages import MODEL_OF, Kind
 from ..core.wire.messages import Addr, Entry, FetchAns, StatAns
 from ..net.loop import run
@@ -92,17 +93,10 @@ class Phase:
         total = self.ok + self.failed
         rate = 100.0 * self.ok / total if total else 0.0
         per_op = self.messages / total if total else 0.0
-        return (f"{self.name:<18} {self.ok:>6}/{total:<6} {rate:6.2f}%   hops p50 {_pct(self.hops, 50):>4.1f} "
-                f"p99 {_pct(self.hops, 99):>4.1f} mean {_mean(self.hops):4.2f}   latency p50 "
-                f"{_pct(self.latency_ms, 50):6.3f} ms p95 {_pct(self.latency_ms, 95):6.3f} ms p99 "
-                f"{_pct(self.latency_ms, 99):6.3f} ms   msgs/op {per_op:4.1f}")
-
-
-def _pct(values: list[Any], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return float(ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))])
+        return (f"{self.name:<18} {self.ok:>6}/{total:<6} {rate:6.2f}%   hops p50 {percentile(self.hops, 50):>4.1f} "
+                f"p99 {percentile(self.hops, 99):>4.1f} mean {_mean(self.hops):4.2f}   latency p50 "
+                f"{percentile(self.latency_ms, 50):6.3f} ms p95 {percentile(self.latency_ms, 95):6.3f} ms p99 "
+                f"{percentile(self.latency_ms, 99):6.3f} ms   msgs/op {per_op:4.1f}")
 
 
 def _mean(values: list[Any]) -> float:

@@ -140,14 +140,12 @@ class UdpDriver(asyncio.DatagramProtocol):
             self._transport.close()
 
 
-def system_node_factory(config: PeerConfig, node_id: int | None = None, advertise: Addr | None = None
-                        ) -> Callable[[Addr, int], PeerNode]:
-    """Wire a node to the operating system's randomness once its socket is bound."""
+def system_node_factory(config: PeerConfig, advertise_host: str | None = None) -> Callable[[Addr, int], PeerNode]:
+    """Wire a node to the operating system's randomness once its socket is bound;
+    other nodes reach it at `advertise_host` (default: the bound host) and the bound port."""
 
     def make(bound: Addr, now_ms: int) -> PeerNode:
-        chosen = node_id if node_id is not None else int.from_bytes(os.urandom(20), "big")
-        me = NodeInfo(chosen, advertise or bound)
-        rng = random.Random(os.urandom(16))
-        return PeerNode(me, config, rng=rng, entropy=os.urandom, now_ms=now_ms)
+        me = NodeInfo(int.from_bytes(os.urandom(20), "big"), (advertise_host or bound[0], bound[1]))
+        return PeerNode(me, config, rng=random.Random(os.urandom(16)), entropy=os.urandom, now_ms=now_ms)
 
     return make

@@ -233,11 +233,3 @@ class Oracle:
 def hops_formula(n: int) -> float:
     """Mean Chord path length, 1/2 log2 N (Stoica et al., SIGCOMM 2001, fig. 10)."""
     return 0.5 * math.log2(n)
-
-
-def percentile(values: list[float] | list[int], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return float(ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))])
-

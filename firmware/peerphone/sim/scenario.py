@@ -15,10 +15,11 @@ from ..core.ids import id_from_name
 from ..core.limits import REPLICAS, Timing
 from ..core.overlay import Topology
 from ..core.peer import PeerNode
+from ..core.stats import percentile
 from ..core.usages import MODEL_OF, Kind
 from ..core.wire.messages import Addr, Entry, FetchAns
 from .churn import session_ms
-from .engine import Simulation, hops_formula, percentile
+from .engine import Simulation, hops_formula
 from .network import NetworkModel, Partition
 
 MAINTENANCE_CODES = ("PING", "UPDATE", "FIND", "JOIN", "LEAVE")
