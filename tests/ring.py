@@ -10,10 +10,11 @@ import random
 from collections import deque
 
 from peerphone.core.ids import RING
-from peerphone.core.limits import Timing
+from peerphone.core.limits import REPLICAS, Timing
 from peerphone.core.overlay import Topology
-from peerphone.core.peer import PeerConfig, PeerNode
+from peerphone.core.peer import PeerConfig, PeerNode, make_peer
 from peerphone.core.wire.messages import Addr, NodeInfo
+from peerphone.sim.engine import Oracle
 
 OVERLAY = 0x5EE1
 TIMING = Timing().scaled(200)
@@ -35,7 +36,7 @@ class Ring:
     def add(self, node_id: int | None = None, *, bootstrap: Addr | None = None, client: bool = False) -> PeerNode:
         addr = ("10.0.0.%d" % (len(self.nodes) + 1), 4000)
         me = NodeInfo(node_id if node_id is not None else self.rng.randrange(RING), addr)
-        node = PeerNode(me, PeerConfig(OVERLAY, self.timing, client=client, topology=self.topology), rng=self.rng,
+        node = make_peer(me, PeerConfig(OVERLAY, self.timing, client=client, topology=self.topology), rng=self.rng,
                         entropy=self.rng.randbytes, now_ms=self.now_ms)
         self.nodes[addr] = node
         node.join([bootstrap] if bootstrap else [], now_ms=self.now_ms)
@@ -81,19 +82,27 @@ class Ring:
     def run(self, ms: int) -> None:
         self.step_until(self.now_ms + ms)
 
-    def oracle_successor(self, target: int) -> int:
-        ids = sorted(n.me.node_id for n in self.live())
-        for i in ids:
-            if i >= target:
-                return i
-        return ids[0]
+    def oracle(self) -> Oracle:
+        return Oracle(sorted(n.me.node_id for n in self.live()))
 
-    def ring_is_correct(self) -> bool:
-        ids = sorted(n.me.node_id for n in self.live())
-        for node in self.live():
-            i = ids.index(node.me.node_id)
-            if node.topology.succ.node_id != ids[(i + 1) % len(ids)]:
-                return False
-            if len(ids) > 1 and (node.topology.pred is None or node.topology.pred.node_id != ids[i - 1]):
-                return False
-        return True
+    def responsible(self, target: int) -> int:
+        """The live node the topology makes responsible for `target`."""
+        return self.oracle().responsible(target, self.topology)
+
+    def replica_set(self, target: int) -> list[int]:
+        ids = self.oracle().ids
+        if self.topology is Topology.KADEMLIA:
+            return sorted(ids, key=lambda i: i ^ target)[:REPLICAS]
+        return self.oracle().replica_set(target, REPLICAS)
+
+    def neighbour(self, node: PeerNode) -> int:
+        """The live node `node` should list first: its successor, or its XOR-nearest."""
+        me = node.me.node_id
+        if self.topology is Topology.KADEMLIA:
+            return self.oracle().xor_closest(me, skip=me)
+        return self.oracle().successor((me + 1) % RING)
+
+    def converged(self) -> bool:
+        """Every live node's nearest neighbours are the oracle's (ring: successor and
+        predecessor; Kademlia: the XOR-nearest live node)."""
+        return self.oracle().ring_errors(self.live()) == 0

@@ -11,6 +11,8 @@ from peerphone.core.wire import decode, encode
 from peerphone.core.wire.messages import (
     EMPTY,
     Announce,
+    Closest,
+    ClosestAns,
     Code,
     DataModel,
     Dest,
@@ -68,6 +70,8 @@ BODIES = {
     Code.ANNOUNCE_ANS: st.just(EMPTY),
     Code.MEMBERS: st.builds(Members, st.integers(0, 0xFFFF)),
     Code.MEMBERS_ANS: st.builds(MembersAns, st.integers(0, 0xFFFF), st.integers(0, 0xFFFF), node_lists),
+    Code.CLOSEST: st.builds(Closest, ids),
+    Code.CLOSEST_ANS: st.builds(ClosestAns, node_lists),
     Code.ERROR: st.builds(Error, st.integers(0, 0xFFFF), st.text(max_size=40)),
 }
 messages = st.sampled_from(list(Code)).flatmap(lambda code: st.builds(

@@ -5,26 +5,35 @@ from hypothesis import strategies as st
 from peerphone.core.errors import DecodeError
 from peerphone.core.ids import id_from_name
 from peerphone.core.limits import INGRESS_BURST
+from peerphone.core.overlay import Topology
+from peerphone.core.peer import PeerNode
 from peerphone.core.wire import decode, encode
 from peerphone.core.wire.messages import EMPTY, Code, DataModel, Dest, DestKind, Entry, Message, Store
 
 from tests.core.test_codec import messages
 from tests.ring import OVERLAY, Ring
 
-RING = Ring(seed=5)
-FIRST = RING.add()
-for _ in range(3):
-    RING.add(bootstrap=FIRST.me.addr)
-RING.run(4000)
+
+def _overlay(topology: Topology) -> Ring:
+    ring = Ring(seed=5, topology=topology)
+    first = ring.add()
+    for _ in range(3):
+        ring.add(bootstrap=first.me.addr)
+    ring.run(4000)
+    return ring
+
+
+RINGS = {t: _overlay(t) for t in Topology}  # every topology's peer, as the target of the same hostile input
+RING = RINGS[Topology.CHORD]
 VICTIM = RING.live()[1]
 
 
-def _still_serves() -> None:
-    before = VICTIM.counters["sent.PING_ANS"]
+def _still_serves(victim: PeerNode, now_ms: int) -> None:
+    before = victim.counters["sent.PING_ANS"]
     ping = Message(32, (777,), (), 1, Code.PING, EMPTY)
-    VICTIM.receive_datagram(encode(ping, OVERLAY), ("10.7.7.7", 7), now_ms=RING.now_ms)
-    assert VICTIM.counters["sent.PING_ANS"] == before + 1
-    VICTIM.datagrams_to_send()
+    victim.receive_datagram(encode(ping, OVERLAY), ("10.7.7.7", 7), now_ms=now_ms)
+    assert victim.counters["sent.PING_ANS"] == before + 1
+    victim.datagrams_to_send()
 
 
 @settings(max_examples=1500)
@@ -41,14 +50,18 @@ def test_arbitrary_bytes_are_dropped_and_counted(data, port):
     RING.now_ms += 1
 
 
-@settings(max_examples=500)
-@given(messages, st.integers(0, 2**16))
-def test_well_formed_but_arbitrary_messages_never_raise(msg, port):
-    VICTIM.receive_datagram(encode(msg, OVERLAY), ("10.8.1.1", port), now_ms=RING.now_ms)
-    VICTIM.datagrams_to_send()
-    VICTIM.events()
-    RING.now_ms += 1
-    _still_serves()
+@settings(max_examples=900)
+@given(st.sampled_from(list(Topology)), messages, st.integers(0, 2**16))
+def test_well_formed_but_arbitrary_messages_never_raise(topology, msg, port):
+    ring = RINGS[topology]
+    victim = ring.live()[1]
+    victim.receive_datagram(encode(msg, OVERLAY), ("10.8.1.1", port), now_ms=ring.now_ms)
+    victim.datagrams_to_send()
+    victim.events()
+    ring.now_ms += 1
+    victim.handle_timer(now_ms=ring.now_ms)  # whatever it started (a lookup, a proxy) runs on
+    victim.datagrams_to_send()
+    _still_serves(victim, ring.now_ms)
 
 
 def test_garbage_is_counted_by_reason():
@@ -77,8 +90,8 @@ def test_a_flood_from_one_source_is_rate_limited_but_others_are_served():
     assert node.counters["drop.rate"] == 100
 
 
-def test_a_store_with_a_wrong_data_model_is_answered_with_an_error():
-    ring = Ring(seed=2)
+def test_a_store_with_a_wrong_data_model_is_answered_with_an_error(topology):
+    ring = Ring(seed=2, topology=topology)
     node = ring.add()
     rid = id_from_name("k")
     for model, key in ((DataModel.SINGLE, None), (DataModel.DICTIONARY, b"x")):

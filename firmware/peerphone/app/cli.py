@@ -63,8 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
                       "(default: the listen address, or the route toward the first bootstrap peer)")
     peer.add_argument("--overlay", default=DEFAULT_OVERLAY, help=overlay_help)
     peer.add_argument("--topology", default="chord", choices=[t.value for t in Topology],
-                      help="chord, or onehop for overlays of up to a few hundred nodes; every peer of one overlay "
-                           "must use the same (default chord)")
+                      help="chord, kademlia, or onehop for overlays of up to a few hundred nodes; every peer "
+                           "of one overlay must use the same (default chord)")
     peer.add_argument("--maintenance-ms", type=_positive_ms, default=Timing().maintenance_interval_ms,
                       help="period of stabilize, fix-fingers and failure probes (default %(default)s)")
 
@@ -110,8 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "(--churn-median-s). One seed gives one byte-identical report.")
     sim.add_argument("--nodes", required=True, metavar="N[,N...]",
                      help="overlay size, 3..100000; several sizes give one report each and a plot")
-    sim.add_argument("--topology", default="chord", choices=["chord", "onehop"],
-                     help="overlay topology (default chord; kademlia is not built yet)")
+    sim.add_argument("--topology", default="chord", choices=[t.value for t in Topology],
+                     help="overlay topology (default chord; onehop is for overlays of up to about 500 nodes)")
     sim.add_argument("--seed", type=int, required=True, help="decides everything: ids, latencies, churn, workload")
     sim.add_argument("--duration-s", type=int, default=300, help="measured period (default %(default)s)")
     sim.add_argument("--churn-median-s", type=float, help="median session time; nodes fail and are replaced")

@@ -63,6 +63,7 @@ GRAVEYARD_MAX = 64
 DEDUP_ENTRIES_MAX = 8192
 PENDING_TRANSACTIONS_MAX = 4096
 FORWARDS_TRACKED_MAX = 4096  # forwarded requests awaiting their hop ack
+PROXIES_MAX = 1024  # client requests a Kademlia peer runs lookups for at once
 HOP_ATTEMPTS_MAX = 3  # next hops tried for one forwarded request before the origin's retransmission
 
 # Ingress rate limit per source address (token bucket).

@@ -27,6 +27,7 @@ class Pending(Generic[P]):
     target: Addr | None  # fixed next hop; None: route again on each retransmission
     started_ms: int
     transmissions: int
+    transmissions_max: int
     interval_ms: int
     deadline_ms: int
 
@@ -46,12 +47,14 @@ class Transactions(Generic[P]):
         return len(self._pending) >= PENDING_TRANSACTIONS_MAX
 
     def open(self, request: Message, purpose: P, target: Addr | None, *, now_ms: int,
-             routed: bool = False) -> Pending[P]:
+             routed: bool = False, transmissions_max: int | None = None) -> Pending[P]:
         """Record a request whose first transmission the caller is sending now; a
-        `routed` one crosses several hops and is given longer to answer."""
+        `routed` one crosses several hops and is given longer to answer. A caller
+        with other nodes to ask (an iterative lookup) gives up sooner."""
         timing = self._timing
         interval = timing.routed_retransmit_first_ms if routed else timing.rpc_retransmit_first_ms
-        pending = Pending(request, purpose, target, now_ms, 1, interval, now_ms + interval)
+        most = transmissions_max if transmissions_max is not None else timing.rpc_transmissions_max
+        pending = Pending(request, purpose, target, now_ms, 1, most, interval, now_ms + interval)
         self._pending[request.txid] = pending
         heapq.heappush(self._deadlines, (pending.deadline_ms, request.txid))
         return pending
@@ -77,7 +80,7 @@ class Transactions(Generic[P]):
             pending = self._pending.get(txid)
             if pending is None or pending.deadline_ms != deadline:
                 continue
-            if pending.transmissions >= self._timing.rpc_transmissions_max:
+            if pending.transmissions >= pending.transmissions_max:
                 del self._pending[txid]
                 expired.append(pending)
                 continue

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from ..core.events import Event, Joined, JoinFailed, Left, NodeFailed, RequestCompleted
 from ..core.ids import short
-from ..core.peer import PeerConfig, PeerNode
+from ..core.peer import PeerConfig, PeerNode, make_peer
 from ..core.wire.messages import Addr, NodeInfo
 
 log = logging.getLogger("peerphone.net")
@@ -146,6 +146,6 @@ def system_node_factory(config: PeerConfig, advertise_host: str | None = None) -
 
     def make(bound: Addr, now_ms: int) -> PeerNode:
         me = NodeInfo(int.from_bytes(os.urandom(20), "big"), (advertise_host or bound[0], bound[1]))
-        return PeerNode(me, config, rng=random.Random(os.urandom(16)), entropy=os.urandom, now_ms=now_ms)
+        return make_peer(me, config, rng=random.Random(os.urandom(16)), entropy=os.urandom, now_ms=now_ms)
 
     return make

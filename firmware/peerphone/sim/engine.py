@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 from typing import Callable, cast
 
 from ..core.events import Joined, RequestCompleted
-from ..core.ids import RING
+from ..core.ids import ID_BITS, RING
+from ..core.kademlia_peer import KademliaPeer
 from ..core.limits import Timing
 from ..core.overlay import Topology
 from ..core.overlay.onehop import OneHop
-from ..core.peer import PeerConfig, PeerNode, State
+from ..core.peer import PeerConfig, PeerNode, State, make_peer
+from ..core.ring_peer import RingPeer
 from ..core.wire.messages import Addr, NodeInfo
 from .network import Network, NetworkModel
 
@@ -113,7 +115,7 @@ class Simulation:
         node_rng = random.Random(self.rng.getrandbits(64))
         config = PeerConfig(SIM_OVERLAY_ID, self.timing, successors_kept=self.successors_kept,
                             topology=self.topology)
-        node = PeerNode(NodeInfo(self.rng.randrange(RING), addr), config, rng=node_rng,
+        node = make_peer(NodeInfo(self.rng.randrange(RING), addr), config, rng=node_rng,
                         entropy=node_rng.randbytes, now_ms=self.now_ms)
         self.nodes[addr] = node
         self.network.add_host(addr)
@@ -150,9 +152,9 @@ class Simulation:
         return [self.nodes[a] for a in self.live]
 
     def warm_start(self, count: int) -> None:
-        """`count` nodes whose rings and fingers are what stabilisation converges to.
+        """`count` nodes whose routing tables are what maintenance converges to.
 
-        Building a 16,384-node ring join by join costs simulated hours; lookup path
+        Building a 16,384-node overlay join by join costs simulated hours; lookup path
         lengths, failure and churn are measured from the converged state, as the
         Chord paper does (§6). The protocol runs from here on.
         """
@@ -161,6 +163,10 @@ class Simulation:
         ids = [n.me.node_id for n in ordered]
         for i, node in enumerate(ordered):
             node.join([], now_ms=self.now_ms)
+            if isinstance(node, KademliaPeer):
+                self._fill_buckets(node, ordered, ids)
+                continue
+            assert isinstance(node, RingPeer)
             successors = [ordered[(i + k) % count].me for k in range(1, min(count, self.successors_kept + 1))]
             if successors:
                 node.topology.adopt_successors(successors[0], successors[1:])
@@ -176,6 +182,22 @@ class Simulation:
                     break
         for node in nodes:
             self._flush(node)
+
+    def _fill_buckets(self, node: KademliaPeer, ordered: list[PeerNode], ids: list[int]) -> None:
+        """Each bucket's range is a run of the sorted ids (one id prefix): up to k of
+        its nodes, chosen at random as a long-lived node would have met them."""
+        me = node.me.node_id
+        for index in range(ID_BITS):
+            low = ((me >> index) ^ 1) << index
+            start, end = bisect_left(ids, low), bisect_left(ids, low + (1 << index))
+            chosen = range(start, end)
+            if end - start > node.table.k:
+                chosen = range(0)
+                for j in sorted(self.rng.sample(range(start, end), node.table.k)):
+                    node.table.seen(ordered[j].me)
+            for j in chosen:
+                node.table.seen(ordered[j].me)
+        node.table.touch_all(self.now_ms)
 
     # -- operations with outcomes --
 
@@ -202,14 +224,45 @@ class Oracle:
         i = bisect_left(self.ids, target)
         return self.ids[i % len(self.ids)]
 
+    def xor_closest(self, target: int, skip: int | None = None) -> int:
+        """The id closest to `target` by XOR (other than `skip`): down the binary trie
+        of the sorted ids, taking the target's branch wherever it is not empty."""
+        lo, hi, prefix = 0, len(self.ids), 0
+        for bit in range(ID_BITS - 1, -1, -1):
+            split = bisect_left(self.ids, prefix | 1 << bit, lo, hi)
+            zeros, ones = (lo, split), (split, hi)
+            near, far = (ones, zeros) if target >> bit & 1 else (zeros, ones)
+            if self._count(near, skip) == 0:
+                near = far
+            lo, hi = near
+            if near is ones:
+                prefix |= 1 << bit
+        return self.ids[lo]
+
+    def _count(self, span: tuple[int, int], skip: int | None) -> int:
+        lo, hi = span
+        inside = skip is not None and lo < hi and bisect_left(self.ids, skip, lo, hi) < hi \
+            and self.ids[bisect_left(self.ids, skip, lo, hi)] == skip
+        return hi - lo - inside
+
+    def responsible(self, target: int, topology: Topology) -> int:
+        return self.xor_closest(target) if topology is Topology.KADEMLIA else self.successor(target)
+
     def replica_set(self, target: int, replicas: int) -> list[int]:
         i = bisect_left(self.ids, target) % len(self.ids)
         return [self.ids[(i + k) % len(self.ids)] for k in range(min(replicas, len(self.ids)))]
 
     def ring_errors(self, nodes: list[PeerNode]) -> int:
-        """Live nodes whose successor or predecessor differs from the oracle's."""
+        """Live nodes whose successor or predecessor differs from the oracle's; on
+        Kademlia, whose nearest contact is not the nearest live node."""
         errors = 0
         for node in nodes:
+            if isinstance(node, KademliaPeer):
+                nearest = node.table.closest(node.me.node_id, 1)
+                want = self.xor_closest(node.me.node_id, skip=node.me.node_id)
+                errors += not nearest or nearest[0].node_id != want
+                continue
+            assert isinstance(node, RingPeer)
             i = bisect_left(self.ids, node.me.node_id)
             succ, pred = self.ids[(i + 1) % len(self.ids)], self.ids[i - 1]
             if node.topology.succ.node_id != succ or (node.topology.pred is None or node.topology.pred.node_id != pred):
@@ -220,7 +273,7 @@ class Oracle:
         """Fingers, over all live nodes, that do not point at the oracle's successor of their start."""
         errors = 0
         for node in nodes:
-            if not node.topology.uses_fingers:
+            if not isinstance(node, RingPeer) or not node.topology.uses_fingers:
                 continue
             me = node.me.node_id
             for index, finger in enumerate(node.topology.fingers):

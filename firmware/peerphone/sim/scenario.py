@@ -22,8 +22,10 @@ from .churn import session_ms
 from .engine import Simulation, hops_formula
 from .network import NetworkModel, Partition
 
-MAINTENANCE_CODES = ("PING", "UPDATE", "FIND", "JOIN", "LEAVE")
+MAINTENANCE_CODES = ("PING", "UPDATE", "FIND", "JOIN", "LEAVE", "ANNOUNCE", "MEMBERS")
 REPLICATION_CODES = ("STORE",)
+# Kademlia's lookup steps: the lookups measured, and its bucket refreshes, republishing and joins.
+LOOKUP_STEP_CODES = ("CLOSEST",)
 VALUE_LIFETIME_S = 24 * 3600
 
 
@@ -150,7 +152,7 @@ class Scenario:
             result.answered += 1
             result.hops.append(event.hops)
             result.latency_ms.append(sim.now_ms - started)
-            if event.responder == sim.oracle().successor(target):
+            if event.responder == sim.oracle().responsible(target, sim.topology):
                 result.correct += 1
 
         sim.request(sim.random_live(), lambda n, now: n.fetch(target, Kind.BLOB, now_ms=now), done)
@@ -301,7 +303,10 @@ class Scenario:
         after = self.traffic()
         self._lookup_figures("under churn", result)
         self._invariants("at the end of churn")
-        for name, codes in (("maintenance", MAINTENANCE_CODES), ("replication", REPLICATION_CODES)):
+        kinds = [("maintenance", MAINTENANCE_CODES), ("replication", REPLICATION_CODES)]
+        if sim.topology is Topology.KADEMLIA:
+            kinds.append(("lookup steps", LOOKUP_STEP_CODES))
+        for name, codes in kinds:
             sent = sum(after.get(f"sent.{c}{s}", 0) - before.get(f"sent.{c}{s}", 0)
                        for c in codes for s in ("", "_ANS"))
             size = sum(after.get(f"bytes.{c}{s}", 0) - before.get(f"bytes.{c}{s}", 0)

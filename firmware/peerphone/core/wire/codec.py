@@ -33,6 +33,8 @@ from .messages import (
     EMPTY,
     Announce,
     Body,
+    Closest,
+    ClosestAns,
     Code,
     DataModel,
     Dest,
@@ -259,6 +261,16 @@ def _members_ans(x: Any) -> MembersAns:
     return MembersAns(_uint(page, 0xFFFF), _uint(pages, 0xFFFF), _nodes(nodes))
 
 
+def _closest(x: Any) -> Closest:
+    (target,) = _fixed(x, 1)
+    return Closest(_id(target))
+
+
+def _closest_ans(x: Any) -> ClosestAns:
+    (nodes,) = _fixed(x, 1)
+    return ClosestAns(_nodes(nodes))
+
+
 def _error(x: Any) -> Error:
     code, reason = _fixed(x, 2)
     return Error(_uint(code, 0xFFFF), _str(reason, REASON_CHARS_MAX))
@@ -286,6 +298,8 @@ _BODY_DECODERS: dict[Code, Callable[[Any], Body]] = {
     Code.ANNOUNCE_ANS: _empty,
     Code.MEMBERS: _members,
     Code.MEMBERS_ANS: _members_ans,
+    Code.CLOSEST: _closest,
+    Code.CLOSEST_ANS: _closest_ans,
     Code.ERROR: _error,
 }
 
@@ -324,6 +338,10 @@ def _encode_body(body: Body) -> list[Any]:
         return [body.page]
     if isinstance(body, MembersAns):
         return [body.page, body.pages, [_enc_node(n) for n in body.nodes]]
+    if isinstance(body, Closest):
+        return [_enc_id(body.target)]
+    if isinstance(body, ClosestAns):
+        return [[_enc_node(n) for n in body.nodes]]
     if isinstance(body, Error):
         return [body.code, body.reason]
     raise LocalProtocolError(f"no encoder for {type(body).__name__}")

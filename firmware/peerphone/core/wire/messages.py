@@ -37,6 +37,8 @@ class Code(IntEnum):
     ANNOUNCE_ANS = 21
     MEMBERS = 22
     MEMBERS_ANS = 23
+    CLOSEST = 24  # Kademlia's FIND_NODE: one step of an iterative lookup
+    CLOSEST_ANS = 25
     ERROR = 0xFFFF
 
     @property
@@ -181,13 +183,25 @@ class MembersAns:
 
 
 @dataclass(frozen=True, slots=True)
+class Closest:
+    target: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClosestAns:
+    """The nodes the answerer knows closest to the target by XOR, closest first."""
+
+    nodes: tuple[NodeInfo, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Error:
     code: int
     reason: str
 
 
 Body = Union[Empty, JoinAns, UpdateAns, Leave, FindAns, Store, StoreAns, Fetch, FetchAns, StatAns, Announce, Members,
-             MembersAns, Error]
+             MembersAns, Closest, ClosestAns, Error]
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,593 @@
+"""PeerNode: the one facade the drivers use (the UDP driver, the simulator, the tests),
+and what every topology shares beneath it.
+
+Sans-I/O in the manner of aioquic: `receive_datagram` and `handle_timer` take
+`now_ms`; `datagrams_to_send`, `next_deadline_ms` and `events` hand back what to
+do. Randomness (protocol choices) and entropy (transaction ids) are passed in.
+
+Shared here: the ingress pipeline, transactions with retransmission, answers and
+their de-duplication, hop-by-hop acknowledgement of forwarded requests, storage,
+diagnostics. A topology (ring_peer.py: Chord and one-hop; kademlia_peer.py)
+decides where a request goes next, how a node joins and leaves, what it maintains
+and where values are replicated. `make_peer` (peer.py) picks the class from the
+configuration.
+
+Node states (a table, STYLE.md habit 7):
+
+    IDLE    --join(no bootstrap)-->  JOINED
+    IDLE    --join(bootstrap)---->   JOINING --answer--> JOINED
+    JOINING --all bootstraps failed-->  IDLE (JoinFailed)
+    JOINED  --leave()-->  LEAVING --handover answered or timed out--> LEFT
+
+A peer answers overlay requests only when JOINED or LEAVING; PING and STAT always.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from enum import Enum
+from typing import Callable, NamedTuple, Protocol, Sequence
+
+from .errors import DecodeError, ErrorCode, LocalProtocolError
+from .events import Event, Joined, Left, RequestCompleted
+from .ingress import BoundedLru, TokenBuckets
+from .limits import (
+    DATAGRAM_BYTES_MAX,
+    HOP_ATTEMPTS_MAX,
+    INGRESS_BURST,
+    INGRESS_RATE_PER_S,
+    PEER_TABLE_MAX,
+    RATE_SOURCES_MAX,
+    REPLICAS,
+    STAT_COUNTERS_MAX,
+    SUCCESSORS_KEPT,
+    TTL_INITIAL,
+    VIA_ENTRIES_MAX,
+    Timing,
+)
+from .overlay import Topology
+from .rpc import AnswerCache, Hop, HopTracker, Pending, Transactions
+from .storage import Key, Storage
+from .wire import decode, encode
+from .wire.messages import (
+    EMPTY,
+    Addr,
+    Body,
+    Code,
+    DataModel,
+    Dest,
+    DestKind,
+    Entry,
+    Error,
+    Fetch,
+    Message,
+    NodeInfo,
+    StatAns,
+    Store,
+    StoreAns,
+)
+
+
+class Rng(Protocol):
+    def random(self) -> float: ...
+
+
+Entropy = Callable[[int], bytes]
+
+
+class State(Enum):
+    IDLE = "idle"
+    JOINING = "joining"
+    JOINED = "joined"
+    LEAVING = "leaving"
+    LEFT = "left"
+
+
+@dataclass(frozen=True, slots=True)
+class PeerConfig:
+    overlay_id: int
+    timing: Timing = Timing()
+    client: bool = False  # a client routes nothing and stores nothing for others (seed 001)
+    # Ask for answers straight from the responder (RFC 7263) on a request's first
+    # transmission; retransmissions always take the symmetric path, so an origin
+    # behind a NAT that filters the direct answer loses one retransmission interval.
+    direct_response: bool = True
+    successors_kept: int = SUCCESSORS_KEPT  # Chord §5.2 suggests 2 log2 N against mass failure
+    topology: Topology = Topology.CHORD
+    replicas: int = REPLICAS  # Kademlia: the nodes closest to a key that hold it
+
+
+class Route(NamedTuple):
+    addr: Addr
+    dest: tuple[Dest, ...]  # possibly rewritten by the topology
+    node_id: int | None     # None: a client's admitting peer, whose id it does not know
+
+
+# -- why we sent a request: decides what its answer (or its timeout) does --
+
+@dataclass(frozen=True, slots=True)
+class Purpose:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class User(Purpose):
+    handle: int
+
+
+@dataclass(frozen=True, slots=True)
+class Direct(Purpose):
+    """A request to one known node: its silence means the node failed."""
+
+    node: NodeInfo
+
+
+@dataclass(frozen=True, slots=True)
+class Probe(Direct):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Farewell(Direct):
+    """A leave notice or a handover store: leaving waits for these."""
+
+
+STAMP_ME: Addr = ("", 0)  # "answer me directly"; the first hop writes in the address it saw
+TIMED_OUT = Error(ErrorCode.UNREACHABLE, "timed out")
+_SENT = {code: "sent." + code.name for code in Code}
+_BYTES = {code: "bytes." + code.name for code in Code}
+_OVERLAY_CODES = frozenset({Code.JOIN, Code.LEAVE, Code.UPDATE, Code.FIND, Code.STORE, Code.FETCH, Code.ANNOUNCE,
+                            Code.MEMBERS, Code.CLOSEST})
+
+Handler = Callable[[Message, NodeInfo, int], tuple[Code, Body]]
+
+
+class PeerNode:
+    """What every topology shares. Subclasses provide routing (`_hop_for`,
+    `_address_of`), membership (`join`, `leave`, `_maintain`, `_node_failed`),
+    replication (`_after_store`) and `_stat_topology`; they add their own request
+    handlers and purposes to the two dispatch tables."""
+
+    def __init__(self, me: NodeInfo, config: PeerConfig, *, rng: Rng, entropy: Entropy, now_ms: int) -> None:
+        self.me = me
+        self.config = config
+        self.storage = Storage()
+        self.state = State.IDLE
+        self.counters: Counter[str] = Counter()
+        self._rng = rng
+        self._entropy = entropy
+        self._timing = config.timing
+        self._rpc: Transactions[Purpose] = Transactions(config.timing)
+        self._hops = HopTracker(config.timing.hop_ack_timeout_ms)
+        self._answers = AnswerCache(config.timing.dedup_window_ms)
+        self._recent: BoundedLru[int, Addr] = BoundedLru(PEER_TABLE_MAX)  # return paths
+        self._rate = TokenBuckets[Addr](INGRESS_RATE_PER_S, INGRESS_BURST, RATE_SOURCES_MAX)
+        self._outbox: list[tuple[bytes, Addr]] = []
+        self._events: list[Event] = []
+        self._next_handle = 1
+        self._maintenance_ms: int | None = None
+        self._in_flight: set[tuple[str, int]] = set()  # (task, node id): one probe at a time
+        self._admitting: Addr | None = None
+        self._request_handlers: dict[Code, Handler] = {
+            Code.PING: self._on_ping,
+            Code.STORE: self._on_store,
+            Code.FETCH: self._on_fetch,
+            Code.STAT: self._on_stat,
+        }
+        self._answer_handlers: dict[type, Callable[[Purpose, Message | None, int], None]] = {
+            User: self._done_user,
+            Probe: self._done_probe,
+            Farewell: self._done_farewell,
+        }
+
+    # ------------------------------------------------------------------ driver side
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Addr]]:
+        out, self._outbox = self._outbox, []
+        return out
+
+    def events(self) -> list[Event]:
+        out, self._events = self._events, []
+        return out
+
+    def next_deadline_ms(self) -> int | None:
+        deadlines = [d for d in (self._rpc.next_deadline_ms(), self._hops.next_deadline_ms(), self._maintenance_ms)
+                     if d is not None]
+        return min(deadlines) if deadlines else None
+
+    def handle_timer(self, *, now_ms: int) -> None:
+        for hop in self._hops.due(now_ms=now_ms):
+            self._hop_not_acked(hop, now_ms)
+        resend, expired = self._rpc.due(now_ms=now_ms)
+        for pending in resend:
+            self._retransmit(pending, now_ms)
+        for pending in expired:
+            self.counters["timeouts"] += 1
+            self._finish(pending.purpose, None, now_ms)
+        if self._maintenance_ms is not None and now_ms >= self._maintenance_ms:
+            interval = self._timing.maintenance_interval_ms
+            self._maintenance_ms = now_ms + int(interval * (0.75 + 0.5 * self._rng.random()))  # no lockstep
+            if self.state is State.JOINED:
+                self._maintain(now_ms)
+            self.storage.expire(now_ms=now_ms)
+            self._answers.expire(now_ms=now_ms)
+
+    def receive_datagram(self, data: bytes, addr: Addr, *, now_ms: int) -> None:
+        """The ingress pipeline: each stage may drop, and counts why (STYLE.md habit 4)."""
+        if len(data) > DATAGRAM_BYTES_MAX:
+            self._drop("oversize")
+            return
+        if not self._rate.allow(addr, now_ms=now_ms):
+            self._drop("rate")
+            return
+        try:
+            msg = decode(data, self.config.overlay_id)
+        except DecodeError as e:
+            self._drop(e.reason)
+            return
+        if msg.code.is_request:
+            self._receive_request(msg, addr, now_ms)
+        else:
+            self._receive_answer(msg, now_ms)
+
+    # ------------------------------------------------------------------ commands
+
+    def join(self, bootstrap: Sequence[Addr], *, now_ms: int) -> None:
+        raise NotImplementedError
+
+    def leave(self, *, now_ms: int) -> None:
+        raise NotImplementedError
+
+    def store(self, resource: int, kind: int, model: DataModel, entries: Sequence[Entry], *, now_ms: int,
+              first_hop: Addr | None = None) -> int:
+        body = Store(resource, kind, model, tuple(entries), False)
+        return self._user_request(Code.STORE, body, resource, now_ms, first_hop)
+
+    def fetch(self, resource: int, kind: int, *, now_ms: int, first_hop: Addr | None = None) -> int:
+        return self._user_request(Code.FETCH, Fetch(resource, kind), resource, now_ms, first_hop)
+
+    def lookup(self, target: int, *, now_ms: int, first_hop: Addr | None = None) -> int:
+        """Find the node responsible for `target` (its FindAns, and `responder`)."""
+        return self._user_request(Code.FIND, EMPTY, target, now_ms, first_hop)
+
+    def stat(self, peer: Addr, *, now_ms: int) -> int:
+        """Diagnostics of the peer at `peer` (an empty destination list: whoever receives it)."""
+        handle = self._new_handle()
+        self._request(Code.STAT, EMPTY, (), User(handle), now_ms, target=peer)
+        return handle
+
+    def stat_local(self) -> StatAns:
+        return self._stat_body()
+
+    def _join_as_client(self, bootstrap: Sequence[Addr], now_ms: int) -> None:
+        if not bootstrap:
+            raise LocalProtocolError("a client needs a peer to attach to")
+        self._admitting = bootstrap[0]
+        self._joined(now_ms)
+
+    # ------------------------------------------------------------------ topology hooks
+
+    def _hop_for(self, dest: tuple[Dest, ...], avoid: frozenset[int] = frozenset(),
+                 sender: int | None = None) -> Route | Error | None:
+        """Where a request for `dest` goes next: None means here; an Error is what to
+        answer instead."""
+        raise NotImplementedError
+
+    def _address_of(self, node_id: int) -> Addr | None:
+        raise NotImplementedError
+
+    def _maintain(self, now_ms: int) -> None:
+        raise NotImplementedError
+
+    def _node_failed(self, node_id: int, now_ms: int) -> None:
+        raise NotImplementedError
+
+    def _after_store(self, key: Key, body: Store, now_ms: int) -> None:
+        """A store succeeded here: replicate it as the topology does."""
+
+    def _stat_topology(self) -> tuple[int | None, tuple[int, ...], tuple[int, ...]]:
+        """(predecessor, successors, fingers) as the topology understands them."""
+        raise NotImplementedError
+
+    def _replication_pending(self) -> int:
+        return 0
+
+    # ------------------------------------------------------------------ ingress
+
+    def _drop(self, reason: str) -> None:
+        self.counters["drop." + reason] += 1
+
+    def _receive_request(self, msg: Message, addr: Addr, now_ms: int) -> None:
+        if not msg.via:
+            self._drop("via")
+            return
+        sender = NodeInfo(msg.via[-1], addr)
+        if msg.via[-1] == self.me.node_id:
+            self._drop("loop")
+            return
+        self._recent.put(sender.node_id, addr)
+        if self.config.client or (msg.code in _OVERLAY_CODES and self.state not in (State.JOINED, State.LEAVING)):
+            self._drop("state")
+            return
+        self._heard_from(sender, msg, now_ms)
+        self._route_request(msg, sender, addr, now_ms)
+        if msg.hop_ack:  # after the request moved on: the ack is not on the critical path
+            self._send(Message(1, (self.me.node_id,), (), msg.txid, Code.HOP_ACK, EMPTY), addr)
+
+    def _heard_from(self, sender: NodeInfo, msg: Message, now_ms: int) -> None:
+        """A peer's request reached us (Kademlia learns its contacts from these)."""
+
+    def _route_request(self, msg: Message, sender: NodeInfo, addr: Addr, now_ms: int) -> None:
+        hop = self._hop_for(msg.dest, sender=sender.node_id)
+        if isinstance(hop, Error):
+            self._answer(msg, Code.ERROR, hop, addr, now_ms)
+        elif hop is None:
+            self._execute(msg, sender, addr, now_ms)
+        elif msg.ttl <= 1 or len(msg.via) >= VIA_ENTRIES_MAX:
+            self._answer(msg, Code.ERROR, Error(ErrorCode.TTL_EXCEEDED, "ttl exceeded"), addr, now_ms)
+        else:
+            self.counters["forwarded"] += 1
+            reply_to = addr if msg.reply_to is not None and len(msg.via) == 1 else msg.reply_to
+            onward = Message(msg.ttl - 1, (*msg.via, self.me.node_id), msg.dest, msg.txid, msg.code, msg.body,
+                             msg.signature, reply_to)
+            self._send_routed(onward, msg.dest, hop, frozenset(), now_ms)
+
+    def _send_routed(self, msg: Message, route: tuple[Dest, ...], hop: Route, avoid: frozenset[int],
+                     now_ms: int) -> None:
+        """Send `msg` along `hop`, asking the next node for a hop ack we wait for."""
+        ack = hop.node_id is not None and self._hops.track(msg, route, hop.node_id, avoid, now_ms=now_ms)
+        self._send(Message(msg.ttl, msg.via, hop.dest, msg.txid, msg.code, msg.body, msg.signature, msg.reply_to,
+                           ack), hop.addr)
+
+    def _hop_not_acked(self, hop: Hop, now_ms: int) -> None:
+        """The next hop stayed silent: suspect it, and send the request around it."""
+        self.counters["hop_timeouts"] += 1
+        suspect = self._address_of(hop.next_id)
+        if suspect is not None:
+            self._probe(NodeInfo(hop.next_id, suspect), now_ms)
+        avoid = hop.avoid | {hop.next_id}
+        if len(avoid) >= HOP_ATTEMPTS_MAX:
+            return  # the origin's retransmission takes over
+        route = self._hop_for(hop.route, avoid)
+        if isinstance(route, Route):
+            self.counters["rerouted"] += 1
+            self._send_routed(hop.msg, hop.route, route, avoid, now_ms)
+
+    def _execute(self, msg: Message, sender: NodeInfo, addr: Addr, now_ms: int) -> None:
+        origin = msg.via[0]
+        cached = self._answers.get(origin, msg.txid, now_ms=now_ms)
+        if cached is not None:
+            self.counters["deduplicated"] += 1
+            self._answer(msg, cached.code, cached.body, addr, now_ms, cache=False)
+            return
+        handler = self._request_handlers.get(msg.code)
+        if handler is None:  # a request of another topology's protocol
+            self._answer(msg, Code.ERROR, Error(ErrorCode.BAD_REQUEST, "unsupported request"), addr, now_ms)
+            return
+        code, body = handler(msg, sender, now_ms)
+        self._answer(msg, code, body, addr, now_ms)
+
+    def _answer(self, req: Message, code: Code, body: Body, addr: Addr, now_ms: int, *, cache: bool = True) -> None:
+        """Answer `req`. The answer's via list is the request's path ending with us, so
+        the origin learns the hop count and who answered (PathTrack, RFC 6940 §6.5.4)."""
+        if req.reply_to is not None and len(req.via) > 1:
+            back: tuple[Dest, ...] = (Dest(DestKind.NODE, req.via[0]),)
+            addr = req.reply_to
+        else:
+            back = tuple(Dest(DestKind.NODE, v) for v in reversed(req.via))
+        path = (*req.via, self.me.node_id)
+        answer = Message(TTL_INITIAL, path, back, req.txid, code, body)
+        data = encode(answer, self.config.overlay_id)
+        if len(data) > DATAGRAM_BYTES_MAX:
+            code, body = Code.ERROR, Error(ErrorCode.TOO_LARGE, "answer exceeds one datagram")
+            answer = Message(TTL_INITIAL, path, back, req.txid, code, body)
+            data = encode(answer, self.config.overlay_id)
+        if cache:
+            self._answers.put(req.via[0], req.txid, code, body, now_ms=now_ms)
+        self.counters[_SENT[code]] += 1
+        self.counters[_BYTES[code]] += len(data)
+        self._outbox.append((data, addr))
+
+    def _receive_answer(self, msg: Message, now_ms: int) -> None:
+        if msg.code is Code.HOP_ACK:
+            if not (msg.via and self._hops.acked(msg.txid, msg.via[0])):
+                self._drop("unexpected_ack")
+            return
+        if not msg.dest or msg.dest[0] != (DestKind.NODE, self.me.node_id):
+            self._drop("misrouted")
+            return
+        rest = msg.dest[1:]
+        if not rest:
+            pending = self._rpc.close(msg.txid)
+            if pending is None:
+                self._drop("unknown_transaction")
+                return
+            self._finish(pending.purpose, msg, now_ms)
+            return
+        nxt = rest[0]
+        addr = self._address_of(nxt.id) if nxt.kind is DestKind.NODE else None
+        addr = addr or self._recent.get(nxt.id)
+        if addr is None or msg.ttl <= 1:
+            self._drop("no_return_path")
+            return
+        self._send(Message(msg.ttl - 1, msg.via, rest, msg.txid, msg.code, msg.body, msg.signature), addr)
+
+    # ------------------------------------------------------------------ request handlers
+
+    def _on_ping(self, msg: Message, sender: NodeInfo, now_ms: int) -> tuple[Code, Body]:
+        return Code.PING_ANS, EMPTY
+
+    def _on_store(self, msg: Message, sender: NodeInfo, now_ms: int) -> tuple[Code, Body]:
+        body = msg.body
+        assert isinstance(body, Store)
+        result = self.storage.store(body, now_ms=now_ms)
+        if isinstance(result, Error):
+            return Code.ERROR, result
+        self._after_store((body.resource, body.kind), body, now_ms)
+        return Code.STORE_ANS, StoreAns(len(result))
+
+    def _on_fetch(self, msg: Message, sender: NodeInfo, now_ms: int) -> tuple[Code, Body]:
+        body = msg.body
+        assert isinstance(body, Fetch)
+        return Code.FETCH_ANS, self.storage.fetch(body.resource, body.kind, now_ms=now_ms)
+
+    def _on_stat(self, msg: Message, sender: NodeInfo, now_ms: int) -> tuple[Code, Body]:
+        return Code.STAT_ANS, self._stat_body()
+
+    def _stat_body(self) -> StatAns:
+        counters = tuple(sorted(self.counters.items()))[:STAT_COUNTERS_MAX]
+        pred, successors, fingers = self._stat_topology()
+        return StatAns(self.me.node_id, pred, successors, fingers, len(self.storage), self._replication_pending(),
+                       counters)
+
+    # ------------------------------------------------------------------ requests we send
+
+    def _new_handle(self) -> int:
+        handle = self._next_handle
+        self._next_handle += 1
+        return handle
+
+    def _user_request(self, code: Code, body: Body, resource: int, now_ms: int, first_hop: Addr | None) -> int:
+        if self.state is not State.JOINED:
+            raise LocalProtocolError(f"{code.name} in state {self.state.value}")
+        self._check_fits(code, body, resource)
+        handle = self._new_handle()
+        self._request(code, body, (Dest(DestKind.RESOURCE, resource),), User(handle), now_ms, target=first_hop)
+        return handle
+
+    def _check_fits(self, code: Code, body: Body, resource: int) -> None:
+        """Refuse a request that would outgrow one datagram on its way: every hop adds
+        an entry to the via list, and a forwarder cannot split a request."""
+        widest = Message(TTL_INITIAL, (self.me.node_id,) * VIA_ENTRIES_MAX,
+                         (Dest(DestKind.NODE, resource), Dest(DestKind.RESOURCE, resource)), 0, code, body, None,
+                         ("0000:0000:0000:0000:0000:0000:0000:0000", 65535), True)
+        if len(encode(widest, self.config.overlay_id)) > DATAGRAM_BYTES_MAX:
+            raise LocalProtocolError("request exceeds one datagram")
+
+    def _request(self, code: Code, body: Body, dest: tuple[Dest, ...], purpose: Purpose, now_ms: int, *,
+                 target: Addr | None = None, transmissions_max: int | None = None) -> None:
+        """Send a request of ours; `target` fixes the first hop, else it is routed."""
+        if self._rpc.is_full():
+            self.counters["rpc_full"] += 1
+            self._finish(purpose, None, now_ms, timed_out=False)
+            return
+        txid = int.from_bytes(self._entropy(8), "big")
+        reply_to = STAMP_ME if self.config.direct_response else None
+        msg = Message(TTL_INITIAL, (self.me.node_id,), dest, txid, code, body, None, reply_to)
+        routed = any(d.kind is DestKind.RESOURCE for d in dest)
+        if target is None:
+            hop = self._hop_for(dest)
+            if hop is None:
+                self._finish_here(msg, purpose, now_ms)
+                return
+            if isinstance(hop, Error):
+                self._finish(purpose, self._local_answer(msg, Code.ERROR, hop), now_ms)
+                return
+            self._rpc.open(msg, purpose, None, now_ms=now_ms, routed=routed)
+            self._send_routed(msg, dest, hop, frozenset(), now_ms)
+            return
+        self._rpc.open(msg, purpose, target, now_ms=now_ms, routed=routed, transmissions_max=transmissions_max)
+        self._send(msg, target)
+
+    def _finish_here(self, msg: Message, purpose: Purpose, now_ms: int) -> None:
+        """We are the destination of our own request: run it without the network."""
+        code, body = self._request_handlers[msg.code](msg, self.me, now_ms)
+        self._finish(purpose, self._local_answer(msg, code, body), now_ms)
+
+    def _local_answer(self, msg: Message, code: Code, body: Body) -> Message:
+        return Message(TTL_INITIAL, (self.me.node_id,), (), msg.txid, code, body)
+
+    def _retransmit(self, pending: Pending[Purpose], now_ms: int) -> None:
+        self.counters["retransmitted"] += 1
+        req = pending.request
+        if pending.target is not None:
+            self._send(Message(req.ttl, req.via, req.dest, req.txid, req.code, req.body), pending.target)
+            return
+        hop = self._hop_for(req.dest)  # the route may have been repaired meanwhile
+        if isinstance(hop, Route):
+            # Symmetric return this time: a direct answer may be what got lost.
+            self._send_routed(Message(req.ttl, req.via, req.dest, req.txid, req.code, req.body), req.dest, hop,
+                              frozenset(), now_ms)
+        elif hop is None:
+            self._rpc.close(pending.request.txid)
+            self._finish_here(pending.request, pending.purpose, now_ms)
+
+    def _send(self, msg: Message, addr: Addr) -> None:
+        data = encode(msg, self.config.overlay_id)
+        self.counters[_SENT[msg.code]] += 1
+        self.counters[_BYTES[msg.code]] += len(data)
+        self._outbox.append((data, addr))
+
+    def _finish(self, purpose: Purpose, answer: Message | None, now_ms: int, *, timed_out: bool = True) -> None:
+        if answer is None and timed_out and isinstance(purpose, Direct):
+            self._node_failed(purpose.node.node_id, now_ms)
+        self._answer_handlers[type(purpose)](purpose, answer, now_ms)
+
+    # ------------------------------------------------------------------ answers to our requests
+
+    def _done_user(self, purpose: Purpose, answer: Message | None, now_ms: int) -> None:
+        assert isinstance(purpose, User)
+        if answer is None:
+            self._events.append(RequestCompleted(purpose.handle, None, TIMED_OUT, 0, None))
+            return
+        error = answer.body if isinstance(answer.body, Error) else None
+        responder = answer.via[-1] if answer.via else None
+        self._events.append(RequestCompleted(purpose.handle, None if error else answer.body, error,
+                                             max(0, len(answer.via) - 1), responder))
+
+    def _done_probe(self, purpose: Purpose, answer: Message | None, now_ms: int) -> None:
+        assert isinstance(purpose, Probe)
+        self._in_flight.discard(("probe", purpose.node.node_id))
+
+    def _done_farewell(self, purpose: Purpose, answer: Message | None, now_ms: int) -> None:
+        self._maybe_left()
+
+    def _joined(self, now_ms: int) -> None:
+        self.state = State.JOINED
+        self._events.append(Joined(self.me.node_id))
+        if not self.config.client:
+            self._maintenance_ms = now_ms + self._timing.maintenance_interval_ms
+
+    def _probe(self, node: NodeInfo, now_ms: int) -> None:
+        """Ping `node` unless a ping is already out; silence removes it everywhere."""
+        if ("probe", node.node_id) in self._in_flight:
+            return
+        self._in_flight.add(("probe", node.node_id))
+        self._request(Code.PING, EMPTY, (Dest(DestKind.NODE, node.node_id),), Probe(node), now_ms,
+                      target=node.addr)
+
+    # ------------------------------------------------------------------ replication
+
+    def _store_to(self, node: NodeInfo, key: Key, purpose: Purpose, now_ms: int) -> bool:
+        """Push what we hold under `key` to `node`; False when we hold nothing."""
+        body = self.storage.as_store(key, now_ms=now_ms)
+        if body is None:
+            return False
+        for part in self._split_to_fit(body, node.node_id):
+            self._request(Code.STORE, part, (Dest(DestKind.NODE, node.node_id),), purpose, now_ms, target=node.addr)
+        return True
+
+    def _split_to_fit(self, body: Store, node_id: int) -> list[Store]:
+        """Halve a replica store until each part fits one datagram."""
+        probe = Message(TTL_INITIAL, (self.me.node_id,), (Dest(DestKind.NODE, node_id),), 0, Code.STORE, body)
+        if len(body.entries) <= 1 or len(encode(probe, self.config.overlay_id)) <= DATAGRAM_BYTES_MAX:
+            return [body]
+        half = len(body.entries) // 2
+        return [
+            *self._split_to_fit(Store(body.resource, body.kind, body.model, body.entries[:half], True), node_id),
+            *self._split_to_fit(Store(body.resource, body.kind, body.model, body.entries[half:], True), node_id),
+        ]
+
+    # ------------------------------------------------------------------ leaving
+
+    def _maybe_left(self) -> None:
+        if self.state is State.LEAVING and not any(
+            isinstance(p.purpose, Farewell) for p in self._rpc.in_flight()
+        ):
+            self._set_left()
+
+    def _set_left(self) -> None:
+        self.state = State.LEFT
+        self._maintenance_ms = None
+        self._events.append(Left())

@@ -1,0 +1,489 @@
+"""Ring topologies (Chord, and one-hop on top of Chord's ring) behind PeerNode.
+
+Routing is recursive (RFC 6940 §6.2): each hop appends its id to the via list
+and forwards toward the destination. We chose recursive over iterative because
+a lookup then costs one datagram per hop instead of a round trip per hop from
+the origin, and round trips are what set fetch latency. The answer goes straight
+back to the origin on the first try (direct response, RFC 7263) and retraces the
+via list on retransmissions (symmetric return), which reaches a client or a node
+behind NAT along the path its own request opened.
+
+Every routed datagram asks its next hop for a HOP_ACK; a silent hop is
+suspected (probed) and the request goes around it at once, long before the
+origin's end-to-end retransmission, which is what keeps lookups whole under churn.
+
+Replication: the responsible node keeps every value on its next REPLICAS-1
+successors, pushing again whenever its range or its successors change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from .errors import ErrorCode, LocalProtocolError
+from .events import JoinFailed, NodeFailed
+from .ids import RING, in_half_open, in_open
+from .ingress import BoundedLru
+from .limits import GRAVEYARD_MAX
+from .node import (
+    Direct,
+    Entropy,
+    Farewell,
+    PeerConfig,
+    PeerNode,
+    Purpose,
+    Rng,
+    Route,
+    State,
+)
+from .overlay import make_topology
+from .overlay.onehop import OneHop
+from .storage import Key
+from .wire.messages import (
+    EMPTY,
+    Addr,
+    Announce,
+    Body,
+    Code,
+    Dest,
+    DestKind,
+    Error,
+    FindAns,
+    JoinAns,
+    Leave,
+    Members,
+    MembersAns,
+    Message,
+    NodeInfo,
+    Store,
+    StoreAns,
+    UpdateAns,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Join(Purpose):
+    bootstrap: tuple[Addr, ...]
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Stabilize(Direct):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class _FixFinger(Purpose):
+    index: int
+    budget: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Replicate(Direct):
+    key: Key
+
+
+@dataclass(frozen=True, slots=True)
+class _Recall(Purpose):
+    """A node we once declared failed, asked who follows us on its ring."""
+
+    node: NodeInfo
+
+
+@dataclass(frozen=True, slots=True)
+class _Notice(Purpose):
+    """A one-hop membership announcement: fire and forget."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Sync(Purpose):
+    """A page of a member list, pulled after joining a one-hop overlay."""
+
+
+MEMBERS_PER_PAGE = 20  # NodeInfos per MEMBERS_ANS: one datagram even with IPv6 addresses
+
+
+class RingPeer(PeerNode):
+    def __init__(self, me: NodeInfo, config: PeerConfig, *, rng: Rng, entropy: Entropy, now_ms: int) -> None:
+        super().__init__(me, config, rng=rng, entropy=entropy, now_ms=now_ms)
+        self.topology = make_topology(config.topology, me, config.successors_kept)
+        # Nodes declared failed, asked again now and then: after a partition heals they
+        # are how two rings that each repaired themselves find and merge into one.
+        self._graveyard: BoundedLru[int, tuple[NodeInfo, int]] = BoundedLru(GRAVEYARD_MAX)
+        self._finger_cursor = 0
+        self._probe_cursor = 0
+        self._replicated: dict[Key, set[int]] = {}
+        self._replicating: set[tuple[Key, int]] = set()
+        self._replication_dirty = False
+        self._request_handlers.update({
+            Code.JOIN: self._on_join,
+            Code.LEAVE: self._on_leave,
+            Code.UPDATE: self._on_update,
+            Code.FIND: self._on_find,
+            Code.ANNOUNCE: self._on_announce,
+            Code.MEMBERS: self._on_members,
+        })
+        self._answer_handlers.update({
+            _Join: self._done_join,
+            _Stabilize: self._done_stabilize,
+            _FixFinger: self._done_fix_finger,
+            _Recall: self._done_recall,
+            _Replicate: self._done_replicate,
+            _Notice: self._done_notice,
+            _Sync: self._done_sync,
+        })
+
+    def join(self, bootstrap: Sequence[Addr], *, now_ms: int) -> None:
+        if self.state is not State.IDLE:
+            raise LocalProtocolError(f"join in state {self.state.value}")
+        if self.config.client:
+            self._join_as_client(bootstrap, now_ms)
+            return
+        if not bootstrap:
+            self._joined(now_ms)
+            return
+        self.state = State.JOINING
+        self._send_join(_Join(tuple(bootstrap), 0), now_ms)
+
+    def leave(self, *, now_ms: int) -> None:
+        """Hand our values to our successor, tell both neighbours, then report Left."""
+        if self.state is not State.JOINED:
+            self._set_left()
+            return
+        self.state = State.LEAVING
+        self._maintenance_ms = None
+        if self.config.client or self.topology.alone:
+            self._set_left()
+            return
+        succ, pred = self.topology.succ, self.topology.pred
+        for key in self.storage.keys():
+            if self.topology.responsible(key[0]):
+                self._store_to(succ, key, Farewell(succ), now_ms)
+        self._request(Code.LEAVE, Leave(pred, tuple(self.topology.successors)), (Dest(DestKind.NODE, succ.node_id),),
+                      Farewell(succ), now_ms, target=succ.addr)
+        if pred is not None and pred.node_id != succ.node_id:
+            self._request(Code.LEAVE, Leave(pred, tuple(self.topology.successors)),
+                          (Dest(DestKind.NODE, pred.node_id),), Farewell(pred), now_ms, target=pred.addr)
+        self._maybe_left()
+
+    def _hop_for(self, dest: tuple[Dest, ...], avoid: frozenset[int] = frozenset(),
+                 sender: int | None = None) -> Route | Error | None:
+        """Where a request for `dest` goes next, and with which destination list:
+        None means here; an Error is what to answer instead.
+
+        Destinations are [], [NODE n], [RESOURCE t], or [NODE n, RESOURCE t]: "to n,
+        which the previous node judged responsible for t" (see below)."""
+        if not dest:
+            return None
+        if len(dest) == 2 and dest[0].kind is DestKind.NODE and dest[1].kind is DestKind.RESOURCE:
+            if dest[0].id == self.me.node_id:
+                return self._handed_to_me(dest[1].id, sender)
+            dest = dest[1:] if dest[0].id in avoid else dest[:1]  # the judged node failed: route afresh
+        elif len(dest) > 1:
+            return Error(ErrorCode.BAD_REQUEST, "unsupported destination list")
+        kind, target = dest[0]
+        if self.config.client:
+            if self._admitting is None:
+                return Error(ErrorCode.UNREACHABLE, "not attached")
+            return Route(self._admitting, dest, None)
+        if kind is DestKind.NODE:
+            if target == self.me.node_id:
+                return None
+            direct = self.topology.address_of(target)
+            if direct is not None and target not in avoid:
+                return Route(direct, dest, target)
+        hop = self.topology.next_hop(target, avoid)
+        if hop is None:
+            return Error(ErrorCode.NOT_FOUND, "no such node") if kind is DestKind.NODE else None
+        nxt, responsible = hop
+        if kind is DestKind.RESOURCE and responsible:
+            # As in Chord's find_successor, the node before decides who is responsible,
+            # so a node whose predecessor pointer is stale cannot bounce the request back.
+            return Route(nxt.addr, (Dest(DestKind.NODE, nxt.node_id), dest[0]), nxt.node_id)
+        return Route(nxt.addr, dest, nxt.node_id)
+
+    def _handed_to_me(self, target: int, sender: int | None) -> Route | None:
+        """The previous node judged us responsible for `target`. If a node has joined
+        between it and us (our predecessor, which the sender does not know yet), that
+        node is: one step back. Otherwise we take it, even with a stale predecessor."""
+        pred = self.topology.pred
+        if (self.topology.responsible(target) or pred is None or sender is None or pred.node_id == sender
+                or not in_half_open(target, sender, pred.node_id)):
+            return None
+        return Route(pred.addr, (Dest(DestKind.NODE, pred.node_id), Dest(DestKind.RESOURCE, target)),
+                      pred.node_id)
+
+    def _address_of(self, node_id: int) -> Addr | None:
+        return self.topology.address_of(node_id)
+
+    def _after_store(self, key: Key, body: Store, now_ms: int) -> None:
+        if not body.replica:
+            self._replicated[key] = set()
+            self._replicate_key(key, now_ms)
+
+    def _stat_topology(self) -> tuple[int | None, tuple[int, ...], tuple[int, ...]]:
+        pred = self.topology.pred.node_id if self.topology.pred is not None else None
+        return (pred, tuple(s.node_id for s in self.topology.successors),
+                tuple(f.node_id for f in self.topology.distinct_fingers()))
+
+    def _on_join(self, msg: Message, sender: NodeInfo, now_ms: int) -> tuple[Code, Body]:
+        return Code.JOIN_ANS, JoinAns(self.me, self.topology.pred, tuple(self.topology.successors))
+
+    def _on_update(self, msg: Message, sender: NodeInfo, now_ms: int) -> tuple[Code, Body]:
+        old_pred = self.topology.pred
+        newcomer = isinstance(self.topology, OneHop) and not self.topology.knows(sender.node_id)
+        if self.topology.notify(sender):
+            self._pred_changed(old_pred, now_ms)
+        if newcomer and self.topology.pred == sender:
+            self._announce(Announce((sender,), ()), now_ms)  # we are its successor: we tell everyone
+        return Code.UPDATE_ANS, UpdateAns(self.topology.pred, tuple(self.topology.successors))
+
+    def _on_leave(self, msg: Message, sender: NodeInfo, now_ms: int) -> tuple[Code, Body]:
+        assert isinstance(msg.body, Leave)
+        was_succ = sender.node_id == self.topology.succ.node_id
+        was_pred = self.topology.pred is not None and sender.node_id == self.topology.pred.node_id
+        self.topology.remove(sender.node_id)
+        if was_succ:
+            heirs = [n for n in (*msg.body.successors, *self.topology.successors)
+                     if n.node_id not in (self.me.node_id, sender.node_id)]
+            if heirs:
+                self.topology.adopt_successors(heirs[0], heirs[1:])
+        if was_pred and msg.body.pred is not None:
+            self.topology.set_pred(msg.body.pred)
+        if was_pred and isinstance(self.topology, OneHop):
+            self._announce(Announce((), (sender.node_id,)), now_ms)
+        self._replication_dirty = True
+        return Code.LEAVE_ANS, EMPTY
+
+    def _on_find(self, msg: Message, sender: NodeInfo, now_ms: int) -> tuple[Code, Body]:
+        return Code.FIND_ANS, FindAns(self.me)
+
+    def _on_announce(self, msg: Message, sender: NodeInfo, now_ms: int) -> tuple[Code, Body]:
+        body = msg.body
+        assert isinstance(body, Announce)
+        if isinstance(self.topology, OneHop):
+            self.topology.learn(body.joined)
+            for node_id in body.failed:
+                if node_id != self.me.node_id and self.topology.remove(node_id):
+                    self._replication_dirty = True
+        return Code.ANNOUNCE_ANS, EMPTY
+
+    def _on_members(self, msg: Message, sender: NodeInfo, now_ms: int) -> tuple[Code, Body]:
+        body = msg.body
+        assert isinstance(body, Members)
+        everyone = self.topology.members() + [self.me] if isinstance(self.topology, OneHop) else [self.me]
+        pages = max(1, -(-len(everyone) // MEMBERS_PER_PAGE))
+        start = body.page * MEMBERS_PER_PAGE
+        return Code.MEMBERS_ANS, MembersAns(body.page, pages, tuple(everyone[start:start + MEMBERS_PER_PAGE]))
+
+    def _announce(self, news: Announce, now_ms: int) -> None:
+        assert isinstance(self.topology, OneHop)
+        subjects = {n.node_id for n in news.joined} | set(news.failed)
+        for member in self.topology.members():
+            if member.node_id not in subjects:
+                self._request(Code.ANNOUNCE, news, (Dest(DestKind.NODE, member.node_id),), _Notice(), now_ms,
+                              target=member.addr)
+
+    def _send_join(self, purpose: _Join, now_ms: int) -> None:
+        self._request(Code.JOIN, EMPTY, (Dest(DestKind.RESOURCE, self.me.node_id),), purpose, now_ms,
+                      target=purpose.bootstrap[purpose.index])
+
+    def _done_join(self, purpose: Purpose, answer: Message | None, now_ms: int) -> None:
+        assert isinstance(purpose, _Join)
+        if self.state is not State.JOINING:
+            return
+        if answer is None or not isinstance(answer.body, JoinAns):
+            if purpose.index + 1 < len(purpose.bootstrap):
+                self._send_join(_Join(purpose.bootstrap, purpose.index + 1), now_ms)
+            else:
+                self.state = State.IDLE
+                reason = answer.body.reason if answer and isinstance(answer.body, Error) else "no bootstrap answered"
+                self._events.append(JoinFailed(reason))
+            return
+        ans = answer.body
+        self.topology.adopt_successors(ans.responder, ans.successors)
+        self.topology.set_pred(ans.pred)
+        self.topology.set_finger(0, ans.responder)
+        self._joined(now_ms)
+        self._stabilize(now_ms)
+        if isinstance(self.topology, OneHop):
+            self._sync_page(ans.responder, 0, now_ms)
+
+    def _sync_page(self, node: NodeInfo, page: int, now_ms: int) -> None:
+        self._request(Code.MEMBERS, Members(page), (Dest(DestKind.NODE, node.node_id),), _Sync(), now_ms,
+                      target=node.addr)
+
+    def _done_sync(self, purpose: Purpose, answer: Message | None, now_ms: int) -> None:
+        if answer is None or not isinstance(answer.body, MembersAns) or not isinstance(self.topology, OneHop):
+            return
+        self.topology.learn(answer.body.nodes)
+        if answer.body.page == 0 and answer.via:
+            source = self.topology.address_of(answer.via[-1])
+            for page in range(1, answer.body.pages):
+                if source is not None:
+                    self._sync_page(NodeInfo(answer.via[-1], source), page, now_ms)
+
+    def _done_notice(self, purpose: Purpose, answer: Message | None, now_ms: int) -> None:
+        pass
+
+    def _done_stabilize(self, purpose: Purpose, answer: Message | None, now_ms: int) -> None:
+        assert isinstance(purpose, _Stabilize)
+        self._in_flight.discard(("stabilize", purpose.node.node_id))
+        if answer is None or not isinstance(answer.body, UpdateAns) or self.state is not State.JOINED:
+            return
+        if purpose.node.node_id != self.topology.succ.node_id:
+            return
+        ans = answer.body
+        changed = self.topology.adopt_successors(purpose.node, ans.successors)
+        p = ans.pred
+        if p is not None and in_open(p.node_id, self.me.node_id, self.topology.succ.node_id):
+            # Someone joined between us and our successor (Chord's stabilize).
+            changed = self.topology.adopt_successors(p, [purpose.node, *ans.successors]) or changed
+            self._stabilize(now_ms)
+        if changed:
+            self._replication_dirty = True
+
+    def _recall_one(self, now_ms: int) -> None:
+        """Ask the longest-dead node in the graveyard who follows us on its ring."""
+        oldest = self._graveyard.oldest()
+        if oldest is None or ("recall", oldest[0]) in self._in_flight:
+            return
+        node_id, (node, keep_until_ms) = oldest
+        self._graveyard.pop(node_id)
+        if keep_until_ms > now_ms:
+            self._graveyard.put(node_id, (node, keep_until_ms))  # to the back of the queue
+        self._in_flight.add(("recall", node_id))
+        target = (self.me.node_id + 1) % RING
+        self._request(Code.FIND, EMPTY, (Dest(DestKind.RESOURCE, target),), _Recall(node), now_ms, target=node.addr)
+
+    def _done_recall(self, purpose: Purpose, answer: Message | None, now_ms: int) -> None:
+        assert isinstance(purpose, _Recall)
+        self._in_flight.discard(("recall", purpose.node.node_id))
+        if answer is None or not isinstance(answer.body, FindAns) or self.state is not State.JOINED:
+            return
+        self._graveyard.pop(purpose.node.node_id)
+        found = answer.body.responder
+        if found.node_id != self.me.node_id and (
+                self.topology.alone or in_open(found.node_id, self.me.node_id, self.topology.succ.node_id)):
+            # A node of another ring sits between us and our successor: take it, and
+            # stabilize interleaves the two rings from here (Chord's join, in effect).
+            self.counters["rings_merged"] += 1
+            if self.topology.adopt_successors(found, self.topology.successors):
+                self._replication_dirty = True
+            self._stabilize(now_ms)
+
+    def _done_fix_finger(self, purpose: Purpose, answer: Message | None, now_ms: int) -> None:
+        assert isinstance(purpose, _FixFinger)
+        if answer is None or not isinstance(answer.body, FindAns) or self.state is not State.JOINED:
+            return
+        self._finger_cursor = self.topology.set_finger(purpose.index, answer.body.responder)
+        if purpose.budget > 1 and self._finger_cursor != 0:
+            self._fix_finger(self._finger_cursor, purpose.budget - 1, now_ms)
+
+    def _done_replicate(self, purpose: Purpose, answer: Message | None, now_ms: int) -> None:
+        assert isinstance(purpose, _Replicate)
+        self._replicating.discard((purpose.key, purpose.node.node_id))
+        if answer is not None and isinstance(answer.body, StoreAns):
+            self._replicated.setdefault(purpose.key, set()).add(purpose.node.node_id)
+        else:
+            self._replication_dirty = True
+
+    def _maintain(self, now_ms: int) -> None:
+        """Chord §4.6: stabilize, check neighbours, fix fingers; then replication."""
+        if self.topology.alone and self.topology.pred is not None:
+            self.topology.adopt_successors(self.topology.pred, [])
+        self._stabilize(now_ms)
+        self._probe_neighbours(now_ms)
+        self._recall_one(now_ms)
+        if not self.topology.alone and self.topology.uses_fingers:
+            self._fix_finger(self._finger_cursor, self._timing.fingers_fixed_per_round, now_ms)
+        if self._replication_dirty:
+            self._replication_dirty = False
+            for key in self.storage.keys():
+                self._replicate_key(key, now_ms)
+        for key in [k for k in self._replicated if k not in self.storage]:
+            del self._replicated[key]
+
+    def _stabilize(self, now_ms: int) -> None:
+        succ = self.topology.succ
+        if self.topology.alone or ("stabilize", succ.node_id) in self._in_flight:
+            return
+        self._in_flight.add(("stabilize", succ.node_id))
+        self._request(Code.UPDATE, EMPTY, (Dest(DestKind.NODE, succ.node_id),), _Stabilize(succ), now_ms,
+                      target=succ.addr)
+
+    def _probe_neighbours(self, now_ms: int) -> None:
+        """Failure detection: the predecessor each round, and the distinct fingers a few
+        per round in turn, so the cost per round stays flat as the overlay grows."""
+        fingers = [f for f in self.topology.distinct_fingers() if f.node_id != self.topology.succ.node_id]
+        count = min(len(fingers), self._timing.fingers_probed_per_round)
+        start = self._probe_cursor % len(fingers) if fingers else 0
+        self._probe_cursor = start + count
+        nodes = [fingers[(start + i) % len(fingers)] for i in range(count)]
+        if self.topology.pred is not None and self.topology.pred.node_id != self.topology.succ.node_id:
+            nodes.append(self.topology.pred)  # stabilize already checks the successor
+        for node in nodes:
+            self._probe(node, now_ms)
+
+    def _fix_finger(self, index: int, budget: int, now_ms: int) -> None:
+        start = self.topology.finger_start(index)
+        if in_half_open(start, self.me.node_id, self.topology.succ.node_id):
+            # Covered by our successor: no message needed.
+            self._finger_cursor = self.topology.set_finger(index, self.topology.succ)
+            if budget > 1 and self._finger_cursor != 0:
+                self._fix_finger(self._finger_cursor, budget - 1, now_ms)
+            return
+        self._request(Code.FIND, EMPTY, (Dest(DestKind.RESOURCE, start),), _FixFinger(index, budget), now_ms)
+
+    def _node_failed(self, node_id: int, now_ms: int) -> None:
+        if node_id == self.me.node_id:
+            return
+        was_succ = node_id == self.topology.succ.node_id
+        old_pred = self.topology.pred
+        if self.topology.remove(node_id):
+            self._replication_dirty = True
+        addr = self.topology.address_of(node_id) or self._recent.get(node_id)
+        if addr is not None:
+            self._graveyard.put(node_id, (NodeInfo(node_id, addr), now_ms + self._timing.graveyard_keep_ms))
+        self._recent.pop(node_id)
+        self.counters["node_failed"] += 1
+        self._events.append(NodeFailed(node_id))
+        if old_pred is not None and old_pred.node_id == node_id:
+            self._replication_dirty = True
+        if was_succ and self.state is State.JOINED:
+            self._stabilize(now_ms)
+            if isinstance(self.topology, OneHop):
+                self._announce(Announce((), (node_id,)), now_ms)  # we were its predecessor
+
+    def _pred_changed(self, old_pred: NodeInfo | None, now_ms: int) -> None:
+        """A node took over part of our range: give it what it is now responsible for."""
+        self._replication_dirty = True
+        new_pred = self.topology.pred
+        if new_pred is None:
+            return
+        for key in self.storage.keys():
+            if not in_half_open(key[0], new_pred.node_id, self.me.node_id):
+                self._store_to(new_pred, key, _Replicate(new_pred, key), now_ms)
+
+    def _replicate_key(self, key: Key, now_ms: int) -> None:
+        if not self.topology.responsible(key[0]):
+            return
+        done = self._replicated.setdefault(key, set())
+        for node in self.topology.replica_targets():
+            if node.node_id in done or (key, node.node_id) in self._replicating:
+                continue
+            self._replicating.add((key, node.node_id))
+            if not self._store_to(node, key, _Replicate(node, key), now_ms):
+                self._replicating.discard((key, node.node_id))
+
+    def _replication_pending(self) -> int:
+        targets = [n.node_id for n in self.topology.replica_targets()]
+        return sum(
+            1
+            for key in self.storage.keys()
+            if self.topology.responsible(key[0])
+            for t in targets
+            if t not in self._replicated.get(key, ())
+        )
+
