@@ -90,10 +90,7 @@ class Ring:
         return self.oracle().responsible(target, self.topology)
 
     def replica_set(self, target: int) -> list[int]:
-        ids = self.oracle().ids
-        if self.topology is Topology.KADEMLIA:
-            return sorted(ids, key=lambda i: i ^ target)[:REPLICAS]
-        return self.oracle().replica_set(target, REPLICAS)
+        return self.oracle().replica_set(target, REPLICAS, self.topology)
 
     def neighbour(self, node: PeerNode) -> int:
         """The live node `node` should list first: its successor, or its XOR-nearest."""

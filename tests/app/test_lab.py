@@ -5,8 +5,9 @@ import re
 from tests.procs import peerphone
 
 
-def test_lab_with_kill_fetches_everything_after_repair():
-    result = peerphone("lab", "--peers", "8", "--ops", "80", "--kill", "0.25", "--seed", "4", timeout=240)
+def test_lab_with_kill_fetches_everything_after_repair(topology):
+    result = peerphone("lab", "--peers", "8", "--ops", "80", "--kill", "0.25", "--seed", "4",
+                       "--topology", topology.value, timeout=240)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "every operation succeeded" in out

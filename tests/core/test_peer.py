@@ -3,9 +3,10 @@
 Most tests here are the conformance suite: they run against every topology.
 """
 
+from peerphone.core.errors import LocalProtocolError
 from peerphone.core.events import Left, RequestCompleted
 from peerphone.core.ids import id_from_name
-from peerphone.core.limits import REPLICAS
+from peerphone.core.limits import DATAGRAM_BYTES_MAX, DICT_KEY_BYTES_MAX, REPLICAS, VALUE_BYTES_MAX
 from peerphone.core.overlay import Topology
 from peerphone.core.peer import State
 from peerphone.core.wire import encode
@@ -233,3 +234,30 @@ def test_one_hop_lookups_take_one_hop_and_learn_newcomers():
     ring.kill(newcomer)
     ring.run(5000)
     assert all(newcomer.me.node_id not in {m.node_id for m in n.topology.members()} for n in ring.live())
+
+
+def test_a_store_at_the_size_limit_survives_a_long_path(topology):
+    """The origin accepts only what every peer on the way accepts: the largest store
+    it takes is never dropped (oversize, out of bounds) further on."""
+    ring = build(32, seed=23, topology=topology)
+    client = ring.add(client=True, bootstrap=ring.live()[0].me.addr)
+    hops = []
+    for i, via in enumerate(ring.live()[:8]):
+        for size in range(DATAGRAM_BYTES_MAX, 0, -1):  # the largest value the origin takes
+            try:
+                h = client.store(id_from_name(f"big{i}"), 3, DataModel.DICTIONARY,
+                                 [Entry(b"k" * DICT_KEY_BYTES_MAX, b"v" * size, 1, 600)], now_ms=ring.now_ms,
+                                 first_hop=via.me.addr)
+                break
+            except LocalProtocolError:
+                continue
+        assert size == VALUE_BYTES_MAX
+        ring.flush(client)
+        ring.run(2000)
+        done = completed(ring, h)
+        assert done.error is None, done.error
+        hops.append(done.hops)
+    drops = {k for n in ring.live() for k in n.counters if k.startswith("drop.")}
+    assert drops <= {"drop.unexpected_ack"}, drops  # a late hop ack is harmless; no size drop
+    if topology is Topology.CHORD:
+        assert max(hops) >= 3  # the path was long enough to matter

@@ -102,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--kill", type=float, default=0.0, metavar="FRACTION",
                      help="fraction of peers to SIGKILL after the stores, 0..0.6 (default 0)")
     lab.add_argument("--seed", type=int, default=1, help="choice of keys, peers and victims (default 1)")
+    lab.add_argument("--topology", default="chord", choices=[t.value for t in Topology],
+                     help="the peers' overlay topology (default chord)")
     lab.add_argument("--maintenance-ms", type=_positive_ms, default=250,
                      help="the peers' maintenance period (default %(default)s)")
     sim = sub.add_parser("sim", help="run the real core at scale in the deterministic simulator",
@@ -189,9 +191,9 @@ async def _peer(args: argparse.Namespace) -> int:
     return 0
 
 
-async def open_client(via: Addr, overlay: str) -> UdpDriver:
+async def open_client(via: Addr, overlay: str, topology: Topology = Topology.CHORD) -> UdpDriver:
     """A client node (it stores and routes nothing) attached to the peer at `via`."""
-    config = PeerConfig(overlay_id(overlay), client=True)
+    config = PeerConfig(overlay_id(overlay), client=True, topology=topology)
     driver = await UdpDriver.open(("0.0.0.0", 0), system_node_factory(config))
     driver.join([via])
     return driver

@@ -1,10 +1,11 @@
 """`peerphone lab`: N real peer processes on 127.0.0.1, measured from a client.
 
-Phases: start the peers, wait until every successor, predecessor and finger
-matches a sorted-ring oracle, store M values through random peers, fetch each
-through another peer, optionally SIGKILL a fraction of the peers, wait for
-repair (ring correct again and no replica push pending) and fetch everything
-again. Every process started here is stopped here, whatever happens.
+Phases: start the peers, wait until every routing table matches the oracle
+(ring: successor, predecessor and fingers; Kademlia: the XOR-nearest contact),
+store M values through random peers, fetch each through another peer, optionally
+SIGKILL a fraction of the peers, wait for repair (tables correct again and no
+replica push pending) and fetch everything again. Every process started here is
+stopped here, whatever happens.
 """
 
 from __future__ import annotations
@@ -27,15 +28,18 @@ import peerphone
 
 from ..core.ids import ID_BITS, RING, id_from_name
 from ..core.limits import REPLICAS
+from ..core.overlay import Topology
 from ..core.stats import percentile
 from ..core.usages import MODEL_OF, Kind
 from ..core.wire.messages import Addr, Entry, FetchAns, StatAns
 from ..net.loop import run
 from ..net.udp import UdpDriver
+from ..sim.engine import Oracle
 from .cli import open_client
 from .config import ConfigError
 
 LAB_OVERLAY = "peerphone.lab"
+LOOKUP_STEPS = ("CLOSEST", "CLOSEST_ANS")  # Kademlia's lookups, counted with the operation they serve
 START_TIMEOUT_S = 30.0
 STABLE_TIMEOUT_S = 90.0
 PEERS_MAX = 128
@@ -49,6 +53,7 @@ class LabSpec:
     kill: float
     seed: int
     maintenance_ms: int
+    topology: Topology = Topology.CHORD
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "LabSpec":
@@ -60,7 +65,7 @@ class LabSpec:
             raise ConfigError(f"--kill must be 0..{KILL_MAX}")
         if args.kill > 0 and args.peers - round(args.kill * args.peers) < REPLICAS:
             raise ConfigError(f"--kill leaves fewer than {REPLICAS} peers")
-        return cls(args.peers, args.ops, args.kill, args.seed, args.maintenance_ms)
+        return cls(args.peers, args.ops, args.kill, args.seed, args.maintenance_ms, Topology(args.topology))
 
 
 @dataclass
@@ -134,7 +139,8 @@ class Lab:
 
     def _spawn(self, index: int, bootstrap: Addr | None) -> subprocess.Popen[bytes]:
         cmd = [sys.executable, "-m", "peerphone", "--log-level", "warning", "peer", "--listen", "127.0.0.1:0",
-               "--overlay", LAB_OVERLAY, "--maintenance-ms", str(self.spec.maintenance_ms)]
+               "--overlay", LAB_OVERLAY, "--maintenance-ms", str(self.spec.maintenance_ms),
+               "--topology", self.spec.topology.value]
         if bootstrap is not None:
             cmd += ["--bootstrap", f"{bootstrap[0]}:{bootstrap[1]}"]
         stderr = open(self.logdir / f"peer-{index}.log", "wb")
@@ -165,7 +171,7 @@ class Lab:
             self.peers.append(Peer(proc, addr, node_id))
             self.progress.show(f"starting peers: {i}/{self.spec.peers}")
         self.progress.show(f"started {self.spec.peers} peer processes", final=True)
-        self.client = await open_client(self.peers[0].addr, LAB_OVERLAY)
+        self.client = await open_client(self.peers[0].addr, LAB_OVERLAY, self.spec.topology)
 
     def stop(self) -> None:
         """SIGTERM (a graceful leave) to every live peer, SIGKILL to any that lingers."""
@@ -198,16 +204,24 @@ class Lab:
         return {a.node_id: a for a in answers if a is not None}
 
     def _consistent(self, stats: dict[int, StatAns]) -> int:
-        """How many peers have ring and fingers exactly as the sorted-ring oracle says."""
-        ids = sorted(p.node_id for p in self.peers)
+        """How many peers have routing tables as the oracle says and no replica push pending."""
+        oracle = Oracle(sorted(p.node_id for p in self.peers))
+        ids = oracle.ids
         good = 0
         for i, node_id in enumerate(ids):
             s = stats.get(node_id)
-            if s is None or s.pred != ids[i - 1] or not s.successors or s.successors[0] != ids[(i + 1) % len(ids)]:
+            if s is None or not s.successors or s.replication_pending != 0:
                 continue
-            want = {_successor_of(ids, (node_id + (1 << k)) % RING) for k in range(ID_BITS)} - {node_id}
-            if set(s.fingers) == want and s.replication_pending == 0:
-                good += 1
+            if self.spec.topology is Topology.KADEMLIA:
+                good += s.successors[0] == oracle.xor_closest(node_id, skip=node_id)
+                continue
+            if s.pred != ids[i - 1] or s.successors[0] != ids[(i + 1) % len(ids)]:
+                continue
+            if self.spec.topology is Topology.CHORD:
+                want = {oracle.successor((node_id + (1 << k)) % RING) for k in range(ID_BITS)} - {node_id}
+                good += set(s.fingers) == want
+            else:
+                good += 1  # one-hop routes by its member list, not by fingers
         return good
 
     async def wait_stable(self, what: str) -> float:
@@ -216,12 +230,13 @@ class Lab:
             stats = await self.stat_all()
             good = self._consistent(stats)
             elapsed = time.monotonic() - started
-            self.progress.show(f"{what}: {good}/{len(self.peers)} peers match the ring oracle ({elapsed:.1f} s)")
+            self.progress.show(f"{what}: {good}/{len(self.peers)} peers match the oracle ({elapsed:.1f} s)")
             if good == len(self.peers):
-                self.progress.show(f"{what}: ring, fingers and replicas settled in {elapsed:.1f} s", final=True)
+                self.progress.show(f"{what}: routing tables and replicas settled in {elapsed:.1f} s", final=True)
                 return elapsed
             if elapsed > STABLE_TIMEOUT_S:
-                raise RuntimeError(f"{what}: ring not stable after {STABLE_TIMEOUT_S:.0f} s (logs in {self.logdir})")
+                raise RuntimeError(f"{what}: overlay not stable after {STABLE_TIMEOUT_S:.0f} s "
+                                   f"(logs in {self.logdir})")
             await asyncio.sleep(self.spec.maintenance_ms / 1000)
 
     async def _messages(self, codes: Iterable[str]) -> int:
@@ -264,7 +279,7 @@ class Lab:
             return lambda node, now: node.store(id_from_name(key), Kind.BLOB, MODEL_OF[Kind.BLOB], [entry],
                                                 now_ms=now, first_hop=via.addr)
 
-        return await self._measure("store", ("STORE", "STORE_ANS"), keys, op, lambda key, answer: True)
+        return await self._measure("store", ("STORE", "STORE_ANS", *LOOKUP_STEPS), keys, op, lambda key, answer: True)
 
     async def fetch(self, name: str, keys: list[str]) -> Phase:
         def op(key: str, via: Peer) -> Callable[[Any, int], int]:
@@ -273,19 +288,22 @@ class Lab:
         def check(key: str, answer: Any) -> bool:
             return isinstance(answer, FetchAns) and [e.value for e in answer.entries] == [_value_of(key)]
 
-        return await self._measure(name, ("FETCH", "FETCH_ANS"), keys, op, check)
+        return await self._measure(name, ("FETCH", "FETCH_ANS", *LOOKUP_STEPS), keys, op, check)
 
-    def kill(self) -> list[Peer]:
-        """SIGKILL a random set of peers in which no REPLICAS ring-neighbours die together.
+    def kill(self, keys: list[str]) -> list[Peer]:
+        """SIGKILL a random set of peers that leaves at least one holder of every value.
 
         r replicas survive any r-1 simultaneous failures of one replica set, and no
         more; the loss rate under unconstrained failures is the simulator's figure.
         """
         count = round(self.spec.kill * len(self.peers))
+        oracle = Oracle(sorted(p.node_id for p in self.peers))
+        holders = [frozenset(oracle.replica_set(id_from_name(key), REPLICAS, self.spec.topology)) for key in keys]
         ring = sorted(self.peers, key=lambda p: p.node_id)
         for _ in range(10_000):
             victims = set(self.rng.sample(range(len(ring)), count))
-            if not any(all((i + k) % len(ring) in victims for k in range(REPLICAS)) for i in victims):
+            dead = {ring[i].node_id for i in victims}
+            if not any(h <= dead for h in holders):
                 break
         else:
             raise ConfigError("--kill too high to leave a replica of every value")
@@ -298,21 +316,14 @@ class Lab:
         return chosen
 
 
-def _successor_of(sorted_ids: list[int], target: int) -> int:
-    for node_id in sorted_ids:
-        if node_id >= target:
-            return node_id
-    return sorted_ids[0]
-
-
 def _value_of(key: str) -> bytes:
     return f"value of {key}".encode()
 
 
 async def _run(spec: LabSpec, logdir: Path) -> int:
     lab = Lab(spec, logdir)
-    print(f"peerphone lab: {spec.peers} peers, {spec.ops} values, kill {spec.kill:.0%}, seed {spec.seed}, "
-          f"maintenance every {spec.maintenance_ms} ms")
+    print(f"peerphone lab: {spec.peers} peers, {spec.topology.value}, {spec.ops} values, kill {spec.kill:.0%}, "
+          f"seed {spec.seed}, maintenance every {spec.maintenance_ms} ms")
     try:
         await lab.start()
         settle_s = await lab.wait_stable("stabilizing")
@@ -321,14 +332,15 @@ async def _run(spec: LabSpec, logdir: Path) -> int:
         rss = [p.rss_kib() for p in lab.peers]
         repair_s = None
         if spec.kill > 0:
-            victims = lab.kill()
-            print(f"killed {len(victims)} peers with SIGKILL (no {REPLICAS} ring neighbours together)")
+            victims = lab.kill(keys)
+            print(f"killed {len(victims)} peers with SIGKILL (never all {REPLICAS} holders of a value)")
             repair_s = await lab.wait_stable("repairing")
             phases.append(await lab.fetch("fetch after kill", keys))
     finally:
         lab.stop()
     print()
-    print(f"ring settled in {settle_s:.1f} s" + (f"; repaired in {repair_s:.1f} s" if repair_s is not None else ""))
+    print(f"overlay settled in {settle_s:.1f} s"
+          + (f"; repaired in {repair_s:.1f} s" if repair_s is not None else ""))
     for phase in phases:
         print(phase.line())
         for failure in phase.failures:

@@ -218,7 +218,8 @@ class KademliaPeer(PeerNode):
         return None, tuple(n.node_id for n in nearest), tuple(n.node_id for n in contacts)
 
     def _replication_pending(self) -> int:
-        return sum(len(self._missing_copies(key)) for key in self.storage.keys())
+        """Copies being pushed, plus one while a change of contacts awaits the next round."""
+        return len(self._pushing) + (self._replication_dirty and len(self.storage) > 0)
 
     def _execute(self, msg: Message, sender: NodeInfo, addr: Addr, now_ms: int) -> None:
         """A RESOURCE request from a client (or a peer that entered through us): run

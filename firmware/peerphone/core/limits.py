@@ -8,15 +8,15 @@ PROTOCOL_VERSION = 1
 
 # Wire: UDP datagrams stay under a common path MTU so they are never fragmented.
 DATAGRAM_BYTES_MAX = 1200
-VIA_ENTRIES_MAX = 32
+VIA_ENTRIES_MAX = 20  # hops a request may take: Chord needs about log2 N, 20 at a million nodes
 DEST_ENTRIES_MAX = 32
 TTL_INITIAL = 32
 BODY_ITEMS_MAX = 64
 HOST_CHARS_MAX = 64
 REASON_CHARS_MAX = 128
 SIGNATURE_BYTES_MAX = 512
-VALUE_BYTES_MAX = 900
-DICT_KEY_BYTES_MAX = 128
+VALUE_BYTES_MAX = 512  # with a 20-hop via list and a dictionary key, a store still fits one datagram
+DICT_KEY_BYTES_MAX = 64
 STAT_COUNTERS_MAX = 64
 
 # Storage.

@@ -19,7 +19,7 @@ Node states (a table, STYLE.md habit 7):
     JOINING --all bootstraps failed-->  IDLE (JoinFailed)
     JOINED  --leave()-->  LEAVING --handover answered or timed out--> LEFT
 
-A peer answers overlay requests only when JOINED or LEAVING; PING and STAT always.
+A peer answers overlay requests only when JOINED or LEAVING; PING, STAT and CLOSEST always.
 """
 
 from __future__ import annotations
@@ -137,8 +137,10 @@ STAMP_ME: Addr = ("", 0)  # "answer me directly"; the first hop writes in the ad
 TIMED_OUT = Error(ErrorCode.UNREACHABLE, "timed out")
 _SENT = {code: "sent." + code.name for code in Code}
 _BYTES = {code: "bytes." + code.name for code in Code}
+# Not CLOSEST: a Kademlia node is in others' tables from its first lookup step on,
+# and what it knows already helps them while its own join is still running.
 _OVERLAY_CODES = frozenset({Code.JOIN, Code.LEAVE, Code.UPDATE, Code.FIND, Code.STORE, Code.FETCH, Code.ANNOUNCE,
-                            Code.MEMBERS, Code.CLOSEST})
+                            Code.MEMBERS})
 
 Handler = Callable[[Message, NodeInfo, int], tuple[Code, Body]]
 
@@ -457,13 +459,18 @@ class PeerNode:
         return handle
 
     def _check_fits(self, code: Code, body: Body, resource: int) -> None:
-        """Refuse a request that would outgrow one datagram on its way: every hop adds
-        an entry to the via list, and a forwarder cannot split a request."""
+        """Refuse a request a peer would drop: one outside the codec's bounds, or one
+        that would outgrow a datagram on its way, as every hop adds to the via list."""
         widest = Message(TTL_INITIAL, (self.me.node_id,) * VIA_ENTRIES_MAX,
                          (Dest(DestKind.NODE, resource), Dest(DestKind.RESOURCE, resource)), 0, code, body, None,
                          ("0000:0000:0000:0000:0000:0000:0000:0000", 65535), True)
-        if len(encode(widest, self.config.overlay_id)) > DATAGRAM_BYTES_MAX:
+        data = encode(widest, self.config.overlay_id)
+        if len(data) > DATAGRAM_BYTES_MAX:
             raise LocalProtocolError("request exceeds one datagram")
+        try:
+            decode(data, self.config.overlay_id)
+        except DecodeError as e:
+            raise LocalProtocolError(f"request out of bounds ({e.reason})") from e
 
     def _request(self, code: Code, body: Body, dest: tuple[Dest, ...], purpose: Purpose, now_ms: int, *,
                  target: Addr | None = None, transmissions_max: int | None = None) -> None:

@@ -248,7 +248,10 @@ class Oracle:
     def responsible(self, target: int, topology: Topology) -> int:
         return self.xor_closest(target) if topology is Topology.KADEMLIA else self.successor(target)
 
-    def replica_set(self, target: int, replicas: int) -> list[int]:
+    def replica_set(self, target: int, replicas: int, topology: Topology = Topology.CHORD) -> list[int]:
+        """The nodes that should hold a value stored under `target`."""
+        if topology is Topology.KADEMLIA:
+            return sorted(self.ids, key=lambda i: i ^ target)[:replicas]  # small overlays (lab, tests) only
         i = bisect_left(self.ids, target) % len(self.ids)
         return [self.ids[(i + k) % len(self.ids)] for k in range(min(replicas, len(self.ids)))]
 

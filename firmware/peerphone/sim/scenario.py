@@ -219,8 +219,8 @@ class Scenario:
         oracle = self.sim.oracle()
         ring, fingers = oracle.ring_errors(live), oracle.finger_errors(live)
         finger_text = f", {fingers} wrong fingers of {len(live) * 160}" if self.spec.topology == "chord" else ""
-        self.report.add(f"ring_errors {when}", ring, f"{when}: {ring} nodes with a wrong successor or "
-                        f"predecessor{finger_text}")
+        wrong = "nearest contact" if self.spec.topology == "kademlia" else "successor or predecessor"
+        self.report.add(f"ring_errors {when}", ring, f"{when}: {ring} nodes with a wrong {wrong}{finger_text}")
         self.report.figures[f"finger_errors {when}"] = fingers
         if self.stored:
             holders: dict[int, int] = {}
