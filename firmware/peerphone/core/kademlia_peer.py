@@ -28,6 +28,7 @@ from .ids import ID_BITS
 from .limits import BODY_ITEMS_MAX, PEER_TABLE_MAX, PROXIES_MAX
 from .node import TIMED_OUT, Direct, Entropy, Farewell, PeerConfig, PeerNode, Purpose, Rng, Route, State
 from .overlay.kademlia import ALPHA, K, KBuckets, Lookup
+from .rpc import Pending
 from .storage import Key
 from .wire.messages import (
     EMPTY,
@@ -52,6 +53,7 @@ from .wire.messages import (
 REFRESH_ROUNDS = 60    # a bucket no lookup went through for this many rounds is refreshed (§2.3: an hour)
 REFRESHES_PER_ROUND = 1
 REPUBLISH_ROUNDS = 10  # rounds between republishing a key nobody stored meanwhile
+NEIGHBOURHOOD_ROUNDS = 10  # rounds between lookups of our own id, which find nodes that joined near us
 REPUBLISHES_PER_ROUND = 8
 STEP_TRANSMISSIONS = 2  # a lookup has other nodes to ask: it gives up on a silent one sooner
 SUCCESSORS_REPORTED = 8
@@ -114,6 +116,7 @@ class KademliaPeer(PeerNode):
         self._replication_dirty = False
         self._republish_ms: dict[Key, int] = {}  # when each key was last stored or republished
         self._checked: set[int] = set()  # oldest members of full buckets pinged this round
+        self._rounds = 0
         self._request_handlers.update({
             Code.CLOSEST: self._on_closest,
             Code.LEAVE: self._on_leave,
@@ -306,6 +309,13 @@ class KademliaPeer(PeerNode):
             self._request(Code.CLOSEST, Closest(lookup.target), (Dest(DestKind.NODE, node.node_id),),
                           _Step(node, run), now_ms, target=node.addr, transmissions_max=STEP_TRANSMISSIONS)
 
+    def _retransmit(self, pending: Pending[Purpose], now_ms: int) -> None:
+        super()._retransmit(pending, now_ms)
+        step = pending.purpose
+        if isinstance(step, _Step) and step.run in self._runs:
+            self._runs[step.run][0].slow(step.node.node_id)
+            self._pump(step.run, now_ms)
+
     def _done_step(self, purpose: Purpose, answer: Message | None, now_ms: int) -> None:
         assert isinstance(purpose, _Step)
         entry = self._runs.get(purpose.run)
@@ -423,9 +433,15 @@ class KademliaPeer(PeerNode):
     # ------------------------------------------------------------------ maintenance
 
     def _maintain(self, now_ms: int) -> None:
-        """Refresh a stale bucket, repair replica sets that changed, republish."""
+        """Check our nearest contacts, refresh a stale bucket, repair replica sets
+        that changed, republish."""
         self._checked.clear()
+        for node in self.table.closest(self.me.node_id, self.config.replicas):
+            self._probe(node, now_ms)  # they decide our replica sets: a failure must show at once
         interval = self._timing.maintenance_interval_ms
+        self._rounds += 1
+        if self._rounds % NEIGHBOURHOOD_ROUNDS == 0:
+            self._lookup(self.me.node_id, lambda lookup, now_ms: None, now_ms)  # meet nodes that joined near us
         for index in self.table.stale_buckets(now_ms, interval * REFRESH_ROUNDS)[:REFRESHES_PER_ROUND]:
             bits = 0
             for _ in range(-(-ID_BITS // 53)):

@@ -180,6 +180,7 @@ class Lookup:
     _depth: dict[int, int] = field(default_factory=dict)
     _asked: set[int] = field(default_factory=set)
     _in_flight: set[int] = field(default_factory=set)
+    _slow: set[int] = field(default_factory=set)  # asked, silent past one retransmission interval
     _answered: set[int] = field(default_factory=set)
     _failed: set[int] = field(default_factory=set)
 
@@ -197,13 +198,22 @@ class Lookup:
         self._answered.add(me.node_id)
 
     def answered(self, node_id: int, nodes: Iterable[NodeInfo] = ()) -> None:
-        if node_id in self._in_flight:
+        if node_id in self._in_flight or node_id in self._slow:
             self._in_flight.discard(node_id)
+            self._slow.discard(node_id)
             self._answered.add(node_id)
             self.add(nodes, self._depth.get(node_id, 0) + 1)
 
+    def slow(self, node_id: int) -> None:
+        """No answer yet after one interval: stop waiting on it (it may be dead), ask
+        the next candidate instead, and still take its answer if one comes (§2.3)."""
+        if node_id in self._in_flight:
+            self._in_flight.discard(node_id)
+            self._slow.add(node_id)
+
     def failed(self, node_id: int) -> None:
         self._in_flight.discard(node_id)
+        self._slow.discard(node_id)
         self._answered.discard(node_id)
         self._failed.add(node_id)
 
@@ -212,7 +222,7 @@ class Lookup:
         frontier: list[int] = []
         for distance in self._distances:
             node_id = distance ^ self.target
-            if node_id not in self._failed:
+            if node_id not in self._failed and node_id not in self._slow:
                 frontier.append(node_id)
                 if len(frontier) == self.k:
                     break
