@@ -5,13 +5,15 @@ import random
 import subprocess
 import sys
 
+import pytest
 from peerphone.sim.network import Network, NetworkModel, Partition
 from peerphone.sim.scenario import Scenario, SimSpec
 
 
-def test_one_seed_gives_a_byte_identical_report_across_processes():
+def test_one_seed_gives_a_byte_identical_report_across_processes(topology):
     cmd = [sys.executable, "-m", "peerphone", "sim", "--nodes", "120", "--seed", "42", "--lookups", "200",
-           "--values", "60", "--duration-s", "60", "--churn-median-s", "300", "--loss", "0.01"]
+           "--values", "60", "--duration-s", "60", "--churn-median-s", "300", "--loss", "0.01",
+           "--topology", topology.value]
     outputs = []
     for hash_seed in ("1", "2"):  # different string hashing must not change anything
         env = {**os.environ, "PYTHONHASHSEED": hash_seed}
@@ -32,9 +34,10 @@ def test_a_cold_ring_built_join_by_join_matches_the_oracle():
     assert report.figures["stable success"] == 1.0
 
 
-def test_mass_failure_loses_only_values_whose_replicas_all_failed():
-    scenario = Scenario(SimSpec(nodes=300, seed=7, values=600, lookups=300, fail_fraction=0.5, successors=16,
-                                maintenance_s=5))
+@pytest.mark.parametrize("topology", ["chord", "kademlia"])
+def test_mass_failure_loses_only_values_whose_replicas_all_failed(topology):
+    scenario = Scenario(SimSpec(nodes=300, seed=7, topology=topology, values=600, lookups=300, fail_fraction=0.5,
+                                successors=16, maintenance_s=5))
     report = scenario.run()
     assert report.figures["lost beyond replicas"] <= 0
     assert report.figures["ring_errors 12 rounds after 150 failures"] == 0
@@ -73,6 +76,13 @@ def test_one_hop_under_churn_answers_in_one_hop():
                               churn_median_s=1800, maintenance_s=10)).run()
     assert report.figures["under churn one hop"] >= 0.99
     assert report.figures["under churn success"] >= 0.99
+
+
+def test_kademlia_under_churn_finds_the_closest_live_node():
+    report = Scenario(SimSpec(nodes=150, seed=3, topology="kademlia", values=60, lookups=300, duration_s=600,
+                              churn_median_s=600, maintenance_s=10)).run()
+    assert report.figures["under churn success"] >= 0.97
+    assert report.figures["lookup steps B/s"] > 0  # its lookups are counted apart from maintenance
 
 
 def test_session_times_have_the_median_asked_for():
