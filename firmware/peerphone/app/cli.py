@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import platform
 import sys
 import time
 from typing import NoReturn, Sequence
 
-from .. import __version__
+from .. import __version__, _accel
 from ..core.ids import id_from_name, short
 from ..core.limits import LIFETIME_S_MAX, VALUE_BYTES_MAX, Timing
 from ..core.overlay import Topology
@@ -43,10 +44,11 @@ def _positive_ms(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="peerphone",
-        description="Serverless SIP phones: peers form a Chord overlay that stores and finds values with no server.",
+        description="Serverless SIP phones: peers form an overlay (Chord, Kademlia or one-hop) that stores and "
+                    "finds values with no server.",
     )
     parser.add_argument("--version", action="version",
-                        version=f"peerphone {__version__} (event loop: {loop_name()}, native: pure Python)")
+                        version=f"peerphone {__version__} (event loop: {loop_name()}, native: {_accel.summary()})")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -132,7 +134,21 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--cold-start", action="store_true",
                      help="build the ring join by join instead of from its converged state")
     sim.add_argument("--plot", metavar="FILE.svg", help="write hops and latency against N")
+    sub.add_parser("doctor", help="say what this installation runs on",
+                   description="Print the version, the Python, the event loop, and whether the native (cffi) "
+                               "routines or their pure-Python twins are active, and why.")
     return parser
+
+
+def doctor() -> int:
+    print(f"peerphone {__version__}")
+    print(f"python {platform.python_version()} on {platform.machine()} ({platform.system()})")
+    print(f"event loop: {loop_name()}")
+    if _accel.ACTIVE == "native":
+        print("native routines: native (cffi module compiled at install)")
+    else:
+        print(f"native routines: pure Python ({_accel.WHY_PURE}); install with a C compiler to build them")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -146,6 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "sim":
             from .simcmd import run_sim
             return run_sim(args)
+        if args.command == "doctor":
+            return doctor()
         return run(_COMMANDS[args.command](args))
     except ConfigError as e:
         print(f"peerphone: error: {e}", file=sys.stderr)

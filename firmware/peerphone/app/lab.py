@@ -74,6 +74,14 @@ class Peer:
     addr: Addr
     node_id: int
 
+    def cpu_s(self) -> float:
+        """User plus system CPU time of the peer process so far."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            return 0.0
+
     def rss_kib(self) -> int:
         try:
             for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
