@@ -32,8 +32,9 @@ def _load() -> tuple[Any, Any, str]:
     return _native.ffi, _native.lib, ""
 
 
-_ffi, _native, WHY_PURE = _load()
-ACTIVE = "native" if _native is not None else "pure"
+# Not named `_native`: importing the submodule would rebind that name on this package.
+_ffi, _lib, WHY_PURE = _load()
+ACTIVE = "native" if _lib is not None else "pure"
 
 
 def summary() -> str:
@@ -71,10 +72,10 @@ class IdTable:
 
     def xor_closest(self, target: int, k: int) -> list[int]:
         """Slots of the `k` ids closest to `target` by XOR, closest first."""
-        if _native is None:
+        if _lib is None:
             return pure.xor_closest(self.ids, target, k)
         if len(self._out) < k:
             self._out = _ffi.new("uint32_t[]", k)
-        n = _native.pp_xor_closest(_ffi.from_buffer(self._packed), len(self.ids), self.width,
+        n = _lib.pp_xor_closest(_ffi.from_buffer(self._packed), len(self.ids), self.width,
                                    target.to_bytes(self.width, "big"), k, self._out)
         return _ffi.unpack(self._out, n)  # type: ignore[no-any-return]
