@@ -15,6 +15,7 @@ beat once the id is converted to bytes; ring interval tests, a comparison or two
 
 from __future__ import annotations
 
+import importlib
 import os
 from typing import Any
 
@@ -26,10 +27,10 @@ def _load() -> tuple[Any, Any, str]:
     if os.environ.get("PEERPHONE_PURE") == "1":
         return None, None, "PEERPHONE_PURE=1"
     try:
-        from . import _native
+        native: Any = importlib.import_module(f"{__name__}._native")
     except ImportError:
         return None, None, "the compiled module is not installed"
-    return _native.ffi, _native.lib, ""
+    return native.ffi, native.lib, ""
 
 
 # Not named `_native`: importing the submodule would rebind that name on this package.
