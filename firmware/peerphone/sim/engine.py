@@ -17,7 +17,7 @@ from typing import Callable, cast
 
 from ..core.events import Joined, RequestCompleted
 from ..core.ids import ID_BITS, RING
-from ..core.kademlia_peer import KademliaPeer
+from ..core.kademlia_peer import REFRESH_ROUNDS, KademliaPeer
 from ..core.limits import Timing
 from ..core.overlay import Topology
 from ..core.overlay.onehop import OneHop
@@ -187,6 +187,7 @@ class Simulation:
         """Each bucket's range is a run of the sorted ids (one id prefix): up to k of
         its nodes, chosen at random as a long-lived node would have met them."""
         me = node.me.node_id
+        refresh_ms = self.timing.maintenance_interval_ms * REFRESH_ROUNDS
         for index in range(ID_BITS):
             low = ((me >> index) ^ 1) << index
             start, end = bisect_left(ids, low), bisect_left(ids, low + (1 << index))
@@ -197,7 +198,9 @@ class Simulation:
                     node.table.seen(ordered[j].me)
             for j in chosen:
                 node.table.seen(ordered[j].me)
-        node.table.touch_all(self.now_ms)
+            # Last refreshed at some point of the past refresh period, as in a steady
+            # state: not all at once, and not never (which would refresh every bucket now).
+            node.table.touch(node.table.id_in_bucket(index, 0), self.now_ms - self.rng.randrange(refresh_ms))
 
     # -- operations with outcomes --
 

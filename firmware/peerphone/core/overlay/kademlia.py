@@ -176,10 +176,6 @@ class KBuckets:
         return [i for i in range(start, ID_BITS)
                 if (touched := self._touched_ms[i]) is None or now_ms - touched >= interval_ms]
 
-    def touch_all(self, now_ms: int) -> None:
-        """Every bucket counts as fresh (a table built from an oracle)."""
-        self._touched_ms = [now_ms] * ID_BITS
-
     def id_in_bucket(self, index: int, bits: int) -> int:
         """An id in bucket `index`'s range, its free low bits taken from `bits`."""
         prefix = (self.me.node_id >> index) ^ 1
