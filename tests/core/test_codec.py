@@ -6,8 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from peerphone.core.errors import DecodeError
 from peerphone.core.ids import ID_MAX
-from peerphone.core.limits import DATAGRAM_BYTES_MAX
-from peerphone.core.wire import decode, encode
+from peerphone.core.limits import DATAGRAM_BYTES_MAX, VALUE_BYTES_MAX
+from peerphone.core.wire import check_body, decode, encode
 from peerphone.core.wire.messages import (
     EMPTY,
     Announce,
@@ -156,3 +156,15 @@ def test_field_type_checks():
 
 def test_a_map_where_an_array_belongs_is_rejected():
     assert _reason(msgpack.packb({"a": 1})) == "malformed"
+
+
+@given(messages)
+def test_check_body_accepts_every_body_the_decoder_accepts(msg):
+    check_body(msg.code, msg.body)
+
+
+@pytest.mark.parametrize("body", [Fetch(ID_MAX + 1, 1), Fetch(1, 2**32), Store(1, 1, DataModel.SINGLE,
+                                  (Entry(None, b"v" * (VALUE_BYTES_MAX + 1), 1, 60),), False)])
+def test_check_body_refuses_what_a_peer_would_drop(body):
+    with pytest.raises(DecodeError):
+        check_body(Code.FETCH if isinstance(body, Fetch) else Code.STORE, body)

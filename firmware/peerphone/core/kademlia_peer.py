@@ -23,10 +23,10 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 from .errors import ErrorCode, LocalProtocolError
-from .events import JoinFailed, NodeFailed, RequestCompleted
+from .events import NodeFailed
 from .ids import ID_BITS
 from .limits import BODY_ITEMS_MAX, PEER_TABLE_MAX, PROXIES_MAX
-from .node import TIMED_OUT, Direct, Entropy, Farewell, PeerConfig, PeerNode, Purpose, Rng, Route, State
+from .node import TIMED_OUT, Bootstrap, Direct, Entropy, Farewell, PeerConfig, PeerNode, Purpose, Rng, Route, State
 from .overlay.kademlia import ALPHA, K, KBuckets, Lookup
 from .rpc import Pending
 from .storage import Key
@@ -67,12 +67,6 @@ class _Step(Direct):
     """One CLOSEST request of lookup `run`."""
 
     run: int
-
-
-@dataclass(frozen=True, slots=True)
-class _JoinStep(Purpose):
-    bootstrap: tuple[Addr, ...]
-    index: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,23 +117,12 @@ class KademliaPeer(PeerNode):
         })
         self._answer_handlers.update({
             _Step: self._done_step,
-            _JoinStep: self._done_join_step,
+            Bootstrap: self._done_join,
             _Place: self._done_place,
             _Push: self._done_push,
         })
 
     # ------------------------------------------------------------------ commands
-
-    def join(self, bootstrap: Sequence[Addr], *, now_ms: int) -> None:
-        if self.state is not State.IDLE:
-            raise LocalProtocolError(f"join in state {self.state.value}")
-        if self.config.client:
-            self._join_as_client(bootstrap, now_ms)
-        elif not bootstrap:
-            self._joined(now_ms)
-        else:
-            self.state = State.JOINING
-            self._send_join(_JoinStep(tuple(bootstrap), 0), now_ms)
 
     def leave(self, *, now_ms: int) -> None:
         """Hand every value to the closest other nodes we know, tell our nearest
@@ -164,12 +147,8 @@ class KademliaPeer(PeerNode):
             raise LocalProtocolError(f"{code.name} in state {self.state.value}")
         self._check_fits(code, body, resource)
         handle = self._new_handle()
-
-        def reply(code: Code, body: Body, hops: int, responder: int | None) -> None:
-            error = body if isinstance(body, Error) else None
-            self._events.append(RequestCompleted(handle, None if error else body, error, hops, responder))
-
-        self._operate(code, body, resource, reply, now_ms)
+        self._operate(code, body, resource,
+                      lambda code, body, hops, responder: self._completed(handle, body, hops, responder), now_ms)
         return handle
 
     # ------------------------------------------------------------------ topology hooks
@@ -216,27 +195,23 @@ class KademliaPeer(PeerNode):
         self._republish_ms[key] = now_ms  # somebody stored it: no need to republish it this period
 
     def _stat_topology(self) -> tuple[int | None, tuple[int, ...], tuple[int, ...]]:
-        nearest = self.table.closest(self.me.node_id, SUCCESSORS_REPORTED)
-        contacts = self.table.closest(self.me.node_id, BODY_ITEMS_MAX)
-        return None, tuple(n.node_id for n in nearest), tuple(n.node_id for n in contacts)
+        contacts = tuple(n.node_id for n in self.table.closest(self.me.node_id, BODY_ITEMS_MAX))
+        return None, contacts[:SUCCESSORS_REPORTED], contacts
 
     def _replication_pending(self) -> int:
         """Copies being pushed, plus one while a change of contacts awaits the next round."""
         return len(self._pushing) + (self._replication_dirty and len(self.storage) > 0)
 
-    def _execute(self, msg: Message, sender: NodeInfo, addr: Addr, now_ms: int) -> None:
+    def _perform(self, msg: Message, sender: NodeInfo, addr: Addr, now_ms: int) -> None:
         """A RESOURCE request from a client (or a peer that entered through us): run
         it as our own operation and answer it when that finishes."""
         if not (msg.dest and msg.dest[-1].kind is DestKind.RESOURCE and msg.code in (Code.STORE, Code.FETCH,
                                                                                       Code.FIND)):
-            super()._execute(msg, sender, addr, now_ms)
+            super()._perform(msg, sender, addr, now_ms)
             return
         key = (msg.via[0], msg.txid)
-        cached = self._answers.get(*key, now_ms=now_ms)
-        if cached is not None or key in self._proxying:
+        if key in self._proxying:  # a retransmission while its lookup still runs
             self.counters["deduplicated"] += 1
-            if cached is not None:
-                self._answer(msg, cached.code, cached.body, addr, now_ms, cache=False)
             return
         if len(self._proxying) >= PROXIES_MAX:
             self._answer(msg, Code.ERROR, Error(ErrorCode.UNREACHABLE, "proxy busy"), addr, now_ms, cache=False)
@@ -405,22 +380,17 @@ class KademliaPeer(PeerNode):
 
     # ------------------------------------------------------------------ joining
 
-    def _send_join(self, purpose: _JoinStep, now_ms: int) -> None:
+    def _send_join(self, purpose: Bootstrap, now_ms: int) -> None:
         """Ask a bootstrap node, whose id we do not know yet, for the nodes closest to us."""
         self._request(Code.CLOSEST, Closest(self.me.node_id), (), purpose, now_ms,
                       target=purpose.bootstrap[purpose.index])
 
-    def _done_join_step(self, purpose: Purpose, answer: Message | None, now_ms: int) -> None:
-        assert isinstance(purpose, _JoinStep)
+    def _done_join(self, purpose: Purpose, answer: Message | None, now_ms: int) -> None:
+        assert isinstance(purpose, Bootstrap)
         if self.state is not State.JOINING:
             return
         if answer is None or not isinstance(answer.body, ClosestAns) or not answer.via:
-            if purpose.index + 1 < len(purpose.bootstrap):
-                self._send_join(_JoinStep(purpose.bootstrap, purpose.index + 1), now_ms)
-            else:
-                self.state = State.IDLE
-                reason = answer.body.reason if answer and isinstance(answer.body, Error) else "no bootstrap answered"
-                self._events.append(JoinFailed(reason))
+            self._next_bootstrap(purpose, answer, now_ms)
             return
         self._saw(NodeInfo(answer.via[-1], purpose.bootstrap[purpose.index]), now_ms)
 

@@ -30,7 +30,7 @@ from enum import Enum
 from typing import Callable, NamedTuple, Protocol, Sequence
 
 from .errors import DecodeError, ErrorCode, LocalProtocolError
-from .events import Event, Joined, Left, RequestCompleted
+from .events import Event, Joined, JoinFailed, Left, RequestCompleted
 from .ingress import BoundedLru, TokenBuckets
 from .limits import (
     DATAGRAM_BYTES_MAX,
@@ -49,7 +49,7 @@ from .limits import (
 from .overlay import Topology
 from .rpc import AnswerCache, Hop, HopTracker, Pending, Transactions
 from .storage import Key, Storage
-from .wire import decode, encode
+from .wire import check_body, decode, encode
 from .wire.messages import (
     EMPTY,
     Addr,
@@ -114,6 +114,14 @@ class Purpose:
 @dataclass(frozen=True, slots=True)
 class User(Purpose):
     handle: int
+
+
+@dataclass(frozen=True, slots=True)
+class Bootstrap(Purpose):
+    """A join request to bootstrap[index]; when it fails the next one is asked."""
+
+    bootstrap: tuple[Addr, ...]
+    index: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,7 +244,18 @@ class PeerNode:
     # ------------------------------------------------------------------ commands
 
     def join(self, bootstrap: Sequence[Addr], *, now_ms: int) -> None:
-        raise NotImplementedError
+        if self.state is not State.IDLE:
+            raise LocalProtocolError(f"join in state {self.state.value}")
+        if self.config.client:
+            if not bootstrap:
+                raise LocalProtocolError("a client needs a peer to attach to")
+            self._admitting = bootstrap[0]
+            self._joined(now_ms)
+        elif not bootstrap:
+            self._joined(now_ms)
+        else:
+            self.state = State.JOINING
+            self._send_join(Bootstrap(tuple(bootstrap), 0), now_ms)
 
     def leave(self, *, now_ms: int) -> None:
         raise NotImplementedError
@@ -262,13 +281,12 @@ class PeerNode:
     def stat_local(self) -> StatAns:
         return self._stat_body()
 
-    def _join_as_client(self, bootstrap: Sequence[Addr], now_ms: int) -> None:
-        if not bootstrap:
-            raise LocalProtocolError("a client needs a peer to attach to")
-        self._admitting = bootstrap[0]
-        self._joined(now_ms)
-
     # ------------------------------------------------------------------ topology hooks
+
+    def _send_join(self, purpose: Bootstrap, now_ms: int) -> None:
+        """Ask purpose.bootstrap[purpose.index] to let us in; the answer goes to the
+        handler the topology registered for Bootstrap."""
+        raise NotImplementedError
 
     def _hop_for(self, dest: tuple[Dest, ...], avoid: frozenset[int] = frozenset(),
                  sender: int | None = None) -> Route | Error | None:
@@ -357,12 +375,16 @@ class PeerNode:
             self._send_routed(hop.msg, hop.route, route, avoid, now_ms)
 
     def _execute(self, msg: Message, sender: NodeInfo, addr: Addr, now_ms: int) -> None:
-        origin = msg.via[0]
-        cached = self._answers.get(origin, msg.txid, now_ms=now_ms)
+        """Run a request meant for us, unless it is a retransmission: that gets the
+        answer we gave, never a second execution."""
+        cached = self._answers.get(msg.via[0], msg.txid, now_ms=now_ms)
         if cached is not None:
             self.counters["deduplicated"] += 1
             self._answer(msg, cached.code, cached.body, addr, now_ms, cache=False)
             return
+        self._perform(msg, sender, addr, now_ms)
+
+    def _perform(self, msg: Message, sender: NodeInfo, addr: Addr, now_ms: int) -> None:
         handler = self._request_handlers.get(msg.code)
         if handler is None:  # a request of another topology's protocol
             self._answer(msg, Code.ERROR, Error(ErrorCode.BAD_REQUEST, "unsupported request"), addr, now_ms)
@@ -464,11 +486,10 @@ class PeerNode:
         widest = Message(TTL_INITIAL, (self.me.node_id,) * VIA_ENTRIES_MAX,
                          (Dest(DestKind.NODE, resource), Dest(DestKind.RESOURCE, resource)), 0, code, body, None,
                          ("0000:0000:0000:0000:0000:0000:0000:0000", 65535), True)
-        data = encode(widest, self.config.overlay_id)
-        if len(data) > DATAGRAM_BYTES_MAX:
+        if len(encode(widest, self.config.overlay_id)) > DATAGRAM_BYTES_MAX:
             raise LocalProtocolError("request exceeds one datagram")
         try:
-            decode(data, self.config.overlay_id)
+            check_body(code, body)
         except DecodeError as e:
             raise LocalProtocolError(f"request out of bounds ({e.reason})") from e
 
@@ -536,12 +557,24 @@ class PeerNode:
     def _done_user(self, purpose: Purpose, answer: Message | None, now_ms: int) -> None:
         assert isinstance(purpose, User)
         if answer is None:
-            self._events.append(RequestCompleted(purpose.handle, None, TIMED_OUT, 0, None))
+            self._completed(purpose.handle, TIMED_OUT, 0, None)
+        else:
+            self._completed(purpose.handle, answer.body, max(0, len(answer.via) - 1),
+                            answer.via[-1] if answer.via else None)
+
+    def _completed(self, handle: int, body: Body, hops: int, responder: int | None) -> None:
+        """A command of ours is done: its answer, or the Error it ended with."""
+        error = body if isinstance(body, Error) else None
+        self._events.append(RequestCompleted(handle, None if error else body, error, hops, responder))
+
+    def _next_bootstrap(self, purpose: Bootstrap, answer: Message | None, now_ms: int) -> None:
+        """The bootstrap peer asked did not let us in: ask the next, or give up."""
+        if purpose.index + 1 < len(purpose.bootstrap):
+            self._send_join(Bootstrap(purpose.bootstrap, purpose.index + 1), now_ms)
             return
-        error = answer.body if isinstance(answer.body, Error) else None
-        responder = answer.via[-1] if answer.via else None
-        self._events.append(RequestCompleted(purpose.handle, None if error else answer.body, error,
-                                             max(0, len(answer.via) - 1), responder))
+        self.state = State.IDLE
+        reason = answer.body.reason if answer and isinstance(answer.body, Error) else "no bootstrap answered"
+        self._events.append(JoinFailed(reason))
 
     def _done_probe(self, purpose: Purpose, answer: Message | None, now_ms: int) -> None:
         assert isinstance(purpose, Probe)

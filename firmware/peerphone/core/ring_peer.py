@@ -19,14 +19,14 @@ successors, pushing again whenever its range or its successors change.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
 
-from .errors import ErrorCode, LocalProtocolError
-from .events import JoinFailed, NodeFailed
+from .errors import ErrorCode
+from .events import NodeFailed
 from .ids import RING, in_half_open, in_open
 from .ingress import BoundedLru
 from .limits import GRAVEYARD_MAX
 from .node import (
+    Bootstrap,
     Direct,
     Entropy,
     Farewell,
@@ -60,12 +60,6 @@ from .wire.messages import (
     StoreAns,
     UpdateAns,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class _Join(Purpose):
-    bootstrap: tuple[Addr, ...]
-    index: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +119,7 @@ class RingPeer(PeerNode):
             Code.MEMBERS: self._on_members,
         })
         self._answer_handlers.update({
-            _Join: self._done_join,
+            Bootstrap: self._done_join,
             _Stabilize: self._done_stabilize,
             _FixFinger: self._done_fix_finger,
             _Recall: self._done_recall,
@@ -133,18 +127,6 @@ class RingPeer(PeerNode):
             _Notice: self._done_notice,
             _Sync: self._done_sync,
         })
-
-    def join(self, bootstrap: Sequence[Addr], *, now_ms: int) -> None:
-        if self.state is not State.IDLE:
-            raise LocalProtocolError(f"join in state {self.state.value}")
-        if self.config.client:
-            self._join_as_client(bootstrap, now_ms)
-            return
-        if not bootstrap:
-            self._joined(now_ms)
-            return
-        self.state = State.JOINING
-        self._send_join(_Join(tuple(bootstrap), 0), now_ms)
 
     def leave(self, *, now_ms: int) -> None:
         """Hand our values to our successor, tell both neighbours, then report Left."""
@@ -285,21 +267,16 @@ class RingPeer(PeerNode):
                 self._request(Code.ANNOUNCE, news, (Dest(DestKind.NODE, member.node_id),), _Notice(), now_ms,
                               target=member.addr)
 
-    def _send_join(self, purpose: _Join, now_ms: int) -> None:
+    def _send_join(self, purpose: Bootstrap, now_ms: int) -> None:
         self._request(Code.JOIN, EMPTY, (Dest(DestKind.RESOURCE, self.me.node_id),), purpose, now_ms,
                       target=purpose.bootstrap[purpose.index])
 
     def _done_join(self, purpose: Purpose, answer: Message | None, now_ms: int) -> None:
-        assert isinstance(purpose, _Join)
+        assert isinstance(purpose, Bootstrap)
         if self.state is not State.JOINING:
             return
         if answer is None or not isinstance(answer.body, JoinAns):
-            if purpose.index + 1 < len(purpose.bootstrap):
-                self._send_join(_Join(purpose.bootstrap, purpose.index + 1), now_ms)
-            else:
-                self.state = State.IDLE
-                reason = answer.body.reason if answer and isinstance(answer.body, Error) else "no bootstrap answered"
-                self._events.append(JoinFailed(reason))
+            self._next_bootstrap(purpose, answer, now_ms)
             return
         ans = answer.body
         self.topology.adopt_successors(ans.responder, ans.successors)

@@ -415,3 +415,14 @@ def decode(data: bytes, overlay_id: int) -> Message:
         raise DecodeError("field") from None
 
 
+
+
+def check_body(code: Code, body: Body) -> None:
+    """DecodeError if a peer would refuse `body` as the body of `code`: the bounds
+    of the decoder, checked on what we are about to send."""
+    try:
+        _BODY_DECODERS[code](msgpack.unpackb(msgpack.packb(_encode_body(body)), **_UNPACK_LIMITS))
+    except DecodeError:
+        raise
+    except Exception:
+        raise DecodeError("field") from None
