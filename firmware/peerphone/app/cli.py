@@ -20,7 +20,17 @@ from ..core.wire.messages import ARRAY_APPEND, Addr, Entry, EntryKey, FetchAns, 
 from ..net.loop import loop_name, run
 from ..net.supervisor import Supervisor
 from ..net.udp import OverlayError, UdpDriver, system_node_factory
-from .config import DEFAULT_OVERLAY, DEFAULT_PORT, ConfigError, overlay_id, parse_hostport, route_source_address
+from ..sip.front import FrontConfig, SipFront
+from .config import (
+    DEFAULT_OVERLAY,
+    DEFAULT_PORT,
+    DEFAULT_SIP_PORT,
+    ConfigError,
+    overlay_id,
+    parse_gateway,
+    parse_hostport,
+    route_source_address,
+)
 
 log = logging.getLogger("peerphone")
 JOIN_TIMEOUT_S = 15.0
@@ -57,18 +67,37 @@ def build_parser() -> argparse.ArgumentParser:
     peer = sub.add_parser("peer", help="run a peer of the overlay until SIGINT/SIGTERM",
                           description="Run a peer: route, store and replicate values; leave gracefully on "
                                       "SIGINT/SIGTERM, handing stored values to the successor.")
-    peer.add_argument("--listen", default=f"0.0.0.0:{DEFAULT_PORT}", metavar="HOST:PORT",
-                      help=f"UDP address to listen on; port 0 picks a free one (default 0.0.0.0:{DEFAULT_PORT})")
-    peer.add_argument("--bootstrap", action="append", default=[], metavar="HOST:PORT",
-                      help="a peer already in the overlay (repeatable); none starts a new overlay")
-    peer.add_argument("--advertise", metavar="HOST", help="address other peers reach us at "
-                      "(default: the listen address, or the route toward the first bootstrap peer)")
-    peer.add_argument("--overlay", default=DEFAULT_OVERLAY, help=overlay_help)
-    peer.add_argument("--topology", default="chord", choices=[t.value for t in Topology],
-                      help="chord, kademlia, or onehop for overlays of up to a few hundred nodes; every peer "
-                           "of one overlay must use the same (default chord)")
-    peer.add_argument("--maintenance-ms", type=_positive_ms, default=Timing().maintenance_interval_ms,
-                      help="period of stabilize, fix-fingers and failure probes (default %(default)s)")
+    _peer_arguments(peer, overlay_help)
+
+    phone = sub.add_parser("phone", help="run a phone: a peer of the overlay and a handset for one AOR",
+                           description="Run a peer (or use the SIP front at --proxy) and a pjsua2 handset "
+                                       "registered as --aor. Incoming calls are answered; with --record-dir each is "
+                                       "recorded; messages and presence changes are printed. Runs until "
+                                       "SIGINT/SIGTERM.")
+    phone.add_argument("--aor", required=True, metavar="sip:USER@DOMAIN", help="the address of record to answer")
+    phone.add_argument("--proxy", metavar="HOST:PORT", help="register at this SIP front instead of running a peer")
+    phone.add_argument("--record-dir", metavar="DIR", help="record every answered call to DIR/call-N.wav")
+    phone.add_argument("--watch", action="append", default=[], metavar="URI", help="show URI's presence")
+    phone.add_argument("--sip-transport", choices=["udp", "tcp"], default="udp", help="default %(default)s")
+    _peer_arguments(phone, overlay_help)
+
+    call = sub.add_parser("call", help="call an AOR, play and record audio, hang up",
+                          description="Place one call through a SIP front (a peer's, 127.0.0.1:5060 by default): "
+                                      "print when it rings and when it is set up, play and record while "
+                                      "connected, hang up after --seconds. Exit 0 when answered.")
+    call.add_argument("uri", metavar="sip:USER@DOMAIN")
+    _ua_arguments(call)
+    call.add_argument("--play", metavar="F.wav", help="play this WAV into the call")
+    call.add_argument("--tone", type=float, metavar="HZ", help="play a sine tone of HZ instead of a file")
+    call.add_argument("--record", metavar="F.wav", help="record what the far end sends")
+    call.add_argument("--seconds", type=float, default=5.0, help="connected time before hanging up (default 5)")
+
+    message = sub.add_parser("message", help="send a text message to an AOR",
+                             description="Send TEXT as a SIP MESSAGE. Delivered at once when the recipient is "
+                                         "online, else kept in the overlay until it registers.")
+    message.add_argument("uri", metavar="sip:USER@DOMAIN")
+    message.add_argument("text")
+    _ua_arguments(message)
 
     put = sub.add_parser("put", help="store a value under a key", description="Store VALUE under KEY "
                          "through the peer at --via; it is kept on 3 peers until its lifetime ends.")
@@ -140,6 +169,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _peer_arguments(peer: argparse.ArgumentParser, overlay_help: str) -> None:
+    peer.add_argument("--listen", default=f"0.0.0.0:{DEFAULT_PORT}", metavar="HOST:PORT",
+                      help=f"UDP address to listen on; port 0 picks a free one (default 0.0.0.0:{DEFAULT_PORT})")
+    peer.add_argument("--bootstrap", action="append", default=[], metavar="HOST:PORT",
+                      help="a peer already in the overlay (repeatable); none starts a new overlay")
+    peer.add_argument("--advertise", metavar="HOST", help="address other peers reach us at "
+                      "(default: the listen address, or the route toward the first bootstrap peer)")
+    peer.add_argument("--overlay", default=DEFAULT_OVERLAY, help=overlay_help)
+    peer.add_argument("--topology", default="chord", choices=[t.value for t in Topology],
+                      help="chord, kademlia, or onehop for overlays of up to a few hundred nodes; every peer "
+                           "of one overlay must use the same (default chord)")
+    peer.add_argument("--maintenance-ms", type=_positive_ms, default=Timing().maintenance_interval_ms,
+                      help="period of stabilize, fix-fingers and failure probes (default %(default)s)")
+    _sip_arguments(peer)
+
+
+def _sip_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sip-listen", default=f"0.0.0.0:{DEFAULT_SIP_PORT}", metavar="HOST:PORT|off",
+                        help="UDP and TCP address of the SIP registrar/proxy any SIP phone can use; port 0 picks "
+                             f"a free one, off runs none (default 0.0.0.0:{DEFAULT_SIP_PORT})")
+    parser.add_argument("--domain", help="SIP domain of the overlay's AORs, sip:USER@DOMAIN (default: the overlay "
+                                         "name)")
+    parser.add_argument("--gateway", action="append", default=[], metavar="DOMAIN=HOST:PORT",
+                        help="send requests for DOMAIN to the SIP proxy at HOST:PORT, and serve its requests for "
+                             "overlay AORs (repeatable)")
+
+
+def _ua_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--proxy", default=f"127.0.0.1:{DEFAULT_SIP_PORT}", metavar="HOST:PORT",
+                        help="the SIP front to send through (default %(default)s: this machine's peer)")
+    parser.add_argument("--aor", metavar="sip:USER@DOMAIN", help="who we are (default: $USER at the callee's "
+                                                                 "domain)")
+    parser.add_argument("--sip-transport", choices=["udp", "tcp"], default="udp", help="default %(default)s")
+
+
 def doctor() -> int:
     print(f"peerphone {__version__}")
     print(f"python {platform.python_version()} on {platform.machine()} ({platform.system()})")
@@ -164,6 +228,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_sim(args)
         if args.command == "doctor":
             return doctor()
+        if args.command in ("phone", "call", "message"):
+            from . import phonecmd
+            return run(getattr(phonecmd, args.command)(args))
         return run(_COMMANDS[args.command](args))
     except ConfigError as e:
         print(f"peerphone: error: {e}", file=sys.stderr)
@@ -179,6 +246,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _peer(args: argparse.Namespace) -> int:
+    supervisor = Supervisor()
+    await start_peer(args, supervisor)
+    await supervisor.run()
+    return 0
+
+
+async def start_peer(args: argparse.Namespace, supervisor: Supervisor) -> tuple[UdpDriver, SipFront | None]:
+    """Join the overlay as a peer and open its SIP front; print where both listen."""
     listen = parse_hostport(args.listen)
     bootstrap = [parse_hostport(b, DEFAULT_PORT) for b in args.bootstrap]
     advertise_host = args.advertise or (listen[0] if listen[0] not in ("0.0.0.0", "::") else
@@ -190,7 +265,6 @@ async def _peer(args: argparse.Namespace) -> int:
     except OSError as e:
         raise ConfigError(f"cannot listen on {args.listen}: {e.strerror or e}") from None
     assert driver.node is not None
-    supervisor = Supervisor()
     supervisor.on_shutdown("close the socket", driver.close)
     driver.join(bootstrap)
     try:
@@ -205,8 +279,19 @@ async def _peer(args: argparse.Namespace) -> int:
     print(f"listening {me.addr[0]}:{me.addr[1]} id={me.node_id:040x}", flush=True)
     log.info("peer %s on %s:%d, overlay %r", short(me.node_id), me.addr[0], me.addr[1], args.overlay)
     supervisor.on_shutdown("leave the overlay", lambda: driver.leave(config.timing.leave_timeout_ms / 1000))
-    await supervisor.run()
-    return 0
+    front = None
+    if args.sip_listen != "off":
+        sip_listen = parse_hostport(args.sip_listen)
+        gateways = dict(parse_gateway(g) for g in args.gateway)
+        front = SipFront(FrontConfig(args.domain or args.overlay, me.node_id, advertise_host, gateways=gateways),
+                         driver, supervisor.spawn)
+        try:
+            await front.start(*sip_listen)
+        except OSError as e:
+            raise ConfigError(f"cannot listen for SIP on {args.sip_listen}: {e.strerror or e}") from None
+        supervisor.on_shutdown("close the SIP front", front.close)
+        print(f"sip {advertise_host}:{front.port} domain={front.config.domain}", flush=True)
+    return driver, front
 
 
 async def open_client(via: Addr, overlay: str, topology: Topology = Topology.CHORD) -> UdpDriver:

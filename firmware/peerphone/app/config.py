@@ -10,6 +10,7 @@ from ..core.wire.messages import Addr
 
 DEFAULT_OVERLAY = "peerphone.local"
 DEFAULT_PORT = 6084  # RELOAD's registered port (RFC 6940 §14.2)
+DEFAULT_SIP_PORT = 5060
 
 
 class ConfigError(Exception):
@@ -58,3 +59,11 @@ def route_source_address(toward: Addr) -> str:
             return str(s.getsockname()[0])
         except OSError:
             return "127.0.0.1"
+
+
+def parse_gateway(text: str) -> tuple[str, Addr]:
+    """DOMAIN=HOST:PORT: the SIP proxy that serves DOMAIN."""
+    domain, eq, hostport = text.partition("=")
+    if not eq or not domain.strip():
+        raise ConfigError(f"gateway {text!r} is not DOMAIN=HOST:PORT")
+    return domain.strip().lower(), parse_hostport(hostport, DEFAULT_SIP_PORT)

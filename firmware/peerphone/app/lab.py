@@ -147,8 +147,8 @@ class Lab:
 
     def _spawn(self, index: int, bootstrap: Addr | None) -> subprocess.Popen[bytes]:
         cmd = [sys.executable, "-m", "peerphone", "--log-level", "warning", "peer", "--listen", "127.0.0.1:0",
-               "--overlay", LAB_OVERLAY, "--maintenance-ms", str(self.spec.maintenance_ms),
-               "--topology", self.spec.topology.value]
+               "--overlay", LAB_OVERLAY, "--sip-listen", "127.0.0.1:0",
+               "--maintenance-ms", str(self.spec.maintenance_ms), "--topology", self.spec.topology.value]
         if bootstrap is not None:
             cmd += ["--bootstrap", f"{bootstrap[0]}:{bootstrap[1]}"]
         stderr = open(self.logdir / f"peer-{index}.log", "wb")

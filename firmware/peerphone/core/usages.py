@@ -1,21 +1,111 @@
 """The kinds of data the overlay keeps (DESIGN.md, "Data the overlay keeps").
 
-Kind ids name what a value is; each kind has one data model. The SIP usages
-(registration, offline messages, presence) arrive with the SIP issue; for now
-there are the generic values of `peerphone put` / `get`, one kind per data model.
+Kind ids name what a value is; each kind has one data model. Generic values of
+`peerphone put` / `get` have one kind per data model; the SIP usages store
+records whose bytes are decoded here, as hostile as any other network input.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from enum import IntEnum
 
-from .wire.messages import DataModel
+from .limits import VALUE_BYTES_MAX
+from .wire.messages import Addr, DataModel
 
 
 class Kind(IntEnum):
     BLOB = 1   # one value per key
     LIST = 2   # values appended under a key
     MAP = 3    # values under a key and a sub-key
+    SIP_REGISTRATION = 10  # under the AOR: one entry per contact, keyed by the contact's hash
+    OFFLINE_MESSAGE = 11   # under the recipient's AOR: MESSAGEs appended until it registers
 
 
-MODEL_OF = {Kind.BLOB: DataModel.SINGLE, Kind.LIST: DataModel.ARRAY, Kind.MAP: DataModel.DICTIONARY}
+MODEL_OF = {Kind.BLOB: DataModel.SINGLE, Kind.LIST: DataModel.ARRAY, Kind.MAP: DataModel.DICTIONARY,
+            Kind.SIP_REGISTRATION: DataModel.DICTIONARY, Kind.OFFLINE_MESSAGE: DataModel.ARRAY}
+
+URI_CHARS_MAX = 200
+HOST_CHARS_MAX = 64
+
+
+class RecordError(ValueError):
+    """A stored record that does not decode: treated as absent, never raised further."""
+
+
+@dataclass(frozen=True)
+class Registration:
+    """Where an AOR is reachable: its contact, and the SIP front (and node) serving it.
+
+    `reachable` is False when the front cannot be sent to directly (a client behind
+    NAT): requests then travel through the overlay to `node_id` (a Tunnel request).
+    """
+
+    contact: str
+    front: Addr
+    node_id: int
+    reachable: bool = True
+
+    def to_bytes(self) -> bytes:
+        return _dump({"c": self.contact, "h": self.front[0], "p": self.front[1],
+                      "n": format(self.node_id, "x"), "r": self.reachable})
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> "Registration":
+        d = _load(raw)
+        contact, host, port, node, reachable = (d.get(k) for k in ("c", "h", "p", "n", "r"))
+        if not (isinstance(contact, str) and 0 < len(contact) <= URI_CHARS_MAX and isinstance(host, str)
+                and 0 < len(host) <= HOST_CHARS_MAX and type(port) is int and 0 < port < 65536
+                and isinstance(node, str) and 0 < len(node) <= 40 and isinstance(reachable, bool)):
+            raise RecordError("bad registration record")
+        try:
+            node_id = int(node, 16)
+        except ValueError:
+            raise RecordError("bad registration record") from None
+        if node_id < 0:
+            raise RecordError("bad registration record")
+        return cls(contact, (host, port), node_id, reachable)
+
+
+@dataclass(frozen=True)
+class OfflineMessage:
+    """A MESSAGE kept for an AOR that was not online (seed 000, asynchronous messaging)."""
+
+    sender: str
+    content_type: str
+    text: str
+
+    def to_bytes(self) -> bytes:
+        raw = _dump({"f": self.sender, "t": self.content_type, "b": self.text})
+        if len(raw) > VALUE_BYTES_MAX:
+            raise RecordError(f"message too long to keep (at most about {VALUE_BYTES_MAX - 100} bytes)")
+        return raw
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> "OfflineMessage":
+        d = _load(raw)
+        try:
+            sender, content_type, text = d["f"], d["t"], d["b"]
+        except KeyError:
+            raise RecordError("bad offline message") from None
+        if not (isinstance(sender, str) and len(sender) <= URI_CHARS_MAX and isinstance(content_type, str)
+                and len(content_type) <= HOST_CHARS_MAX and isinstance(text, str)):
+            raise RecordError("bad offline message")
+        return cls(sender, content_type, text)
+
+
+def _dump(d: dict[str, object]) -> bytes:
+    return json.dumps(d, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _load(raw: bytes) -> dict[str, object]:
+    if len(raw) > VALUE_BYTES_MAX:
+        raise RecordError("record too long")
+    try:
+        d = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise RecordError("record is not JSON") from None
+    if not isinstance(d, dict):
+        raise RecordError("record is not an object")
+    return d

@@ -16,9 +16,10 @@ from typing import Any, Callable
 from ..core.events import Event, Joined, JoinFailed, Left, NodeFailed, RequestCompleted
 from ..core.ids import short
 from ..core.peer import PeerConfig, PeerNode, make_peer
-from ..core.wire.messages import Addr, NodeInfo
+from ..core.wire.messages import Addr, DataModel, Entry, FetchAns, NodeInfo
 
 log = logging.getLogger("peerphone.net")
+REQUEST_TIMEOUT_S = 10.0
 
 
 class OverlayError(Exception):
@@ -120,6 +121,27 @@ class UdpDriver(asyncio.DatagramProtocol):
         self._waiting[handle] = fut
         self._pump()
         return await fut
+
+    async def store(self, resource: int, kind: int, model: DataModel, entries: list[Entry],
+                    timeout_s: float = REQUEST_TIMEOUT_S) -> RequestCompleted:
+        """Store and wait; OverlayError when the overlay refuses or does not answer in time."""
+        return await self._checked(lambda node, now: node.store(resource, kind, model, entries, now_ms=now),
+                                   "store", timeout_s)
+
+    async def fetch(self, resource: int, kind: int, timeout_s: float = REQUEST_TIMEOUT_S) -> FetchAns:
+        done = await self._checked(lambda node, now: node.fetch(resource, kind, now_ms=now), "fetch", timeout_s)
+        if not isinstance(done.answer, FetchAns):
+            raise OverlayError("fetch: unexpected answer")
+        return done.answer
+
+    async def _checked(self, start: Callable[[PeerNode, int], int], what: str, timeout_s: float) -> RequestCompleted:
+        try:
+            done = await asyncio.wait_for(self.request(start), timeout_s)
+        except asyncio.TimeoutError:
+            raise OverlayError(f"{what}: no answer within {timeout_s:.0f} s") from None
+        if done.error is not None:
+            raise OverlayError(f"{what} failed: {done.error.reason}")
+        return done
 
     def join(self, bootstrap: list[Addr]) -> None:
         assert self.node is not None

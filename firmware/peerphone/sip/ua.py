@@ -1,0 +1,396 @@
+"""The handset user agent on pjsua2: the only module that imports pjsua2.
+
+pjsua2 is driven from asyncio: no worker threads (`threadCnt=0`,
+`mainThreadOnly`), and one task polls `libHandleEvents(0)` every few ms, so
+every callback runs on the event loop's thread. One Endpoint per process (a
+second aborts it). pjsua2 objects (account, calls, buddies, players, recorders)
+are held in explicit attributes and released before `libDestroy`, which aborts
+the process if any is still alive; a recorder's WAV is complete only once the
+recorder object is gone, so it is dropped when its call ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+log = logging.getLogger("peerphone.ua")
+
+POLL_S = 0.005
+REGISTER_TIMEOUT_S = 10.0
+CODECS = ("PCMU/8000", "G722/16000")  # a pure tone stays pure through these (speex does not, REAL-PARTS.md)
+
+
+class HandsetError(Exception):
+    """The handset could not start, register, call or send."""
+
+
+def available() -> str | None:
+    """None when pjsua2 can be used here, else why not."""
+    try:
+        import pjsua2  # noqa: F401
+    except ImportError as e:
+        return f"pjsua2 is not installed ({e}); pip install pjsua2-python (x86_64 wheels only)"
+    return None
+
+
+@dataclass
+class CallReport:
+    status: int            # the final status of the INVITE (200 when answered)
+    ringing_ms: float | None  # INVITE sent to 180 Ringing received
+    confirmed_ms: float | None  # INVITE sent to the call confirmed (ACK sent)
+    reason: str
+
+
+class Handset:
+    """A SIP phone for one AOR. Lines about what happens go to `say` (stdout by default)."""
+
+    def __init__(self, aor: str, proxy: tuple[str, int], *, register: bool = True, bind_host: str = "127.0.0.1",
+                 transport: str = "udp", record_dir: Path | None = None,
+                 say: Callable[[str], None] = lambda line: print(line, flush=True)) -> None:
+        why = available()
+        if why is not None:
+            raise HandsetError(why)
+        import pjsua2 as pj
+
+        self.pj = pj
+        self.aor = aor
+        self.proxy = proxy
+        self.register = register
+        self.bind_host = bind_host
+        self.transport = transport
+        self.record_dir = record_dir
+        self.say = say
+        self._loop = asyncio.get_running_loop()
+        self._ep: Any = None
+        self._account: Any = None
+        self._calls: dict[int, _Call] = {}
+        self._buddies: dict[str, Any] = {}
+        self._registered: asyncio.Future[int] = self._loop.create_future()
+        self._message_status: dict[str, collections.deque[asyncio.Future[int]]] = {}
+        self._poller: asyncio.Task[None] | None = None
+        self._calls_answered = 0
+        self.messages: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+
+    # ------------------------------------------------------------------ life cycle
+
+    async def start(self) -> None:
+        pj = self.pj
+        ep = self._ep = pj.Endpoint()
+        # pjlib logs to stdout until libInit sets the levels; stdout is for what the phone says.
+        saved = os.dup(1)
+        os.dup2(2, 1)
+        try:
+            ep.libCreate()
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+        cfg = pj.EpConfig()
+        cfg.uaConfig.threadCnt = 0
+        cfg.uaConfig.mainThreadOnly = True
+        cfg.uaConfig.userAgent = "peerphone"
+        cfg.logConfig.level = 2
+        cfg.logConfig.consoleLevel = 2 if log.isEnabledFor(logging.DEBUG) else 0
+        cfg.medConfig.noVad = True
+        ep.libInit(cfg)
+        tcfg = pj.TransportConfig()
+        tcfg.port = 0
+        tcfg.boundAddress = self.bind_host
+        kind = pj.PJSIP_TRANSPORT_TCP if self.transport == "tcp" else pj.PJSIP_TRANSPORT_UDP
+        ep.transportCreate(kind, tcfg)
+        ep.libStart()
+        ep.audDevManager().setNullDev()  # no sound card: the conference bridge is clocked by the null device
+        for codec in ep.codecEnum2():
+            ep.codecSetPriority(codec.codecId, 0)
+        for priority, name in zip((255, 254), CODECS):
+            ep.codecSetPriority(name, priority)
+        self._poller = asyncio.ensure_future(self._poll())
+        acfg = pj.AccountConfig()
+        acfg.idUri = self.aor
+        proxy = f"sip:{self.proxy[0]}:{self.proxy[1]};lr" + (";transport=tcp" if self.transport == "tcp" else "")
+        acfg.sipConfig.proxies.append(proxy)
+        if self.register:
+            acfg.regConfig.registrarUri = proxy.replace(";lr", "")
+            acfg.regConfig.timeoutSec = 300
+        acfg.mediaConfig.transportConfig.boundAddress = self.bind_host
+        acfg.natConfig.contactRewriteUse = 0
+        acfg.natConfig.viaRewriteUse = 0
+        acfg.natConfig.sdpNatRewriteUse = 0
+        acfg.presConfig.publishEnabled = False
+        self._account = _Account(self)
+        self._account.create(acfg)
+        if self.register:
+            try:
+                code = await asyncio.wait_for(asyncio.shield(self._registered), REGISTER_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                raise HandsetError(f"no answer to REGISTER from {self.proxy[0]}:{self.proxy[1]}") from None
+            if code // 100 != 2:
+                raise HandsetError(f"registration refused: {code}")
+            self.say(f"registered {self.aor} at {self.proxy[0]}:{self.proxy[1]}")
+
+    async def _poll(self) -> None:
+        while True:
+            self._ep.libHandleEvents(0)
+            await asyncio.sleep(POLL_S)
+
+    async def stop(self) -> None:
+        """Hang up, unregister, and destroy the library with no pjsua2 object left alive."""
+        if self._ep is None:
+            return
+        for call in list(self._calls.values()):
+            call.hangup_quietly()
+        if self._account is not None and self.register:
+            try:
+                self._account.setRegistration(False)
+            except Exception:
+                pass
+        await asyncio.sleep(0.3)  # let the BYEs and the unREGISTER leave
+        for call in list(self._calls.values()):
+            call.release()
+        self._calls.clear()
+        self._buddies.clear()
+        if self._account is not None:
+            self._account.shutdown()
+            self._account = None
+        if self._poller is not None:
+            self._poller.cancel()
+        self._ep.libDestroy()
+        self._ep = None
+
+    # ------------------------------------------------------------------ calls
+
+    async def call(self, uri: str, *, play: Path | None = None, record: Path | None = None,
+                   seconds: float = 5.0, answer_timeout_s: float = 30.0) -> CallReport:
+        """Call `uri`, play and record while connected for `seconds`, hang up."""
+        call = _Call(self, None, play=play, record=record)
+        prm = self.pj.CallOpParam(True)
+        call.started = time.perf_counter()
+        try:
+            call.makeCall(uri, prm)
+        except self.pj.Error as e:
+            raise HandsetError(f"cannot call {uri}: {e.info()}") from None
+        self._calls[call.getId()] = call
+        try:
+            await asyncio.wait_for(asyncio.shield(call.settled), answer_timeout_s)
+        except asyncio.TimeoutError:
+            call.hangup_quietly()
+            raise HandsetError(f"no answer from {uri} in {answer_timeout_s:.0f} s") from None
+        report: CallReport = call.report()
+        if report.status // 100 == 2:
+            self.say(f"call established with {uri} (ringing after {_ms(report.ringing_ms)}, "
+                     f"confirmed after {_ms(report.confirmed_ms)})")
+            try:
+                await asyncio.wait_for(asyncio.shield(call.ended), seconds)
+                self.say("call ended by the far end")
+            except asyncio.TimeoutError:
+                call.hangup_quietly()
+                await asyncio.wait_for(asyncio.shield(call.ended), 5.0)
+                self.say("call ended")
+        return report
+
+    def _incoming(self, call_id: int) -> None:
+        record = None
+        if self.record_dir is not None:
+            self._calls_answered += 1
+            record = self.record_dir / f"call-{self._calls_answered}.wav"
+        call = _Call(self, call_id, record=record)
+        self._calls[call_id] = call
+        remote = call.getInfo().remoteUri
+        self.say(f"incoming call from {remote}")
+        prm = self.pj.CallOpParam()
+        prm.statusCode = 180
+        call.answer(prm)
+        prm = self.pj.CallOpParam()
+        prm.statusCode = 200
+        call.answer(prm)
+
+    def _forget_call(self, call: "_Call") -> None:
+        self._calls.pop(call.call_id, None)
+
+    # ------------------------------------------------------------------ messages and presence
+
+    def _buddy(self, uri: str, subscribe: bool = False) -> Any:
+        buddy = self._buddies.get(uri)
+        if buddy is None:
+            cfg = self.pj.BuddyConfig()
+            cfg.uri = uri
+            cfg.subscribe = subscribe
+            buddy = _Buddy(self, uri)
+            buddy.create(self._account, cfg)
+            self._buddies[uri] = buddy
+        elif subscribe:
+            buddy.subscribePresence(True)
+        return buddy
+
+    async def message(self, uri: str, text: str, timeout_s: float = 15.0) -> int:
+        """Send a MESSAGE; its final status (200 delivered, 202 kept for later)."""
+        done: asyncio.Future[int] = self._loop.create_future()
+        waiting = self._message_status.setdefault(uri, collections.deque())
+        waiting.append(done)  # pjsua2's userData is a C pointer: statuses are matched in order per recipient
+        prm = self.pj.SendInstantMessageParam()
+        prm.content = text
+        try:
+            self._buddy(uri).sendInstantMessage(prm)
+            return await asyncio.wait_for(done, timeout_s)
+        except self.pj.Error as e:
+            raise HandsetError(f"cannot send to {uri}: {e.info()}") from None
+        except asyncio.TimeoutError:
+            raise HandsetError(f"no answer to MESSAGE from {uri}") from None
+        finally:
+            if done in waiting:
+                waiting.remove(done)
+
+    def watch(self, uri: str) -> None:
+        """Subscribe to `uri`'s presence; changes are said as `presence URI: STATUS`."""
+        self._buddy(uri, subscribe=True)
+
+    def set_online(self, online: bool, note: str = "") -> None:
+        status = self.pj.PresenceStatus()
+        status.status = self.pj.PJSUA_BUDDY_STATUS_ONLINE if online else self.pj.PJSUA_BUDDY_STATUS_OFFLINE
+        status.note = note
+        self._account.setOnlineStatus(status)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} ms"
+
+
+def _make_classes() -> tuple[type, type, type]:
+    import pjsua2 as pj
+
+    class Account(pj.Account):  # type: ignore[misc]
+        def __init__(self, handset: Handset) -> None:
+            super().__init__()
+            self.handset = handset
+
+        def onRegState(self, prm: Any) -> None:
+            fut = self.handset._registered
+            if not fut.done():
+                fut.set_result(prm.code)
+            elif prm.code // 100 != 2:
+                log.warning("registration of %s: %s %s", self.handset.aor, prm.code, prm.reason)
+
+        def onIncomingCall(self, prm: Any) -> None:
+            self.handset._incoming(prm.callId)
+
+        def onInstantMessage(self, prm: Any) -> None:
+            self.handset.messages.put_nowait((prm.fromUri, prm.msgBody))
+            self.handset.say(f"message from {prm.fromUri}: {prm.msgBody}")
+
+        def onInstantMessageStatus(self, prm: Any) -> None:
+            waiting = self.handset._message_status.get(prm.toUri.strip("<>"))
+            while waiting:
+                fut = waiting.popleft()
+                if not fut.done():
+                    fut.set_result(prm.code)
+                    return
+
+    class Call(pj.Call):  # type: ignore[misc]
+        def __init__(self, handset: Handset, call_id: int | None, *, play: Path | None = None,
+                     record: Path | None = None) -> None:
+            if call_id is None:
+                super().__init__(handset._account)
+            else:
+                super().__init__(handset._account, call_id)
+            self.handset = handset
+            self.call_id = self.getId() if call_id is not None else -1
+            self.play, self.record = play, record
+            self.player: Any = None
+            self.recorder: Any = None
+            self.started = time.perf_counter()
+            self.ringing_ms: float | None = None
+            self.confirmed_ms: float | None = None
+            self.status = 0
+            self.reason = ""
+            loop = handset._loop
+            self.settled: asyncio.Future[None] = loop.create_future()
+            self.ended: asyncio.Future[None] = loop.create_future()
+
+        def onCallState(self, prm: Any) -> None:
+            pj = self.handset.pj
+            ci = self.getInfo()
+            if self.call_id < 0:
+                self.call_id = ci.id
+            elapsed = (time.perf_counter() - self.started) * 1000
+            if ci.lastStatusCode == 180 and self.ringing_ms is None and ci.role == pj.PJSIP_ROLE_UAC:
+                self.ringing_ms = elapsed
+            if ci.state == pj.PJSIP_INV_STATE_CONFIRMED:
+                self.confirmed_ms = elapsed
+                self.status = 200
+                self.reason = "OK"
+                if not self.settled.done():
+                    self.settled.set_result(None)
+            elif ci.state == pj.PJSIP_INV_STATE_DISCONNECTED:
+                if not self.status:
+                    self.status, self.reason = ci.lastStatusCode, ci.lastReason
+                if not self.settled.done():
+                    self.settled.set_result(None)
+                self.handset._loop.call_soon(self._finish)
+
+        def _finish(self) -> None:
+            recorded = self.recorder is not None
+            self.release()
+            if recorded and self.record is not None:
+                self.handset.say(f"recorded {self.record}")
+            self.handset._forget_call(self)
+            if not self.ended.done():
+                self.ended.set_result(None)
+
+        def onCallMediaState(self, prm: Any) -> None:
+            pj = self.handset.pj
+            ci = self.getInfo()
+            for i, media in enumerate(ci.media):
+                if media.type != pj.PJMEDIA_TYPE_AUDIO or media.status != pj.PJSUA_CALL_MEDIA_ACTIVE:
+                    continue
+                audio = self.getAudioMedia(i)
+                if self.play is not None:
+                    if self.player is None:
+                        self.player = pj.AudioMediaPlayer()
+                        self.player.createPlayer(str(self.play), pj.PJMEDIA_FILE_NO_LOOP)
+                    self.player.startTransmit(audio)
+                if self.record is not None:
+                    if self.recorder is None:
+                        self.recorder = pj.AudioMediaRecorder()
+                        self.recorder.createRecorder(str(self.record))
+                    audio.startTransmit(self.recorder)
+
+        def report(self) -> CallReport:
+            return CallReport(self.status, self.ringing_ms, self.confirmed_ms, self.reason)
+
+        def hangup_quietly(self) -> None:
+            try:
+                self.hangup(self.handset.pj.CallOpParam(True))
+            except Exception:
+                pass
+
+        def release(self) -> None:
+            self.player = None
+            self.recorder = None  # destroyed here: the WAV header is written now
+
+    class Buddy(pj.Buddy):  # type: ignore[misc]
+        def __init__(self, handset: Handset, uri: str) -> None:
+            super().__init__()
+            self.handset, self.uri = handset, uri
+
+        def onBuddyState(self) -> None:
+            info = self.getInfo()
+            self.handset.say(f"presence {self.uri}: {info.presStatus.statusText or info.subStateName}")
+
+    return Account, Call, Buddy
+
+
+_Account: Any
+_Call: Any
+_Buddy: Any
+
+
+try:
+    _Account, _Call, _Buddy = _make_classes()
+except ImportError:  # no pjsua2 here: Handset() fails with a clear error through available()
+    pass
