@@ -1,20 +1,16 @@
-"""Real peer processes for tests: started on 127.0.0.1:0, stopped by PID at teardown."""
+"""Real peer and phone processes for tests: started on 127.0.0.1:0, stopped by PID at teardown."""
 
 from __future__ import annotations
 
-import selectors
+import queue
+import re
 import subprocess
 import sys
-from dataclasses import dataclass
+import threading
+import time
+from dataclasses import dataclass, field
 
 START_TIMEOUT_S = 20
-
-
-@dataclass
-class PeerProc:
-    proc: subprocess.Popen[bytes]
-    addr: str  # HOST:PORT
-    node_id: int
 
 
 def peerphone(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -22,27 +18,103 @@ def peerphone(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[st
                           timeout=timeout, stdin=subprocess.DEVNULL)
 
 
+@dataclass
+class LineProc:
+    """A child process whose stdout lines are read by a thread, so a test can wait for one."""
+
+    proc: subprocess.Popen[bytes]
+    lines: queue.Queue[str] = field(default_factory=queue.Queue)
+    seen: list[str] = field(default_factory=list)
+    stderr: list[str] = field(default_factory=list)
+    readers: list[threading.Thread] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, cmd: list[str], stdin: int = subprocess.DEVNULL) -> "LineProc":
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=stdin)
+        me = cls(proc)
+        me.readers = [threading.Thread(target=me._read, daemon=True),
+                      threading.Thread(target=me._drain_stderr, daemon=True)]
+        for reader in me.readers:
+            reader.start()
+        return me
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            self.lines.put(raw.decode(errors="replace").rstrip("\n"))
+
+    def _drain_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            self.stderr.append(raw.decode(errors="replace"))
+            del self.stderr[:-200]
+
+    def expect(self, pattern: str, timeout: float = START_TIMEOUT_S) -> re.Match[str]:
+        """The first new line matching `pattern`; lines before it are kept in `seen`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                line = self.lines.get(timeout=max(0.01, left))
+            except queue.Empty:
+                if left <= 0:
+                    raise AssertionError(f"no line matching {pattern!r} in {timeout} s; saw {self.seen[-10:]}; "
+                                         f"stderr {''.join(self.stderr[-15:])}") from None
+                continue
+            self.seen.append(line)
+            match = re.search(pattern, line)
+            if match:
+                return match
+
+    def send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line.encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.proc.wait()
+        for reader in self.readers:
+            reader.join(5)
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+@dataclass
+class PeerProc:
+    line_proc: LineProc
+    addr: str  # HOST:PORT of the overlay
+    node_id: int
+    sip: str  # HOST:PORT of the SIP front
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes]:
+        return self.line_proc.proc
+
+
 def start_peer(*extra: str, bootstrap: str | None = None) -> PeerProc:
-    cmd = [sys.executable, "-m", "peerphone", "peer", "--listen", "127.0.0.1:0", "--maintenance-ms", "100", *extra]
+    cmd = [sys.executable, "-m", "peerphone", "peer", "--listen", "127.0.0.1:0", "--sip-listen", "127.0.0.1:0",
+           "--maintenance-ms", "100", *extra]
     if bootstrap:
         cmd += ["--bootstrap", bootstrap]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-    assert proc.stdout is not None
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        if not sel.select(START_TIMEOUT_S):
-            proc.kill()
-            raise AssertionError("peer did not start")
-    words = proc.stdout.readline().decode().split()
-    assert words and words[0] == "listening", proc.stderr.read().decode() if proc.poll() is not None else words
-    return PeerProc(proc, words[1], int(words[2].removeprefix("id="), 16))
+    p = LineProc.start(cmd)
+    try:
+        listening = p.expect(r"^listening (\S+) id=([0-9a-f]+)$")
+        sip = p.expect(r"^sip (\S+) ")
+    except AssertionError:
+        p.stop()
+        raise
+    return PeerProc(p, listening.group(1), int(listening.group(2), 16), sip.group(1))
 
 
 def stop(peers: list[PeerProc]) -> None:
     for p in peers:
         if p.proc.poll() is None:
             p.proc.kill()
-        p.proc.wait()
-        for stream in (p.proc.stdout, p.proc.stderr):
-            if stream is not None:
-                stream.close()
+        p.line_proc.stop()

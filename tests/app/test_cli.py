@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.procs import peerphone, start_peer, stop
+from tests.procs import LineProc, peerphone, start_peer, stop
 
 
 @pytest.fixture
@@ -95,7 +95,8 @@ def test_sigterm_leaves_the_overlay_and_keeps_the_values(ring):
     leaver = ring[1]
     leaver.proc.send_signal(signal.SIGTERM)
     assert leaver.proc.wait(timeout=10) == 0
-    assert "left the overlay" in leaver.proc.stderr.read().decode()
+    leaver.line_proc.stop()
+    assert "left the overlay" in "".join(leaver.line_proc.stderr)
     rest = [p for p in ring if p is not leaver]
     _wait_ring(rest)
     for i in range(10):
@@ -112,20 +113,18 @@ def test_without_uvloop_the_peer_runs_on_plain_asyncio():
     import subprocess
     import sys
 
-    from tests.procs import PeerProc
     blocked = ("import sys; sys.modules['uvloop'] = None; from peerphone.app.cli import main; "
                "sys.exit(main(sys.argv[1:]))")
     version = subprocess.run([sys.executable, "-c", blocked, "--version"], capture_output=True, text=True, timeout=30)
     assert "event loop: asyncio" in version.stdout
-    proc = subprocess.Popen([sys.executable, "-c", blocked, "peer", "--listen", "127.0.0.1:0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    proc = LineProc.start([sys.executable, "-c", blocked, "peer", "--listen", "127.0.0.1:0",
+                           "--sip-listen", "127.0.0.1:0"])
     try:
-        words = proc.stdout.readline().decode().split()
-        peer = PeerProc(proc, words[1], int(words[2].removeprefix("id="), 16))
-        assert peerphone("put", "k", "plain", "--via", peer.addr).returncode == 0
-        assert peerphone("get", "k", "--via", peer.addr).stdout.strip() == "plain"
+        addr = proc.expect(r"^listening (\S+) ").group(1)
+        assert peerphone("put", "k", "plain", "--via", addr).returncode == 0
+        assert peerphone("get", "k", "--via", addr).stdout.strip() == "plain"
     finally:
-        stop([PeerProc(proc, "", 0)])
+        proc.stop()
 
 
 def test_lists_and_maps_through_real_peers(ring):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
+import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -56,8 +58,64 @@ async def phone(args: argparse.Namespace) -> int:
     supervisor.on_shutdown("stop the handset", handset.stop)
     for uri in args.watch:
         handset.watch(_uri(uri, "--watch").aor)
-    await supervisor.run()
+    await supervisor.run(lambda: _commands(handset, supervisor))
     return 0
+
+
+COMMANDS_HELP = ("commands: call URI [tone=HZ] [play=F.wav] [record=F.wav] [seconds=N] | message URI TEXT | "
+                 "watch URI | quit")
+
+
+async def _commands(handset: Handset, supervisor: Supervisor) -> None:
+    """Read commands from stdin, one a line, until it ends; then keep running (a deskphone has no stdin)."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=4096)
+    try:
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    except (OSError, ValueError):
+        reader.feed_eof()
+    while line := await reader.readline():
+        try:
+            words = shlex.split(line.decode(errors="replace"))
+        except ValueError as e:
+            handset.say(f"error: {e}")
+            continue
+        if not words:
+            continue
+        if words[0] == "quit":
+            supervisor.stop()
+            return
+        supervisor.spawn(_command(handset, words))
+    await asyncio.Event().wait()
+
+
+async def _command(handset: Handset, words: list[str]) -> None:
+    try:
+        if words[0] == "call" and len(words) >= 2:
+            options = dict(w.split("=", 1) for w in words[2:] if "=" in w)
+            await _call(handset, _uri(words[1], "URI"), options)
+        elif words[0] == "message" and len(words) >= 3:
+            uri = _uri(words[1], "URI")
+            status = await handset.message(str(uri), " ".join(words[2:]))
+            handset.say(f"message to {uri.aor}: {_message_outcome(status)}")
+        elif words[0] == "watch" and len(words) == 2:
+            handset.watch(_uri(words[1], "URI").aor)
+        else:
+            handset.say(f"error: {COMMANDS_HELP}")
+    except (ConfigError, HandsetError, ValueError) as e:
+        handset.say(f"error: {e}")
+
+
+async def _call(handset: Handset, callee: Uri, options: dict[str, str]) -> None:
+    seconds = float(options.get("seconds", "5"))
+    with tempfile.TemporaryDirectory(prefix="peerphone-call-") as tmp:
+        play = Path(options["play"]) if "play" in options else None
+        if "tone" in options:
+            play = Path(tmp) / "tone.wav"
+            write_tone(play, float(options["tone"]), seconds + 1)
+        record = Path(options["record"]) if "record" in options else None
+        report = await handset.call(str(callee), play=play, record=record, seconds=seconds)
+    handset.say(_setup_line(report, str(callee)))
 
 
 async def call(args: argparse.Namespace) -> int:
@@ -92,12 +150,22 @@ async def call(args: argparse.Namespace) -> int:
 
 
 def _reported(report: CallReport, uri: str) -> int:
+    line = _setup_line(report, uri)
+    print(line, file=sys.stdout if report.status // 100 == 2 else sys.stderr)
+    return 0 if report.status // 100 == 2 else 1
+
+
+def _setup_line(report: CallReport, uri: str) -> str:
     if report.status // 100 != 2:
-        print(f"peerphone: call to {uri} failed: {report.status} {report.reason}", file=sys.stderr)
-        return 1
-    if report.ringing_ms is not None:
-        print(f"setup: INVITE to 180 Ringing {report.ringing_ms:.1f} ms, to confirmed {report.confirmed_ms:.1f} ms")
-    return 0
+        return f"call to {uri} failed: {report.status} {report.reason}"
+    ringing = "-" if report.ringing_ms is None else f"{report.ringing_ms:.1f} ms"
+    return f"setup: INVITE to 180 Ringing {ringing}, to confirmed {report.confirmed_ms:.1f} ms"
+
+
+def _message_outcome(status: int) -> str:
+    if status == 202:
+        return "kept until it registers (202)"
+    return f"delivered ({status})" if status // 100 == 2 else f"failed ({status})"
 
 
 async def message(args: argparse.Namespace) -> int:
@@ -116,11 +184,5 @@ async def message(args: argparse.Namespace) -> int:
         return 1
     finally:
         await handset.stop()
-    if status == 202:
-        print(f"kept for {recipient.aor} until it registers (202)")
-    elif status // 100 == 2:
-        print(f"delivered to {recipient.aor} ({status})")
-    else:
-        print(f"peerphone: message to {recipient.aor} failed: {status}", file=sys.stderr)
-        return 1
-    return 0
+    print(f"message to {recipient.aor}: {_message_outcome(status)}")
+    return 0 if status // 100 == 2 else 1

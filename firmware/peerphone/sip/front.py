@@ -267,12 +267,12 @@ class SipFront:
             self._to_me(req, link)
             return
         if req.method == "REGISTER":
-            self._spawn(self._register(req, link, uri))
+            self._serve(req, link, self._register(req, link, uri))
             return
         if uri.host == self.config.domain or (self._is_me(uri) and uri.user):
             if req.method == "INVITE":
                 self._respond(req, link, 100)
-            self._spawn(self._to_aor(req, link, f"sip:{uri.user}@{self.config.domain}"))
+            self._serve(req, link, self._to_aor(req, link, f"sip:{uri.user}@{self.config.domain}"))
             return
         gateway = self.config.gateways.get(uri.host)
         if gateway is not None:
@@ -284,11 +284,29 @@ class SipFront:
         elif req.method != "ACK":
             self._respond(req, link, 404, "Not Found (domain not served)")
 
+    def _serve(self, req: SipRequest, link: Link, work: Awaitable[None]) -> None:
+        """Run the part of handling a request that waits for the overlay, with receive()'s guarantees."""
+
+        async def guarded() -> None:
+            try:
+                await work
+            except SipParseError as e:
+                self.counters["sip answered 400"] += 1
+                if req.method != "ACK":
+                    self._respond(req, link, e.status, e.reason)
+            except Exception:
+                self.counters["sip internal errors"] += 1
+                log.exception("sip: error serving %s from %s", req.method, link.addr)
+                if req.method != "ACK":
+                    self._respond(req, link, 500)
+
+        self._spawn(guarded())
+
     def _to_me(self, req: SipRequest, link: Link) -> None:
         if req.method == "OPTIONS":
             self._respond(req, link, 200, extra=[("Allow", ALLOW), ("Accept", "application/sdp")])
         elif req.method == "REGISTER":
-            self._spawn(self._register(req, link, Uri.parse(req.uri)))
+            self._serve(req, link, self._register(req, link, Uri.parse(req.uri)))
         elif req.method != "ACK":
             self._respond(req, link, 404)
 
@@ -354,7 +372,7 @@ class SipFront:
                 return
         for uri_text, expires in changes:
             if expires:
-                bindings[uri_text] = _Binding(uri_text, link, now + expires)
+                bindings[uri_text] = _Binding(uri_text, self._path_to(Uri.parse(uri_text), link), now + expires)
             else:
                 bindings.pop(uri_text, None)
         if bindings:
@@ -366,6 +384,15 @@ class SipFront:
         log.info("sip: %s %s", aor, "registered" if bindings else "unregistered")
         if any(e for _, e in changes):
             await self._deliver_offline(aor)
+
+    def _path_to(self, contact: Uri, came_from: Link) -> Link:
+        """How to reach a registered UA: its TCP connection, its contact, or (behind NAT, where the
+        contact names an address we did not hear it from) where its REGISTER came from."""
+        if came_from.transport == "TCP":
+            return came_from
+        if contact.host == came_from.addr[0]:
+            return self._link_to(contact)
+        return came_from
 
     def _local_binding(self, aor: str) -> _Binding | None:
         now = time.monotonic()
@@ -496,7 +523,7 @@ class SipFront:
             aor = self._aor_of(t.request)
             if aor is not None:
                 assert t.upstream is not None
-                self._spawn(self._keep_offline(t.request, t.upstream, aor))
+                self._serve(t.request, t.upstream, self._keep_offline(t.request, t.upstream, aor))
                 t.final, t.made_final = b"", True
                 t.timer = self._loop.call_later(TRANSACTION_TIMEOUT_S, self._forget, t)
                 return

@@ -187,11 +187,9 @@ class Handset:
                      f"confirmed after {_ms(report.confirmed_ms)})")
             try:
                 await asyncio.wait_for(asyncio.shield(call.ended), seconds)
-                self.say("call ended by the far end")
             except asyncio.TimeoutError:
                 call.hangup_quietly()
                 await asyncio.wait_for(asyncio.shield(call.ended), 5.0)
-                self.say("call ended")
         return report
 
     def _incoming(self, call_id: int) -> None:
@@ -308,6 +306,7 @@ def _make_classes() -> tuple[type, type, type]:
             self.confirmed_ms: float | None = None
             self.status = 0
             self.reason = ""
+            self.ended_by = ""
             loop = handset._loop
             self.settled: asyncio.Future[None] = loop.create_future()
             self.ended: asyncio.Future[None] = loop.create_future()
@@ -327,6 +326,7 @@ def _make_classes() -> tuple[type, type, type]:
                 if not self.settled.done():
                     self.settled.set_result(None)
             elif ci.state == pj.PJSIP_INV_STATE_DISCONNECTED:
+                self.ended_by = f"{ci.lastStatusCode} {ci.lastReason}"
                 if not self.status:
                     self.status, self.reason = ci.lastStatusCode, ci.lastReason
                 if not self.settled.done():
@@ -336,6 +336,8 @@ def _make_classes() -> tuple[type, type, type]:
         def _finish(self) -> None:
             recorded = self.recorder is not None
             self.release()
+            if self.confirmed_ms is not None:
+                self.handset.say(f"call ended ({self.ended_by})")
             if recorded and self.record is not None:
                 self.handset.say(f"recorded {self.record}")
             self.handset._forget_call(self)

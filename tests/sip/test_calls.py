@@ -1,0 +1,71 @@
+"""Calls, messages and offline messages between pjsua2 phones through peer processes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from peerphone.app.tone import dominant_frequency
+
+from tests.procs import stop
+from tests.sip.world import DOMAIN, start_overlay, start_phone
+
+pytestmark = pytest.mark.sip
+pytest.importorskip("pjsua2", reason="pjsua2-python is installed by tools/setup --test on x86_64")
+
+
+@pytest.fixture(scope="module")
+def overlay():
+    peers = start_overlay(5)
+    yield peers
+    stop(peers)
+
+
+def test_alice_calls_bob_by_aor_and_bob_hears_the_tone(overlay, tmp_path: Path):
+    bob = start_phone("bob", overlay[3].sip, record_dir=tmp_path)
+    alice = start_phone("alice", overlay[1].sip)
+    try:
+        alice.send(f"call sip:bob@{DOMAIN} tone=1000 seconds=3")
+        bob.expect(r"^incoming call from .*sip:alice@")
+        assert alice.expect(r"^call ended \((\d+)", timeout=30).group(1) == "200"  # Alice hung up: BYE answered
+        setup = alice.expect(r"^setup: INVITE to 180 Ringing ([\d.]+) ms, to confirmed ([\d.]+) ms")
+        assert float(setup.group(1)) <= float(setup.group(2))
+        bob.expect(r"^call ended")                                        # and Bob's side ended by it
+        recorded = Path(bob.expect(r"^recorded (\S+)").group(1))
+        hz, level = dominant_frequency(recorded)
+        assert abs(hz - 1000) <= 20, hz
+        assert level > 0.05, level  # a tone, not silence with a stray peak
+    finally:
+        alice.stop()
+        bob.stop()
+
+
+def test_a_message_arrives_and_an_offline_one_after_registering(overlay):
+    bob = start_phone("bob2", overlay[2].sip)
+    alice = start_phone("alice2", overlay[0].sip)
+    carol = None
+    try:
+        alice.send(f"message sip:bob2@{DOMAIN} hello bob")
+        assert "delivered (200)" in alice.expect(r"^message to sip:bob2@").string
+        bob.expect(r"^message from .*alice2@.*: hello bob$")
+        alice.send(f"message sip:carol@{DOMAIN} see you at noon")
+        assert "kept until it registers (202)" in alice.expect(r"^message to sip:carol@").string
+        carol = start_phone("carol", overlay[4].sip)
+        carol.expect(r"^message from .*alice2@.*: see you at noon$")
+        alice.send(f"message sip:carol@{DOMAIN} now online")
+        assert "delivered (200)" in alice.expect(r"^message to sip:carol@").string
+        carol.expect(r"^message from .*: now online$")
+        assert sum("see you at noon" in line for line in carol.seen) == 1  # delivered once, then removed
+    finally:
+        for phone in (alice, bob, carol):
+            if phone is not None:
+                phone.stop()
+
+
+def test_calling_an_unregistered_aor_fails_with_404(overlay):
+    alice = start_phone("alice3", overlay[0].sip)
+    try:
+        alice.send(f"call sip:nobody@{DOMAIN} seconds=1")
+        assert " 404 " in alice.expect(r"^call to sip:nobody@.* failed").string
+    finally:
+        alice.stop()

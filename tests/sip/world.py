@@ -1,0 +1,37 @@
+"""Peers and phones as real processes: a small overlay on 127.0.0.1 with SIP fronts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.procs import LineProc, PeerProc, start_peer, stop
+
+DOMAIN = "peerphone.local"
+
+
+def start_overlay(n: int, *extra: str) -> list[PeerProc]:
+    peers = [start_peer(*extra)]
+    try:
+        peers += [start_peer(*extra, bootstrap=peers[0].addr) for _ in range(n - 1)]
+    except BaseException:
+        stop(peers)
+        raise
+    time.sleep(1.5)  # a few 100 ms maintenance rounds: successors and fingers settle
+    return peers
+
+
+def start_phone(user: str, proxy: str, *extra: str, record_dir: Path | None = None) -> LineProc:
+    """A handset registered as sip:USER@DOMAIN at the SIP front `proxy`, commands on stdin."""
+    cmd = [sys.executable, "-m", "peerphone", "phone", "--aor", f"sip:{user}@{DOMAIN}", "--proxy", proxy, *extra]
+    if record_dir is not None:
+        cmd += ["--record-dir", str(record_dir)]
+    phone = LineProc.start(cmd, stdin=subprocess.PIPE)
+    try:
+        phone.expect(rf"^registered sip:{user}@")
+    except AssertionError:
+        phone.stop()
+        raise
+    return phone
