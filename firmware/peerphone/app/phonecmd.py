@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import os
 import shlex
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -71,8 +73,13 @@ async def _commands(handset: Handset, supervisor: Supervisor) -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=4096)
     try:
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        mode = os.fstat(sys.stdin.fileno()).st_mode
+        readable = stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or sys.stdin.isatty()
     except (OSError, ValueError):
+        readable = False
+    if readable:  # uvloop aborts the process on a pipe of another kind, /dev/null for one
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    else:
         reader.feed_eof()
     while line := await reader.readline():
         try:

@@ -433,6 +433,7 @@ class SipFront:
                               "Not Found (registration ended here)")
             return
         _, newest = max(records, key=lambda r: r[0])
+        req.uri = aor  # the serving front knows the AOR, not our own address it may have been sent to
         self._forward(req, link, Link("UDP", newest.front))
 
     def _link_to(self, uri: Uri) -> Link:

@@ -95,8 +95,8 @@ class Handset:
         cfg.uaConfig.threadCnt = 0
         cfg.uaConfig.mainThreadOnly = True
         cfg.uaConfig.userAgent = "peerphone"
-        cfg.logConfig.level = 2
-        cfg.logConfig.consoleLevel = 2 if log.isEnabledFor(logging.DEBUG) else 0
+        cfg.logConfig.level = 5 if log.isEnabledFor(logging.DEBUG) else 1
+        cfg.logConfig.consoleLevel = cfg.logConfig.level
         cfg.medConfig.noVad = True
         ep.libInit(cfg)
         tcfg = pj.TransportConfig()
@@ -201,12 +201,16 @@ class Handset:
         self._calls[call_id] = call
         remote = call.getInfo().remoteUri
         self.say(f"incoming call from {remote}")
-        prm = self.pj.CallOpParam()
-        prm.statusCode = 180
-        call.answer(prm)
-        prm = self.pj.CallOpParam()
-        prm.statusCode = 200
-        call.answer(prm)
+        try:
+            for status in (180, 200):
+                prm = self.pj.CallOpParam()
+                prm.statusCode = status
+                call.answer(prm)
+        except self.pj.Error as e:
+            self.say(f"cannot answer {remote}: {e.reason}")
+            prm = self.pj.CallOpParam()
+            prm.statusCode = 488
+            call.hangup_quietly(prm)
 
     def _forget_call(self, call: "_Call") -> None:
         self._calls.pop(call.call_id, None)
@@ -259,6 +263,20 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} ms"
 
 
+def _callback(method: Callable[..., None]) -> Callable[..., None]:
+    """pjsua2 calls into Python from C++: an exception escaping there aborts the process,
+    so a peer's odd INVITE (say, an SDP we cannot answer) would kill the phone."""
+
+    def guarded(self: Any, *args: Any) -> None:
+        try:
+            method(self, *args)
+        except Exception:
+            log.exception("pjsua2 callback %s failed", method.__name__)
+
+    guarded.__name__ = method.__name__
+    return guarded
+
+
 def _make_classes() -> tuple[type, type, type]:
     import pjsua2 as pj
 
@@ -267,6 +285,7 @@ def _make_classes() -> tuple[type, type, type]:
             super().__init__()
             self.handset = handset
 
+        @_callback
         def onRegState(self, prm: Any) -> None:
             fut = self.handset._registered
             if not fut.done():
@@ -274,13 +293,16 @@ def _make_classes() -> tuple[type, type, type]:
             elif prm.code // 100 != 2:
                 log.warning("registration of %s: %s %s", self.handset.aor, prm.code, prm.reason)
 
+        @_callback
         def onIncomingCall(self, prm: Any) -> None:
             self.handset._incoming(prm.callId)
 
+        @_callback
         def onInstantMessage(self, prm: Any) -> None:
             self.handset.messages.put_nowait((prm.fromUri, prm.msgBody))
             self.handset.say(f"message from {prm.fromUri}: {prm.msgBody}")
 
+        @_callback
         def onInstantMessageStatus(self, prm: Any) -> None:
             waiting = self.handset._message_status.get(prm.toUri.strip("<>"))
             while waiting:
@@ -311,6 +333,7 @@ def _make_classes() -> tuple[type, type, type]:
             self.settled: asyncio.Future[None] = loop.create_future()
             self.ended: asyncio.Future[None] = loop.create_future()
 
+        @_callback
         def onCallState(self, prm: Any) -> None:
             pj = self.handset.pj
             ci = self.getInfo()
@@ -344,6 +367,7 @@ def _make_classes() -> tuple[type, type, type]:
             if not self.ended.done():
                 self.ended.set_result(None)
 
+        @_callback
         def onCallMediaState(self, prm: Any) -> None:
             pj = self.handset.pj
             ci = self.getInfo()
@@ -365,9 +389,9 @@ def _make_classes() -> tuple[type, type, type]:
         def report(self) -> CallReport:
             return CallReport(self.status, self.ringing_ms, self.confirmed_ms, self.reason)
 
-        def hangup_quietly(self) -> None:
+        def hangup_quietly(self, prm: Any = None) -> None:
             try:
-                self.hangup(self.handset.pj.CallOpParam(True))
+                self.hangup(prm or self.handset.pj.CallOpParam(True))
             except Exception:
                 pass
 
@@ -380,6 +404,7 @@ def _make_classes() -> tuple[type, type, type]:
             super().__init__()
             self.handset, self.uri = handset, uri
 
+        @_callback
         def onBuddyState(self) -> None:
             info = self.getInfo()
             self.handset.say(f"presence {self.uri}: {info.presStatus.statusText or info.subStateName}")
