@@ -66,6 +66,13 @@ class LineProc:
             if match:
                 return match
 
+    def saw(self, pattern: str, timeout: float = START_TIMEOUT_S) -> str:
+        """A line matching `pattern`, already seen or still to come."""
+        for line in self.seen:
+            if re.search(pattern, line):
+                return line
+        return self.expect(pattern, timeout).string
+
     def send(self, line: str) -> None:
         assert self.proc.stdin is not None
         self.proc.stdin.write(line.encode() + b"\n")

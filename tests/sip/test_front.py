@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
@@ -18,6 +17,8 @@ from peerphone.net.udp import UdpDriver, system_node_factory
 from peerphone.sip.front import FrontConfig, Link, SipFront
 from peerphone.sip.message import SipResponse, parse
 
+from tests.sip.raw import register as raw_register
+from tests.sip.raw import request as raw_request
 from tests.sip.test_message import BROKEN
 
 DOMAIN = "test.overlay"
@@ -66,19 +67,12 @@ async def front_on_overlay(**config: Any) -> AsyncIterator[tuple[SipFront, UdpDr
         driver.close()
 
 
-def request(method: str, uri: str, port: int, *, to: str | None = None, extra: str = "", body: bytes = b"",
-            branch: str | None = None, forwards: int = 70, call_id: str | None = None) -> bytes:
-    head = (f"{method} {uri} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP 127.0.0.1:{port};rport;branch=z9hG4bK{branch or os.urandom(6).hex()}\r\n"
-            f"Max-Forwards: {forwards}\r\nFrom: <sip:alice@{DOMAIN}>;tag=a1\r\nTo: <{to or uri}>\r\n"
-            f"Call-ID: {call_id or os.urandom(6).hex()}@test\r\nCSeq: 1 {method}\r\n{extra}"
-            f"Content-Length: {len(body)}\r\n\r\n")
-    return head.encode() + body
+def request(method: str, uri: str, port: int, **kw: Any) -> bytes:
+    return raw_request(method, uri, port, sender=f"sip:alice@{DOMAIN}", **kw)
 
 
 def register(port: int, user: str, contact_port: int, expires: int = 60) -> bytes:
-    return request("REGISTER", f"sip:{DOMAIN}", port, to=f"sip:{user}@{DOMAIN}",
-                   extra=f"Contact: <sip:{user}@127.0.0.1:{contact_port}>\r\nExpires: {expires}\r\n")
+    return raw_register(port, user, contact_port, expires, domain=DOMAIN)
 
 
 def test_register_stores_the_binding_in_the_overlay_and_expires_zero_removes_it():

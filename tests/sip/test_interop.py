@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -13,6 +12,8 @@ import pytest
 from peerphone.app.tone import dominant_frequency, write_tone
 
 from tests.procs import stop
+from tests.sip.raw import exchange
+from tests.sip.raw import register as raw_register
 from tests.sip.world import DOMAIN, start_overlay, start_phone
 
 pytestmark = pytest.mark.sip
@@ -25,19 +26,10 @@ def free_port(kind: int = socket.SOCK_DGRAM) -> int:
         return s.getsockname()[1]
 
 
-def register(front: str, user: str, contact_port: int, expires: int = 60) -> str:
+def register(front: str, user: str, contact_port: int) -> str:
     """A third-party REGISTER for a UA that does not register by itself (SIPp's uas); the status line."""
     host, port = front.rsplit(":", 1)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        s.settimeout(5)
-        me = s.getsockname()[1]
-        branch, call_id = os.urandom(5).hex(), os.urandom(5).hex()
-        s.sendto((f"REGISTER sip:{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK{branch}\r\n"
-                  f"Max-Forwards: 70\r\nFrom: <sip:{user}@{DOMAIN}>;tag=r\r\nTo: <sip:{user}@{DOMAIN}>\r\n"
-                  f"Call-ID: {call_id}\r\nCSeq: 1 REGISTER\r\nContact: <sip:{user}@127.0.0.1:{contact_port}>\r\n"
-                  f"Expires: {expires}\r\nContent-Length: 0\r\n\r\n").encode(), (host, int(port)))
-        return s.recv(4096).decode(errors="replace").split("\r\n")[0]
+    return exchange((host, int(port)), lambda me: raw_register(me, user, contact_port))
 
 
 def sipp(*args: str, cwd: Path) -> subprocess.Popen[str]:

@@ -25,6 +25,7 @@ class Supervisor:
         self._steps: list[tuple[str, ShutdownStep]] = []
         self._group: asyncio.TaskGroup | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._pending: list[Coroutine[Any, Any, Any]] = []  # spawned before run(): started by it
 
     def stop(self) -> None:
         self._stop.set()
@@ -32,10 +33,14 @@ class Supervisor:
     def on_shutdown(self, name: str, step: ShutdownStep) -> None:
         self._steps.append((name, step))
 
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any] | None:
+        """Run `coro` as a task of the group (None when spawned before run(), which starts it)."""
         if self._group is None:
-            coro.close()
-            raise RuntimeError("spawn before run")
+            if self._stop.is_set():
+                coro.close()
+                raise RuntimeError("spawn after the supervisor stopped")
+            self._pending.append(coro)
+            return None
         task = self._group.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -50,6 +55,9 @@ class Supervisor:
         try:
             async with asyncio.TaskGroup() as group:
                 self._group = group
+                for coro in self._pending:
+                    self.spawn(coro)
+                self._pending.clear()
                 if main is not None:
                     self.spawn(self._then_stop(main))
                 await self._stop.wait()

@@ -52,6 +52,7 @@ CONTACTS_PER_AOR_MAX = 8
 BINDINGS_MAX = 10_000
 TRANSACTIONS_MAX = 4096
 TCP_CONNECTIONS_MAX = 256
+GATEWAY_LIFETIME_S = 180
 OFFLINE_LIFETIME_S = min(LIFETIME_S_MAX, 7 * 24 * 3600)
 T1_S = 0.5
 TRANSACTION_TIMEOUT_S = 32.0   # 64*T1: non-INVITE final answer, and how long a finished one is remembered
@@ -144,6 +145,8 @@ class SipFront:
                     raise
                 continue
             self._udp, self.port = transport, bound
+            if self.config.gateways:
+                self._spawn(self._advertise_gateways())
             return
         raise OSError("no port free for both UDP and TCP")
 
@@ -274,15 +277,16 @@ class SipFront:
                 self._respond(req, link, 100)
             self._serve(req, link, self._to_aor(req, link, f"sip:{uri.user}@{self.config.domain}"))
             return
+        if _is_address(uri.host):
+            self._forward(req, link, self._link_to(uri))  # in-dialog, straight to a contact
+            return
+        if req.method == "INVITE":
+            self._respond(req, link, 100)
         gateway = self.config.gateways.get(uri.host)
         if gateway is not None:
-            if req.method == "INVITE":
-                self._respond(req, link, 100)
             self._forward(req, link, Link("UDP", gateway))
-        elif _is_address(uri.host):
-            self._forward(req, link, self._link_to(uri))  # in-dialog, straight to a contact
-        elif req.method != "ACK":
-            self._respond(req, link, 404, "Not Found (domain not served)")
+        else:
+            self._serve(req, link, self._to_gateway(req, link, uri.host))
 
     def _serve(self, req: SipRequest, link: Link, work: Awaitable[None]) -> None:
         """Run the part of handling a request that waits for the overlay, with receive()'s guarantees."""
@@ -435,6 +439,39 @@ class SipFront:
         _, newest = max(records, key=lambda r: r[0])
         req.uri = aor  # the serving front knows the AOR, not our own address it may have been sent to
         self._forward(req, link, Link("UDP", newest.front))
+
+    async def _to_gateway(self, req: SipRequest, link: Link, domain: str) -> None:
+        """A foreign domain: to a peer that gateways to it, found in the overlay (seed 002, §3.4)."""
+        try:
+            answer = await self.overlay.fetch(_gateway_key(domain), Kind.SIP_REGISTRATION)
+        except Exception as e:
+            log.info("sip: gateway lookup for %s failed: %s", domain, e)
+            answer = FetchAns(None, ())
+        fronts = []
+        for entry in answer.entries:
+            try:
+                fronts.append(Registration.from_bytes(entry.value).front)
+            except RecordError:
+                self.counters["sip bad gateway records"] += 1
+        if not fronts:
+            if req.method != "ACK":
+                self._respond(req, link, 404, "Not Found (no gateway to that domain)")
+            return
+        self._forward(req, link, Link("UDP", fronts[0]))
+
+    async def _advertise_gateways(self) -> None:
+        """Keep "this peer gateways to DOMAIN" in the overlay while it runs."""
+        while True:
+            now_ms = time.time_ns() // 1_000_000
+            me = Registration("sip:gateway", (self.config.advertise_host, self.port), self.config.node_id)
+            for domain in self.config.gateways:
+                entry = Entry(self.config.node_id.to_bytes(20, "big"), me.to_bytes(), now_ms, GATEWAY_LIFETIME_S)
+                try:
+                    await self.overlay.store(_gateway_key(domain), Kind.SIP_REGISTRATION,
+                                             MODEL_OF[Kind.SIP_REGISTRATION], [entry])
+                except Exception as e:
+                    log.warning("sip: gateway to %s not advertised: %s", domain, e)
+            await asyncio.sleep(GATEWAY_LIFETIME_S / 3)
 
     def _link_to(self, uri: Uri) -> Link:
         transport = "TCP" if (uri.param("transport") or "").lower() == "tcp" else "UDP"
@@ -716,6 +753,10 @@ def _tag(value: str | None) -> str:
 def _int_or(text: str | None, default: int) -> int:
     text = (text or "").strip()
     return int(text) if text.isdigit() and len(text) <= 10 else default
+
+
+def _gateway_key(domain: str) -> int:
+    return id_from_name(f"sip-gateway:{domain}")
 
 
 def _contact_key(contact: str) -> bytes:

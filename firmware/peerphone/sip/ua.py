@@ -259,6 +259,17 @@ class Handset:
         self._account.setOnlineStatus(status)
 
 
+def _wav_complete(path: Path) -> bool:
+    """The RIFF header counts every byte of the file: the writer has closed it."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            size = os.fstat(f.fileno()).st_size
+    except OSError:
+        return False
+    return len(head) == 8 and head[:4] == b"RIFF" and int.from_bytes(head[4:], "little") + 8 == size > 44
+
+
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} ms"
 
@@ -361,9 +372,20 @@ def _make_classes() -> tuple[type, type, type]:
             self.release()
             if self.confirmed_ms is not None:
                 self.handset.say(f"call ended ({self.ended_by})")
-            if recorded and self.record is not None:
-                self.handset.say(f"recorded {self.record}")
             self.handset._forget_call(self)
+            if recorded and self.record is not None:
+                asyncio.ensure_future(self._say_recorded(self.record))
+            elif not self.ended.done():
+                self.ended.set_result(None)
+
+        async def _say_recorded(self, path: Path) -> None:
+            # pjmedia removes a conference port on its clock thread (asynchronously since 2.14):
+            # the file is closed, and its header completed, a little after the recorder is gone.
+            for _ in range(150):
+                if _wav_complete(path):
+                    break
+                await asyncio.sleep(0.02)
+            self.handset.say(f"recorded {path}")
             if not self.ended.done():
                 self.ended.set_result(None)
 
