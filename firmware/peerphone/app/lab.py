@@ -73,6 +73,7 @@ class Peer:
     proc: subprocess.Popen[bytes]
     addr: Addr
     node_id: int
+    sip: Addr  # its SIP front
 
     def cpu_s(self) -> float:
         """User plus system CPU time of the peer process so far."""
@@ -146,37 +147,34 @@ class Lab:
     # -- processes --
 
     def _spawn(self, index: int, bootstrap: Addr | None) -> subprocess.Popen[bytes]:
-        cmd = [sys.executable, "-m", "peerphone", "--log-level", "warning", "peer", "--listen", "127.0.0.1:0",
-               "--overlay", LAB_OVERLAY, "--sip-listen", "127.0.0.1:0",
-               "--maintenance-ms", str(self.spec.maintenance_ms), "--topology", self.spec.topology.value]
+        args = ["--log-level", "warning", "peer", "--listen", "127.0.0.1:0", "--overlay", LAB_OVERLAY,
+                "--sip-listen", "127.0.0.1:0", "--maintenance-ms", str(self.spec.maintenance_ms),
+                "--topology", self.spec.topology.value]
         if bootstrap is not None:
-            cmd += ["--bootstrap", f"{bootstrap[0]}:{bootstrap[1]}"]
+            args += ["--bootstrap", f"{bootstrap[0]}:{bootstrap[1]}"]
         stderr = open(self.logdir / f"peer-{index}.log", "wb")
-        # The peers run this very package, installed or not.
-        source_root = str(Path(peerphone.__file__).resolve().parent.parent)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [source_root, os.environ.get("PYTHONPATH")]))}
         try:
-            return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL, env=env)
+            return subprocess.Popen(peerphone_command(*args), stdout=subprocess.PIPE, stderr=stderr,
+                                    stdin=subprocess.DEVNULL, env=child_env())
         finally:
             stderr.close()
 
-    async def _ready(self, proc: subprocess.Popen[bytes]) -> tuple[Addr, int]:
+    async def _ready(self, proc: subprocess.Popen[bytes]) -> Peer:
         assert proc.stdout is not None
-        line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), START_TIMEOUT_S)
-        words = line.decode().split()
-        if len(words) != 3 or words[0] != "listening":
+        lines = []
+        for _ in range(2):  # "listening HOST:PORT id=HEX", then "sip HOST:PORT domain=D"
+            line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), START_TIMEOUT_S)
+            lines.append(line.decode().split())
+        first, second = lines
+        if len(first) != 3 or first[0] != "listening" or len(second) < 2 or second[0] != "sip":
             raise RuntimeError(f"peer did not start (logs in {self.logdir})")
-        host, port = words[1].rsplit(":", 1)
-        return (host, int(port)), int(words[2].removeprefix("id="), 16)
+        return Peer(proc, _hostport(first[1]), int(first[2].removeprefix("id="), 16), _hostport(second[1]))
 
     async def start(self) -> None:
-        first = self._spawn(0, None)
-        addr, node_id = await self._ready(first)
-        self.peers.append(Peer(first, addr, node_id))
+        self.peers.append(await self._ready(self._spawn(0, None)))
         procs = [self._spawn(i, self.rng.choice(self.peers).addr) for i in range(1, self.spec.peers)]
         for i, proc in enumerate(procs, start=2):
-            addr, node_id = await self._ready(proc)
-            self.peers.append(Peer(proc, addr, node_id))
+            self.peers.append(await self._ready(proc))
             self.progress.show(f"starting peers: {i}/{self.spec.peers}")
         self.progress.show(f"started {self.spec.peers} peer processes", final=True)
         self.client = await open_client(self.peers[0].addr, LAB_OVERLAY, self.spec.topology)
@@ -322,6 +320,21 @@ class Lab:
             self.peers.remove(peer)
             self.dead.append(peer)
         return chosen
+
+
+def peerphone_command(*args: str) -> list[str]:
+    """The command line of a child `peerphone` running this very package, installed or not."""
+    return [sys.executable, "-m", "peerphone", *args]
+
+
+def child_env() -> dict[str, str]:
+    source_root = str(Path(peerphone.__file__).resolve().parent.parent)
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [source_root, os.environ.get("PYTHONPATH")]))}
+
+
+def _hostport(text: str) -> Addr:
+    host, _, port = text.rpartition(":")
+    return host, int(port)
 
 
 def _value_of(key: str) -> bytes:

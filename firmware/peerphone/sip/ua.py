@@ -85,12 +85,14 @@ class Handset:
         ep = self._ep = pj.Endpoint()
         # pjlib logs to stdout until libInit sets the levels; stdout is for what the phone says.
         saved = os.dup(1)
-        os.dup2(2, 1)
+        sink = os.open(os.devnull, os.O_WRONLY) if not log.isEnabledFor(logging.DEBUG) else os.dup(2)
+        os.dup2(sink, 1)
         try:
             ep.libCreate()
         finally:
             os.dup2(saved, 1)
             os.close(saved)
+            os.close(sink)
         cfg = pj.EpConfig()
         cfg.uaConfig.threadCnt = 0
         cfg.uaConfig.mainThreadOnly = True
