@@ -35,3 +35,10 @@ def exchange(server: tuple[str, int], make: Callable[[int], bytes], timeout: flo
             return s.recv(65536).decode(errors="replace").split("\r\n")[0]
         except OSError:
             return ""
+
+
+def free_port(kind: int = socket.SOCK_DGRAM) -> int:
+    """A port free on 127.0.0.1 now (for programs that cannot be told to pick one themselves)."""
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

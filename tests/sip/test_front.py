@@ -6,7 +6,6 @@ import asyncio
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from peerphone.core.ids import id_from_name
@@ -199,4 +198,3 @@ def test_fuzzed_requests_never_break_the_front(edits, method):
     asyncio.run(main())
 
 
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")

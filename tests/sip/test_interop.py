@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -12,18 +11,12 @@ import pytest
 from peerphone.app.tone import dominant_frequency, write_tone
 
 from tests.procs import stop
-from tests.sip.raw import exchange
+from tests.sip.raw import exchange, free_port
 from tests.sip.raw import register as raw_register
 from tests.sip.world import DOMAIN, start_overlay, start_phone
 
 pytestmark = pytest.mark.sip
 pytest.importorskip("pjsua2", reason="pjsua2-python is installed by tools/setup --test on x86_64")
-
-
-def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def register(front: str, user: str, contact_port: int) -> str:

@@ -9,7 +9,7 @@ from peerphone.app.tone import dominant_frequency
 
 from tests.procs import start_peer, stop
 from tests.sip import kamailio
-from tests.sip.test_interop import free_port
+from tests.sip.raw import free_port
 from tests.sip.world import DOMAIN, start_overlay, start_phone
 
 pytestmark = [pytest.mark.sip, pytest.mark.skipif(not kamailio.available(), reason="kamailio is installed by "
