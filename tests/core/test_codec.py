@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from peerphone.core.errors import DecodeError
 from peerphone.core.ids import ID_MAX
-from peerphone.core.limits import DATAGRAM_BYTES_MAX, VALUE_BYTES_MAX
+from peerphone.core.limits import DATAGRAM_BYTES_MAX, TUNNEL_BYTES_MAX, VALUE_BYTES_MAX
 from peerphone.core.wire import check_body, decode, encode
 from peerphone.core.wire.messages import (
     EMPTY,
@@ -31,6 +31,7 @@ from peerphone.core.wire.messages import (
     StatAns,
     Store,
     StoreAns,
+    Tunnel,
     UpdateAns,
 )
 
@@ -72,6 +73,8 @@ BODIES = {
     Code.MEMBERS_ANS: st.builds(MembersAns, st.integers(0, 0xFFFF), st.integers(0, 0xFFFF), node_lists),
     Code.CLOSEST: st.builds(Closest, ids),
     Code.CLOSEST_ANS: st.builds(ClosestAns, node_lists),
+    Code.TUNNEL: st.builds(Tunnel, st.binary(max_size=TUNNEL_BYTES_MAX)),
+    Code.TUNNEL_ANS: st.just(EMPTY),
     Code.ERROR: st.builds(Error, st.integers(0, 0xFFFF), st.text(max_size=40)),
 }
 messages = st.sampled_from(list(Code)).flatmap(lambda code: st.builds(

@@ -3,10 +3,11 @@
 Most tests here are the conformance suite: they run against every topology.
 """
 
+import pytest
 from peerphone.core.errors import LocalProtocolError
-from peerphone.core.events import Left, RequestCompleted
+from peerphone.core.events import Left, RequestCompleted, Tunnelled
 from peerphone.core.ids import id_from_name
-from peerphone.core.limits import DATAGRAM_BYTES_MAX, DICT_KEY_BYTES_MAX, REPLICAS, VALUE_BYTES_MAX
+from peerphone.core.limits import DATAGRAM_BYTES_MAX, DICT_KEY_BYTES_MAX, REPLICAS, TUNNEL_BYTES_MAX, VALUE_BYTES_MAX
 from peerphone.core.overlay import Topology
 from peerphone.core.peer import State
 from peerphone.core.wire import encode
@@ -261,3 +262,26 @@ def test_a_store_at_the_size_limit_survives_a_long_path(topology):
     assert drops <= {"drop.unexpected_ack"}, drops  # a late hop ack is harmless; no size drop
     if topology is Topology.CHORD:
         assert max(hops) >= 3  # the path was long enough to matter
+
+
+def test_a_tunnel_reaches_its_node_once_from_anywhere(topology):
+    ring = build(10, topology=topology)
+    nodes = ring.live()
+    for origin, target in ((nodes[0], nodes[7]), (nodes[5], nodes[2]), (nodes[9], nodes[4])):
+        payload = f"INVITE for {target.me.node_id:x}".encode()
+        handle = origin.tunnel(target.me.node_id, payload, now_ms=ring.now_ms)
+        ring.flush(origin)
+        ring.run(2000)
+        done = [e for addr, e in ring.events if addr == origin.me.addr and isinstance(e, RequestCompleted)
+                and e.handle == handle]
+        assert len(done) == 1 and done[0].error is None and done[0].responder == target.me.node_id
+        got = [e for addr, e in ring.events if isinstance(e, Tunnelled) and e.payload == payload]
+        assert got == [Tunnelled(origin.me.node_id, payload)]
+        assert all(addr == target.me.addr for addr, e in ring.events if isinstance(e, Tunnelled)
+                   and e.payload == payload)
+
+
+def test_a_tunnel_beyond_its_bound_is_refused_at_the_origin():
+    ring = build(3)
+    with pytest.raises(LocalProtocolError):
+        ring.live()[0].tunnel(ring.live()[1].me.node_id, b"x" * (TUNNEL_BYTES_MAX + 1), now_ms=ring.now_ms)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from peerphone.app.tone import dominant_frequency
 
-from tests.procs import stop
+from tests.procs import peerphone, start_peer, stop
 from tests.sip.world import DOMAIN, start_overlay, start_phone
 
 pytestmark = pytest.mark.sip
@@ -69,3 +69,27 @@ def test_calling_an_unregistered_aor_fails_with_404(overlay):
         assert " 404 " in alice.expect(r"^call to sip:nobody@.* failed").string
     finally:
         alice.stop()
+
+
+def test_a_phone_at_a_peer_reached_only_through_the_overlay_gets_calls_and_messages(overlay, tmp_path: Path):
+    """The Tunnel path: the callee's peer is not sent SIP directly; its SIP travels in Tunnel requests."""
+    hidden = start_peer("--sip-tunnel", bootstrap=overlay[0].addr)
+    bob = alice = None
+    try:
+        bob = start_phone("bob3", hidden.sip, record_dir=tmp_path)
+        alice = start_phone("alice4", overlay[2].sip)
+        alice.send(f"call sip:bob3@{DOMAIN} tone=1000 seconds=2")
+        bob.expect(r"^incoming call from .*sip:alice4@")
+        assert alice.expect(r"^call ended \((\d+)", timeout=30).group(1) == "200"  # the BYE went through too
+        hz, level = dominant_frequency(Path(bob.expect(r"^recorded (\S+)").group(1)))
+        assert abs(hz - 1000) <= 20 and level > 0.05, (hz, level)
+        alice.send(f"message sip:bob3@{DOMAIN} through the overlay")
+        assert "delivered (200)" in alice.expect(r"^message to sip:bob3@").string
+        stat = peerphone("stat", "--via", hidden.addr)
+        counters = dict(line.split() for line in stat.stdout.splitlines() if line.startswith("  "))
+        assert int(counters.get("sent.TUNNEL", 0)) >= 3 and int(counters.get("sent.TUNNEL_ANS", 0)) >= 3, stat.stdout
+    finally:
+        for phone in (alice, bob):
+            if phone is not None:
+                phone.stop()
+        stop([hidden])

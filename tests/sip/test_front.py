@@ -54,6 +54,7 @@ async def front_on_overlay(**config: Any) -> AsyncIterator[tuple[SipFront, UdpDr
 
     assert driver.node is not None
     front = SipFront(FrontConfig(DOMAIN, driver.node.me.node_id, "127.0.0.1", **config), driver, spawn)
+    driver.on_tunnel = front.receive_tunnelled
     await front.start("127.0.0.1", 0)
     transport, phone = await loop.create_datagram_endpoint(Endpoint, local_addr=("127.0.0.1", 0))
     try:

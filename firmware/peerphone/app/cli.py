@@ -199,6 +199,9 @@ def _sip_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sip-listen", default=f"0.0.0.0:{DEFAULT_SIP_PORT}", metavar="HOST:PORT|off",
                         help="UDP and TCP address of the SIP registrar/proxy any SIP phone can use; port 0 picks "
                              f"a free one, off runs none (default 0.0.0.0:{DEFAULT_SIP_PORT})")
+    parser.add_argument("--sip-tunnel", action="store_true",
+                        help="other peers send SIP for phones registered here through the overlay (Tunnel "
+                             "requests), not to the SIP address: for a peer others cannot reach directly (NAT)")
     parser.add_argument("--domain", help="SIP domain of the overlay's AORs, sip:USER@DOMAIN (default: the overlay "
                                          "name)")
     parser.add_argument("--gateway", action="append", default=[], metavar="DOMAIN=HOST:PORT",
@@ -296,8 +299,9 @@ async def start_peer(args: argparse.Namespace, supervisor: Supervisor) -> tuple[
     if args.sip_listen != "off":
         sip_listen = parse_hostport(args.sip_listen)
         gateways = dict(parse_gateway(g) for g in args.gateway)
-        front = SipFront(FrontConfig(args.domain or args.overlay, me.node_id, advertise_host, gateways=gateways),
-                         driver, supervisor.spawn)
+        front = SipFront(FrontConfig(args.domain or args.overlay, me.node_id, advertise_host, gateways=gateways,
+                                     reachable=not args.sip_tunnel), driver, supervisor.spawn)
+        driver.on_tunnel = front.receive_tunnelled
         try:
             await front.start(*sip_listen)
         except OSError as e:

@@ -40,4 +40,12 @@ class RequestCompleted:
     responder: int | None
 
 
-Event = Union[Joined, JoinFailed, Left, NodeFailed, RequestCompleted]
+@dataclass(frozen=True, slots=True)
+class Tunnelled:
+    """A Tunnel request for us arrived from `origin` (once: retransmissions are absorbed)."""
+
+    origin: int
+    payload: bytes
+
+
+Event = Union[Joined, JoinFailed, Left, NodeFailed, RequestCompleted, Tunnelled]

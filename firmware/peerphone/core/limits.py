@@ -17,6 +17,7 @@ REASON_CHARS_MAX = 128
 SIGNATURE_BYTES_MAX = 512
 VALUE_BYTES_MAX = 512  # with a 20-hop via list and a dictionary key, a store still fits one datagram
 DICT_KEY_BYTES_MAX = 64
+TUNNEL_BYTES_MAX = 640  # a Tunnel with a 20-hop via list still fits one datagram (647 measured); SIP is cut into parts
 STAT_COUNTERS_MAX = 64
 
 # Storage.

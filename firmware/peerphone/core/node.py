@@ -30,7 +30,7 @@ from enum import Enum
 from typing import Callable, NamedTuple, Protocol, Sequence
 
 from .errors import DecodeError, ErrorCode, LocalProtocolError
-from .events import Event, Joined, JoinFailed, Left, RequestCompleted
+from .events import Event, Joined, JoinFailed, Left, RequestCompleted, Tunnelled
 from .ingress import BoundedLru, TokenBuckets
 from .limits import (
     DATAGRAM_BYTES_MAX,
@@ -66,6 +66,7 @@ from .wire.messages import (
     StatAns,
     Store,
     StoreAns,
+    Tunnel,
 )
 
 
@@ -184,6 +185,7 @@ class PeerNode:
             Code.STORE: self._on_store,
             Code.FETCH: self._on_fetch,
             Code.STAT: self._on_stat,
+            Code.TUNNEL: self._on_tunnel,
         }
         self._answer_handlers: dict[type, Callable[[Purpose, Message | None, int], None]] = {
             User: self._done_user,
@@ -271,6 +273,16 @@ class PeerNode:
     def lookup(self, target: int, *, now_ms: int, first_hop: Addr | None = None) -> int:
         """Find the node responsible for `target` (its FindAns, and `responder`)."""
         return self._user_request(Code.FIND, EMPTY, target, now_ms, first_hop)
+
+    def tunnel(self, node_id: int, payload: bytes, *, now_ms: int) -> int:
+        """Carry `payload` to the node `node_id` through the overlay; it gets a Tunnelled event."""
+        if self.state is not State.JOINED:
+            raise LocalProtocolError(f"TUNNEL in state {self.state.value}")
+        body = Tunnel(payload)
+        self._check_fits(Code.TUNNEL, body, node_id)
+        handle = self._new_handle()
+        self._request(Code.TUNNEL, body, (Dest(DestKind.NODE, node_id),), User(handle), now_ms)
+        return handle
 
     def stat(self, peer: Addr, *, now_ms: int) -> int:
         """Diagnostics of the peer at `peer` (an empty destination list: whoever receives it)."""
@@ -455,6 +467,11 @@ class PeerNode:
         body = msg.body
         assert isinstance(body, Fetch)
         return Code.FETCH_ANS, self.storage.fetch(body.resource, body.kind, now_ms=now_ms)
+
+    def _on_tunnel(self, msg: Message, sender: NodeInfo, now_ms: int) -> tuple[Code, Body]:
+        assert isinstance(msg.body, Tunnel)
+        self._events.append(Tunnelled(msg.via[0], msg.body.payload))
+        return Code.TUNNEL_ANS, EMPTY
 
     def _on_stat(self, msg: Message, sender: NodeInfo, now_ms: int) -> tuple[Code, Body]:
         return Code.STAT_ANS, self._stat_body()

@@ -13,7 +13,7 @@ import os
 import random
 from typing import Any, Callable
 
-from ..core.events import Event, Joined, JoinFailed, Left, NodeFailed, RequestCompleted
+from ..core.events import Event, Joined, JoinFailed, Left, NodeFailed, RequestCompleted, Tunnelled
 from ..core.ids import short
 from ..core.peer import PeerConfig, PeerNode, make_peer
 from ..core.wire.messages import Addr, DataModel, Entry, FetchAns, NodeInfo
@@ -36,6 +36,7 @@ class UdpDriver(asyncio.DatagramProtocol):
         self._waiting: dict[int, asyncio.Future[RequestCompleted]] = {}
         self.joined: asyncio.Future[None] = self._loop.create_future()
         self.left: asyncio.Future[None] = self._loop.create_future()
+        self.on_tunnel: Callable[[int, bytes], None] | None = None  # (origin node, payload)
 
     @classmethod
     async def open(cls, listen: Addr, make_node: Callable[[Addr, int], PeerNode]) -> "UdpDriver":
@@ -108,6 +109,9 @@ class UdpDriver(asyncio.DatagramProtocol):
             log.info("left the overlay")
             if not self.left.done():
                 self.left.set_result(None)
+        elif isinstance(event, Tunnelled):
+            if self.on_tunnel is not None:
+                self.on_tunnel(event.origin, event.payload)
         elif isinstance(event, NodeFailed):
             log.info("node %s failed", short(event.node_id))
 
@@ -133,6 +137,9 @@ class UdpDriver(asyncio.DatagramProtocol):
         if not isinstance(done.answer, FetchAns):
             raise OverlayError("fetch: unexpected answer")
         return done.answer
+
+    async def tunnel(self, node_id: int, payload: bytes, timeout_s: float = REQUEST_TIMEOUT_S) -> None:
+        await self._checked(lambda node, now: node.tunnel(node_id, payload, now_ms=now), "tunnel", timeout_s)
 
     async def _checked(self, start: Callable[[PeerNode, int], int], what: str, timeout_s: float) -> RequestCompleted:
         try:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Protocol
 
 from ..core.ids import id_from_name
-from ..core.limits import LIFETIME_S_MAX
+from ..core.limits import LIFETIME_S_MAX, TUNNEL_BYTES_MAX
 from ..core.usages import MODEL_OF, Kind, OfflineMessage, RecordError, Registration
 from ..core.wire.messages import ARRAY_APPEND, Addr, DataModel, Entry, FetchAns
 from .message import (
@@ -53,6 +53,10 @@ BINDINGS_MAX = 10_000
 TRANSACTIONS_MAX = 4096
 TCP_CONNECTIONS_MAX = 256
 GATEWAY_LIFETIME_S = 180
+TUNNEL_HEADER_BYTES = 10  # message id (8), part index, part count
+TUNNEL_PARTS_MAX = -(-MESSAGE_BYTES_MAX // (TUNNEL_BYTES_MAX - TUNNEL_HEADER_BYTES))
+TUNNEL_REASSEMBLIES_MAX = 64
+TUNNEL_PARAM = "pp-node"  # on our Record-Route when we are reached through the overlay: our node id
 OFFLINE_LIFETIME_S = min(LIFETIME_S_MAX, 7 * 24 * 3600)
 T1_S = 0.5
 TRANSACTION_TIMEOUT_S = 32.0   # 64*T1: non-INVITE final answer, and how long a finished one is remembered
@@ -66,19 +70,27 @@ REASONS = {100: "Trying", 200: "OK", 202: "Accepted", 400: "Bad Request", 404: "
 
 
 class OverlayAccess(Protocol):
-    """What the front needs of its peer (net.udp.UdpDriver provides it)."""
+    """What the front needs of its peer (net.udp.UdpDriver provides it; Tunnel requests that
+    arrive for us are handed to `SipFront.receive_tunnelled` by whoever wires the two)."""
 
     async def store(self, resource: int, kind: int, model: DataModel, entries: list[Entry]) -> Any: ...
 
     async def fetch(self, resource: int, kind: int) -> FetchAns: ...
+
+    async def tunnel(self, node_id: int, payload: bytes) -> None: ...
 
 
 @dataclass(frozen=True)
 class Link:
     """Where a message goes or came from: a transport and the far end's address."""
 
-    transport: str  # "UDP" or "TCP"
+    transport: str  # "UDP", "TCP", or "TUNNEL": through the overlay to `node_id`
     addr: Addr
+    node_id: int = 0
+
+    @property
+    def via_transport(self) -> str:
+        return "TCP" if self.transport == "TCP" else "UDP"
 
 
 @dataclass
@@ -87,6 +99,7 @@ class FrontConfig:
     node_id: int
     advertise_host: str
     reach_timeout_s: float = 4.0  # no answer at all from the next hop within this: 480
+    reachable: bool = True  # False: other fronts send to us through the overlay (we are behind NAT)
     gateways: dict[str, Addr] = field(default_factory=dict)  # foreign domain -> its proxy
 
 
@@ -95,6 +108,13 @@ class _Binding:
     contact: str
     link: Link
     expires_at: float
+
+
+@dataclass
+class _Reassembly:
+    count: int
+    started: float
+    parts: dict[int, bytes] = field(default_factory=dict)
 
 
 @dataclass
@@ -127,6 +147,7 @@ class SipFront:
         self._by_branch: dict[tuple[str, str], _Transaction] = {}    # (our branch, method)
         self._by_upstream: dict[tuple[str, str], _Transaction] = {}  # (their branch, method)
         self._my_hosts = {config.advertise_host.lower(), "127.0.0.1", "localhost"}
+        self._parts: dict[tuple[int, bytes], _Reassembly] = {}  # tunnelled messages still in pieces
         self.counters: Counter[str] = Counter()
 
     # ------------------------------------------------------------------ transports
@@ -192,7 +213,9 @@ class SipFront:
             writer.close()
 
     def _send(self, data: bytes, link: Link) -> None:
-        if link.transport == "TCP":
+        if link.transport == "TUNNEL":
+            self._tunnel(data, link.node_id)
+        elif link.transport == "TCP":
             writer = self._tcp.get(link.addr)
             if writer is None:
                 self._spawn(self._connect_and_send(data, link.addr))
@@ -211,6 +234,50 @@ class SipFront:
         self._tcp[addr] = writer
         writer.write(data)
         await self._read_stream(reader, writer, addr)
+
+    # ------------------------------------------------------------------ the Tunnel path
+
+    def _tunnel(self, data: bytes, node_id: int) -> None:
+        """Cut a SIP message into Tunnel-sized parts: message id, index, count, bytes."""
+        message_id = os.urandom(8)
+        size = TUNNEL_BYTES_MAX - TUNNEL_HEADER_BYTES
+        parts = [data[i:i + size] for i in range(0, len(data), size)]
+        self.counters["sip tunnelled out"] += 1
+        for index, part in enumerate(parts):
+            self._spawn(self._tunnel_part(node_id, message_id + bytes((index, len(parts))) + part))
+
+    async def _tunnel_part(self, node_id: int, payload: bytes) -> None:
+        try:
+            await self.overlay.tunnel(node_id, payload)
+        except Exception as e:  # the transaction's timer answers upstream
+            log.info("sip: tunnel to %x failed: %s", node_id, e)
+
+    def receive_tunnelled(self, origin: int, payload: bytes) -> None:
+        """One part of a SIP message carried through the overlay; the message once all have come."""
+        if len(payload) < TUNNEL_HEADER_BYTES:
+            self.counters["sip dropped: bad tunnel part"] += 1
+            return
+        message_id, index, count = payload[:8], payload[8], payload[9]
+        if not index < count <= TUNNEL_PARTS_MAX:
+            self.counters["sip dropped: bad tunnel part"] += 1
+            return
+        now = time.monotonic()
+        for key in [k for k, r in self._parts.items() if r.started < now - TRANSACTION_TIMEOUT_S]:
+            del self._parts[key]
+        key = (origin, message_id)
+        held = self._parts.get(key)
+        if held is None:
+            if len(self._parts) >= TUNNEL_REASSEMBLIES_MAX:
+                self.counters["sip dropped: too many tunnelled messages"] += 1
+                return
+            held = self._parts[key] = _Reassembly(count, now)
+        if held.count != count:
+            return
+        held.parts[index] = payload[TUNNEL_HEADER_BYTES:]
+        if len(held.parts) == count:
+            del self._parts[key]
+            self.counters["sip tunnelled in"] += 1
+            self.receive(b"".join(held.parts[i] for i in range(count)), Link("TUNNEL", ("", 0), origin))
 
     # ------------------------------------------------------------------ ingress
 
@@ -240,7 +307,8 @@ class SipFront:
     def _on_request(self, req: SipRequest, link: Link) -> None:
         if not req.get_all("via"):
             raise SipParseError("missing via header")
-        self._note_source(req, link)
+        if link.transport != "TUNNEL":
+            self._note_source(req, link)
         check_request(req)
         self.counters[f"sip {req.method}"] += 1
         top = Via.parse(req.get_all("via")[0])
@@ -364,7 +432,8 @@ class SipFront:
             self._respond(req, link, 503, "Service Unavailable (registrar full)")
             return
         entries = [Entry(_contact_key(c), Registration(c, (self.config.advertise_host, self.port),
-                                                        self.config.node_id).to_bytes() if e else b"",
+                                                        self.config.node_id, self.config.reachable).to_bytes()
+                         if e else b"",
                          time.time_ns() // 1_000_000, e) for c, e in changes]
         if entries:
             try:
@@ -438,7 +507,8 @@ class SipFront:
             return
         _, newest = max(records, key=lambda r: r[0])
         req.uri = aor  # the serving front knows the AOR, not our own address it may have been sent to
-        self._forward(req, link, Link("UDP", newest.front))
+        self._forward(req, link, Link("UDP", newest.front) if newest.reachable else
+                      Link("TUNNEL", newest.front, newest.node_id))
 
     async def _to_gateway(self, req: SipRequest, link: Link, domain: str) -> None:
         """A foreign domain: to a peer that gateways to it, found in the overlay (seed 002, §3.4)."""
@@ -474,6 +544,9 @@ class SipFront:
             await asyncio.sleep(GATEWAY_LIFETIME_S / 3)
 
     def _link_to(self, uri: Uri) -> Link:
+        node = uri.param(TUNNEL_PARAM)  # a front that is reached through the overlay (its Record-Route)
+        if node and len(node) <= 40 and all(c in "0123456789abcdef" for c in node):
+            return Link("TUNNEL", (uri.host, uri.port or 5060), int(node, 16))
         transport = "TCP" if (uri.param("transport") or "").lower() == "tcp" else "UDP"
         return Link(transport, (uri.host, uri.port or 5060))
 
@@ -502,11 +575,13 @@ class SipFront:
             branch = f"{MAGIC}{_digest(top_branch, str(self.config.node_id))[:12]}.{loop_hash}"
         out = SipRequest(method=req.method, uri=req.uri, headers=list(req.headers), body=req.body)
         _set(out, "max-forwards", str(hops - 1))
-        out.headers.insert(0, ("Via", f"SIP/2.0/{downstream.transport} {self.config.advertise_host}:{self.port}"
+        out.headers.insert(0, ("Via", f"SIP/2.0/{downstream.via_transport} {self.config.advertise_host}:{self.port}"
                                       f";branch={branch}"))
         if req.method in DIALOG_CREATING and _tag(req.get("to")) == "":
             transport = ";transport=tcp" if "TCP" in (upstream.transport, downstream.transport) else ""
-            out.headers.insert(1, ("Record-Route", f"<sip:{self.config.advertise_host}:{self.port}{transport};lr>"))
+            tunnel = "" if self.config.reachable else f";{TUNNEL_PARAM}={self.config.node_id:x}"
+            out.headers.insert(1, ("Record-Route",
+                                   f"<sip:{self.config.advertise_host}:{self.port}{transport}{tunnel};lr>"))
         data = out.to_bytes()
         if req.method != "ACK":
             if len(self._by_branch) >= TRANSACTIONS_MAX:
@@ -528,8 +603,8 @@ class SipFront:
         out = SipRequest(method=t.request.method, uri=t.request.uri, headers=list(t.request.headers),
                          body=t.request.body)
         _set(out, "max-forwards", str(max(0, t.request.max_forwards() - 1)))
-        out.headers.insert(0, ("Via", f"SIP/2.0/{t.downstream.transport} {self.config.advertise_host}:{self.port}"
-                                      f";branch={t.branch}"))
+        out.headers.insert(0, ("Via", f"SIP/2.0/{t.downstream.via_transport} {self.config.advertise_host}:"
+                                      f"{self.port};branch={t.branch}"))
         self._send(out.to_bytes(), t.downstream)
 
     def _cancel(self, req: SipRequest, link: Link, top: Via) -> None:
@@ -540,7 +615,7 @@ class SipFront:
         self._respond(req, link, 200)
         if invite.final is None:
             cancel = SipRequest(method="CANCEL", uri=invite.request.uri, body=b"", headers=[
-                ("Via", f"SIP/2.0/{invite.downstream.transport} {self.config.advertise_host}:{self.port}"
+                ("Via", f"SIP/2.0/{invite.downstream.via_transport} {self.config.advertise_host}:{self.port}"
                         f";branch={invite.branch}"),
                 ("Max-Forwards", "70"), ("From", invite.request.get("from") or ""),
                 ("To", invite.request.get("to") or ""), ("Call-ID", invite.request.get("call-id") or ""),
@@ -697,7 +772,7 @@ class SipFront:
         done: asyncio.Future[int] = self._loop.create_future()
         branch = f"{MAGIC}{os.urandom(8).hex()}"
         req = SipRequest(method="MESSAGE", uri=binding.contact, body=message.text.encode(), headers=[
-            ("Via", f"SIP/2.0/{binding.link.transport} {self.config.advertise_host}:{self.port};branch={branch}"),
+            ("Via", f"SIP/2.0/{binding.link.via_transport} {self.config.advertise_host}:{self.port};branch={branch}"),
             ("Max-Forwards", "70"), ("From", f"<{message.sender}>;tag={os.urandom(5).hex()}"), ("To", f"<{aor}>"),
             ("Call-ID", f"{os.urandom(8).hex()}@{self.config.advertise_host}"), ("CSeq", "1 MESSAGE"),
             ("Content-Type", message.content_type)])

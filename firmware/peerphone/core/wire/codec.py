@@ -26,6 +26,7 @@ from ..limits import (
     SIGNATURE_BYTES_MAX,
     STAT_COUNTERS_MAX,
     TTL_INITIAL,
+    TUNNEL_BYTES_MAX,
     VALUE_BYTES_MAX,
     VIA_ENTRIES_MAX,
 )
@@ -55,6 +56,7 @@ from .messages import (
     StatAns,
     Store,
     StoreAns,
+    Tunnel,
     UpdateAns,
 )
 
@@ -271,6 +273,11 @@ def _closest_ans(x: Any) -> ClosestAns:
     return ClosestAns(_nodes(nodes))
 
 
+def _tunnel(x: Any) -> Tunnel:
+    (payload,) = _fixed(x, 1)
+    return Tunnel(_bin(payload, TUNNEL_BYTES_MAX))
+
+
 def _error(x: Any) -> Error:
     code, reason = _fixed(x, 2)
     return Error(_uint(code, 0xFFFF), _str(reason, REASON_CHARS_MAX))
@@ -300,6 +307,8 @@ _BODY_DECODERS: dict[Code, Callable[[Any], Body]] = {
     Code.MEMBERS_ANS: _members_ans,
     Code.CLOSEST: _closest,
     Code.CLOSEST_ANS: _closest_ans,
+    Code.TUNNEL: _tunnel,
+    Code.TUNNEL_ANS: _empty,
     Code.ERROR: _error,
 }
 
@@ -342,6 +351,8 @@ def _encode_body(body: Body) -> list[Any]:
         return [_enc_id(body.target)]
     if isinstance(body, ClosestAns):
         return [[_enc_node(n) for n in body.nodes]]
+    if isinstance(body, Tunnel):
+        return [body.payload]
     if isinstance(body, Error):
         return [body.code, body.reason]
     raise LocalProtocolError(f"no encoder for {type(body).__name__}")

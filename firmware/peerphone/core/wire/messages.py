@@ -39,6 +39,8 @@ class Code(IntEnum):
     MEMBERS_ANS = 23
     CLOSEST = 24  # Kademlia's FIND_NODE: one step of an iterative lookup
     CLOSEST_ANS = 25
+    TUNNEL = 26  # carries a SIP message to a node that cannot be reached directly (DESIGN.md)
+    TUNNEL_ANS = 27
     ERROR = 0xFFFF
 
     @property
@@ -195,13 +197,20 @@ class ClosestAns:
 
 
 @dataclass(frozen=True, slots=True)
+class Tunnel:
+    """Opaque bytes for the application on the destination node (a SIP message, or part of one)."""
+
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Error:
     code: int
     reason: str
 
 
 Body = Union[Empty, JoinAns, UpdateAns, Leave, FindAns, Store, StoreAns, Fetch, FetchAns, StatAns, Announce, Members,
-             MembersAns, Closest, ClosestAns, Error]
+             MembersAns, Closest, ClosestAns, Tunnel, Error]
 
 
 @dataclass(frozen=True, slots=True)
