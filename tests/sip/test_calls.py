@@ -93,3 +93,16 @@ def test_a_phone_at_a_peer_reached_only_through_the_overlay_gets_calls_and_messa
             if phone is not None:
                 phone.stop()
         stop([hidden])
+
+
+def test_presence_through_the_overlay_goes_online_then_offline(overlay):
+    bob = start_phone("bob4", overlay[4].sip)
+    alice = start_phone("alice5", overlay[1].sip)
+    try:
+        alice.send(f"watch sip:bob4@{DOMAIN}")  # SUBSCRIBE routed by AOR, NOTIFYs back along the Record-Route
+        alice.expect(rf"^presence sip:bob4@{DOMAIN}: online$")
+        bob.stop()  # says offline before it goes
+        alice.expect(rf"^presence sip:bob4@{DOMAIN}: offline$")
+    finally:
+        alice.stop()
+        bob.stop()

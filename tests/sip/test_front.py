@@ -199,3 +199,17 @@ def test_fuzzed_requests_never_break_the_front(edits, method):
     asyncio.run(main())
 
 
+
+
+def test_a_registration_that_is_not_refreshed_expires():
+    async def main() -> None:
+        async with front_on_overlay() as (front, driver, udp, phone, port):
+            udp.sendto(register(port, "erin", port, expires=1), ("127.0.0.1", front.port))
+            assert (await phone.response()).status == 200
+            aor = id_from_name(f"sip:erin@{DOMAIN}")
+            assert len((await driver.fetch(aor, Kind.SIP_REGISTRATION)).entries) == 1
+            await asyncio.sleep(1.2)
+            assert (await driver.fetch(aor, Kind.SIP_REGISTRATION)).entries == ()
+            udp.sendto(request("MESSAGE", f"sip:erin@{DOMAIN}", port, body=b"hi"), ("127.0.0.1", front.port))
+            assert (await phone.response()).status == 202  # not online any more: kept for later
+    asyncio.run(main())

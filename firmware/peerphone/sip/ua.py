@@ -134,6 +134,7 @@ class Handset:
                 raise HandsetError(f"no answer to REGISTER from {self.proxy[0]}:{self.proxy[1]}") from None
             if code // 100 != 2:
                 raise HandsetError(f"registration refused: {code}")
+            self.set_online(True)  # what watchers of our presence see (pjsua2 serves their SUBSCRIBEs)
             self.say(f"registered {self.aor} at {self.proxy[0]}:{self.proxy[1]}")
 
     async def _poll(self) -> None:
@@ -147,6 +148,8 @@ class Handset:
             return
         for call in list(self._calls.values()):
             call.hangup_quietly()
+        if self._account is not None:
+            self.set_online(False)  # watchers see us go
         if self._account is not None and self.register:
             try:
                 self._account.setRegistration(False)
@@ -427,11 +430,15 @@ def _make_classes() -> tuple[type, type, type]:
         def __init__(self, handset: Handset, uri: str) -> None:
             super().__init__()
             self.handset, self.uri = handset, uri
+            self.last = ""
 
         @_callback
         def onBuddyState(self) -> None:
-            info = self.getInfo()
-            self.handset.say(f"presence {self.uri}: {info.presStatus.statusText or info.subStateName}")
+            status = self.getInfo().presStatus.status
+            shown = {pj.PJSUA_BUDDY_STATUS_ONLINE: "online", pj.PJSUA_BUDDY_STATUS_OFFLINE: "offline"}.get(status)
+            if shown is not None and shown != self.last:  # not yet known, or unchanged: nothing to say
+                self.last = shown
+                self.handset.say(f"presence {self.uri}: {shown}")
 
     return Account, Call, Buddy
 
