@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import logging
 import os
 import shlex
 import stat
@@ -19,6 +20,8 @@ from ..sip.uri import Uri
 from .cli import start_peer
 from .config import ConfigError, parse_hostport
 from .tone import write_tone
+
+log = logging.getLogger("peerphone.phone")
 
 
 def _uri(text: str, what: str) -> Uri:
@@ -111,6 +114,9 @@ async def _command(handset: Handset, words: list[str]) -> None:
             handset.say(f"error: {COMMANDS_HELP}")
     except (ConfigError, HandsetError, ValueError) as e:
         handset.say(f"error: {e}")
+    except Exception as e:  # a command that fails must not take the phone down with it
+        log.exception("command %r failed", words[0])
+        handset.say(f"error: {words[0]} failed: {e}")
 
 
 async def _call(handset: Handset, callee: Uri, options: dict[str, str]) -> None:

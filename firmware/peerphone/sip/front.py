@@ -217,7 +217,9 @@ class SipFront:
             self._tunnel(data, link.node_id)
         elif link.transport == "TCP":
             writer = self._tcp.get(link.addr)
-            if writer is None:
+            if writer is None and len(self._tcp) >= TCP_CONNECTIONS_MAX:
+                self.counters["sip dropped: too many TCP connections"] += 1
+            elif writer is None:
                 self._spawn(self._connect_and_send(data, link.addr))
             else:
                 writer.write(data)
