@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -105,4 +106,24 @@ def test_presence_through_the_overlay_goes_online_then_offline(overlay):
         alice.expect(rf"^presence sip:bob4@{DOMAIN}: offline$")
     finally:
         alice.stop()
+        bob.stop()
+
+
+def test_the_call_and_message_commands(overlay, tmp_path: Path):
+    bob = start_phone("bob5", overlay[2].sip, record_dir=tmp_path)
+    try:
+        called = peerphone("call", f"sip:bob5@{DOMAIN}", "--proxy", overlay[0].sip, "--aor", f"sip:zoe@{DOMAIN}",
+                           "--tone", "1000", "--seconds", "1", timeout=60)
+        assert called.returncode == 0, called.stdout + called.stderr
+        assert re.search(r"^setup: INVITE to 180 Ringing [\d.]+ ms", called.stdout, re.M), called.stdout
+        bob.expect(r"^incoming call from .*sip:zoe@")
+        sent = peerphone("message", f"sip:bob5@{DOMAIN}", "hi from the shell", "--proxy", overlay[1].sip,
+                         "--aor", f"sip:zoe@{DOMAIN}", timeout=60)
+        assert sent.returncode == 0 and "delivered (200)" in sent.stdout, sent.stdout + sent.stderr
+        bob.expect(r"^message from .*zoe@.*: hi from the shell$")
+        missing = peerphone("call", f"sip:nobody@{DOMAIN}", "--proxy", overlay[0].sip, "--seconds", "1", timeout=60)
+        assert missing.returncode == 1 and "404" in missing.stderr and "Traceback" not in missing.stderr
+        bad = peerphone("call", "bob", "--proxy", overlay[0].sip)
+        assert bad.returncode == 2 and "not a sip: URI" in bad.stderr
+    finally:
         bob.stop()

@@ -213,3 +213,25 @@ def test_a_registration_that_is_not_refreshed_expires():
             udp.sendto(request("MESSAGE", f"sip:erin@{DOMAIN}", port, body=b"hi"), ("127.0.0.1", front.port))
             assert (await phone.response()).status == 202  # not online any more: kept for later
     asyncio.run(main())
+
+
+def test_cancel_is_answered_and_follows_its_invite_downstream():
+    async def main() -> None:
+        async with front_on_overlay() as (front, driver, udp, phone, port):
+            udp.sendto(register(port, "bob", port), ("127.0.0.1", front.port))
+            assert (await phone.response()).status == 200
+            invite = request("INVITE", f"sip:bob@{DOMAIN}", port)
+            udp.sendto(invite, ("127.0.0.1", front.port))
+            assert (await phone.response()).status == 100
+            forwarded = parse(await asyncio.wait_for(phone.received.get(), 3))  # we are Bob too: it rings here
+            cancel = invite.replace(b"INVITE sip", b"CANCEL sip").replace(b"1 INVITE", b"1 CANCEL")
+            udp.sendto(cancel, ("127.0.0.1", front.port))
+            seen = [parse(await asyncio.wait_for(phone.received.get(), 3)) for _ in range(2)]
+            answer = next(m for m in seen if isinstance(m, SipResponse))
+            onward = next(m for m in seen if not isinstance(m, SipResponse))
+            assert answer.status == 200 and answer.get("cseq") == "1 CANCEL"
+            assert onward.method == "CANCEL" and onward.get_all("via")[0] == forwarded.get_all("via")[0]
+            stray = request("CANCEL", f"sip:bob@{DOMAIN}", port)  # no INVITE of that branch
+            udp.sendto(stray, ("127.0.0.1", front.port))
+            assert (await phone.response()).status == 481
+    asyncio.run(main())
