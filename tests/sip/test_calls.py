@@ -127,3 +127,18 @@ def test_the_call_and_message_commands(overlay, tmp_path: Path):
         assert bad.returncode == 2 and "not a sip: URI" in bad.stderr
     finally:
         bob.stop()
+
+
+def test_a_phone_with_its_own_peer_joins_the_overlay_and_is_called(overlay, tmp_path: Path):
+    frank = start_phone("frank", None, "--listen", "127.0.0.1:0", "--sip-listen", "127.0.0.1:0",
+                        "--bootstrap", overlay[0].addr, record_dir=tmp_path)
+    alice = start_phone("alice6", overlay[3].sip)
+    try:
+        assert frank.saw(r"^listening 127\.0\.0\.1:\d+ id=")  # a peer of the overlay, in the phone's process
+        alice.send(f"call sip:frank@{DOMAIN} tone=1000 seconds=2")
+        frank.expect(r"^incoming call from .*sip:alice6@")
+        hz, level = dominant_frequency(Path(frank.expect(r"^recorded (\S+)").group(1)))
+        assert abs(hz - 1000) <= 20 and level > 0.05, (hz, level)
+    finally:
+        alice.stop()
+        frank.stop()

@@ -23,9 +23,13 @@ def start_overlay(n: int, *extra: str) -> list[PeerProc]:
     return peers
 
 
-def start_phone(user: str, proxy: str, *extra: str, record_dir: Path | None = None, domain: str = DOMAIN) -> LineProc:
-    """A handset registered as sip:USER@DOMAIN at the SIP registrar `proxy`, commands on stdin."""
-    cmd = [sys.executable, "-m", "peerphone", "phone", "--aor", f"sip:{user}@{domain}", "--proxy", proxy, *extra]
+def start_phone(user: str, proxy: str | None, *extra: str, record_dir: Path | None = None,
+                domain: str = DOMAIN) -> LineProc:
+    """A handset registered as sip:USER@DOMAIN at the SIP registrar `proxy` (None: at a peer of
+    its own, which `extra` configures), commands on stdin."""
+    cmd = [sys.executable, "-m", "peerphone", "phone", "--aor", f"sip:{user}@{domain}", *extra]
+    if proxy is not None:
+        cmd += ["--proxy", proxy]
     if record_dir is not None:
         cmd += ["--record-dir", str(record_dir)]
     phone = LineProc.start(cmd, stdin=subprocess.PIPE)

@@ -54,17 +54,25 @@ async def phone(args: argparse.Namespace) -> int:
         if front is None:
             raise ConfigError("a phone with its own peer needs its SIP front: drop --sip-listen off or give --proxy")
         proxy = ("127.0.0.1", front.port)
-    try:
-        handset = Handset(aor.aor, proxy, transport=args.sip_transport, record_dir=record_dir)
-        await handset.start()
-    except HandsetError as e:
-        print(f"peerphone: {e}", file=sys.stderr)
-        return 1
-    supervisor.on_shutdown("stop the handset", handset.stop)
-    for uri in args.watch:
-        handset.watch(_uri(uri, "--watch").aor)
-    await supervisor.run(lambda: _commands(handset, supervisor))
-    return 0
+    failed: list[str] = []
+
+    async def main() -> None:
+        # Inside the supervisor's run: our own front serves the REGISTER with tasks it spawns.
+        try:
+            handset = Handset(aor.aor, proxy, transport=args.sip_transport, record_dir=record_dir)
+            await handset.start()
+        except HandsetError as e:
+            failed.append(str(e))
+            return
+        supervisor.on_shutdown("stop the handset", handset.stop)
+        for uri in args.watch:
+            handset.watch(_uri(uri, "--watch").aor)
+        await _commands(handset, supervisor)
+
+    await supervisor.run(main)
+    for reason in failed:
+        print(f"peerphone: {reason}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 COMMANDS_HELP = ("commands: call URI [tone=HZ] [play=F.wav] [record=F.wav] [seconds=N] | message URI TEXT | "

@@ -97,8 +97,8 @@ class Handset:
         cfg.uaConfig.threadCnt = 0
         cfg.uaConfig.mainThreadOnly = True
         cfg.uaConfig.userAgent = "peerphone"
-        cfg.logConfig.level = 5 if log.isEnabledFor(logging.DEBUG) else 1
-        cfg.logConfig.consoleLevel = cfg.logConfig.level
+        # pjsua2 logs to stdout, where the phone says what happens: only with --log-level debug.
+        cfg.logConfig.level = cfg.logConfig.consoleLevel = 5 if log.isEnabledFor(logging.DEBUG) else 0
         cfg.medConfig.noVad = True
         ep.libInit(cfg)
         tcfg = pj.TransportConfig()
@@ -131,15 +131,21 @@ class Handset:
             try:
                 code = await asyncio.wait_for(asyncio.shield(self._registered), REGISTER_TIMEOUT_S)
             except asyncio.TimeoutError:
-                raise HandsetError(f"no answer to REGISTER from {self.proxy[0]}:{self.proxy[1]}") from None
+                code = 0
             if code // 100 != 2:
-                raise HandsetError(f"registration refused: {code}")
+                await self.stop()  # a library left alive aborts the process at exit
+                raise HandsetError(f"registration refused: {code}" if code else
+                                   f"no answer to REGISTER from {self.proxy[0]}:{self.proxy[1]}")
             self.set_online(True)  # what watchers of our presence see (pjsua2 serves their SUBSCRIBEs)
             self.say(f"registered {self.aor} at {self.proxy[0]}:{self.proxy[1]}")
 
     async def _poll(self) -> None:
+        """The one task that drives pjsua2 (every callback runs inside libHandleEvents)."""
         while True:
-            self._ep.libHandleEvents(0)
+            try:
+                self._ep.libHandleEvents(0)
+            except self.pj.Error as e:
+                log.warning("pjsua2: %s", e.info())
             await asyncio.sleep(POLL_S)
 
     async def stop(self) -> None:
@@ -150,7 +156,8 @@ class Handset:
             call.hangup_quietly()
         if self._account is not None:
             self.set_online(False)  # watchers see us go
-        if self._account is not None and self.register:
+        registered = self._registered.done() and self._registered.result() // 100 == 2
+        if self._account is not None and registered:
             try:
                 self._account.setRegistration(False)
             except Exception:
