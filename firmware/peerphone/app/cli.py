@@ -246,7 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_demo(args)
         if args.command in ("phone", "call", "message"):
             from . import phonecmd
-            return run(getattr(phonecmd, args.command)(args))
+            status: int = run(getattr(phonecmd, args.command)(args))
+            return status
         return run(_COMMANDS[args.command](args))
     except ConfigError as e:
         print(f"peerphone: error: {e}", file=sys.stderr)

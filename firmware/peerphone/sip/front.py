@@ -26,7 +26,7 @@ import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Callable, Coroutine, Protocol
 
 from ..core.ids import id_from_name
 from ..core.limits import LIFETIME_S_MAX, TUNNEL_BYTES_MAX
@@ -134,7 +134,7 @@ class _Transaction:
 
 class SipFront:
     def __init__(self, config: FrontConfig, overlay: OverlayAccess,
-                 spawn: Callable[[Awaitable[Any]], Any]) -> None:
+                 spawn: Callable[[Coroutine[Any, Any, Any]], Any]) -> None:
         self.config = config
         self.overlay = overlay
         self._spawn = spawn
@@ -358,7 +358,7 @@ class SipFront:
         else:
             self._serve(req, link, self._to_gateway(req, link, uri.host))
 
-    def _serve(self, req: SipRequest, link: Link, work: Awaitable[None]) -> None:
+    def _serve(self, req: SipRequest, link: Link, work: Coroutine[Any, Any, None]) -> None:
         """Run the part of handling a request that waits for the overlay, with receive()'s guarantees."""
 
         async def guarded() -> None:
