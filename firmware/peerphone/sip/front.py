@@ -52,6 +52,7 @@ CONTACTS_PER_AOR_MAX = 8
 BINDINGS_MAX = 10_000
 TRANSACTIONS_MAX = 4096
 TCP_CONNECTIONS_MAX = 256
+TCP_IDLE_TIMEOUT_S = EXPIRES_MAX_S + 60  # a TCP phone refreshes its registration within this
 GATEWAY_LIFETIME_S = 180
 TUNNEL_HEADER_BYTES = 10  # message id (8), part index, part count
 TUNNEL_PARTS_MAX = -(-MESSAGE_BYTES_MAX // (TUNNEL_BYTES_MAX - TUNNEL_HEADER_BYTES))
@@ -148,6 +149,7 @@ class SipFront:
         self._by_upstream: dict[tuple[str, str], _Transaction] = {}  # (their branch, method)
         self._my_hosts = {config.advertise_host.lower(), "127.0.0.1", "localhost"}
         self._parts: dict[tuple[int, bytes], _Reassembly] = {}  # tunnelled messages still in pieces
+        self._resolving: set[tuple[str, str]] = set()  # (their branch, method) waiting for the overlay
         self.counters: Counter[str] = Counter()
 
     # ------------------------------------------------------------------ transports
@@ -195,7 +197,7 @@ class SipFront:
         link = Link("TCP", addr)
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TCP_IDLE_TIMEOUT_S)
                 head = head.lstrip(b"\r\n")  # keepalive CRLFs (RFC 5626 §3.5.1)
                 if not head:
                     continue
@@ -203,10 +205,10 @@ class SipFront:
                 if length is None or length > BODY_BYTES_MAX:
                     self.counters["sip dropped: bad stream framing"] += 1
                     break
-                body = await reader.readexactly(length)
+                body = await asyncio.wait_for(reader.readexactly(length), TCP_IDLE_TIMEOUT_S)
                 self.receive(head + body, link)
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
-            pass
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, asyncio.TimeoutError):
+            pass  # closed, oversized, or silent for longer than a registration lives
         finally:
             if self._tcp.get(addr) is writer:
                 del self._tcp[addr]
@@ -301,7 +303,7 @@ class SipFront:
         except SipParseError as e:
             self.counters["sip answered 400"] += 1
             if isinstance(message, SipRequest) and message.method != "ACK":
-                self._respond(message, link, e.status if e.status != 400 else 400, e.reason)
+                self._respond(message, link, e.status, e.reason)
         except Exception:  # a bug must not stop the front serving everybody else
             self.counters["sip internal errors"] += 1
             log.exception("sip: error handling a message from %s", link.addr)
@@ -359,7 +361,15 @@ class SipFront:
             self._serve(req, link, self._to_gateway(req, link, uri.host))
 
     def _serve(self, req: SipRequest, link: Link, work: Coroutine[Any, Any, None]) -> None:
-        """Run the part of handling a request that waits for the overlay, with receive()'s guarantees."""
+        """Run the part of handling a request that waits for the overlay, with receive()'s guarantees.
+        A retransmission that arrives meanwhile is dropped: the first copy is being served."""
+        vias = req.get_all("via")
+        key = ((Via.parse(vias[0]).branch or "") if vias else "", req.method)
+        if key in self._resolving:
+            work.close()
+            self.counters["sip retransmissions absorbed"] += 1
+            return
+        self._resolving.add(key)
 
         async def guarded() -> None:
             try:
@@ -373,6 +383,8 @@ class SipFront:
                 log.exception("sip: error serving %s from %s", req.method, link.addr)
                 if req.method != "ACK":
                     self._respond(req, link, 500)
+            finally:
+                self._resolving.discard(key)
 
         self._spawn(guarded())
 
@@ -431,8 +443,11 @@ class SipFront:
             self._respond(req, link, 503, "Service Unavailable (too many contacts)")
             return
         if aor not in self._bindings and len(self._bindings) >= BINDINGS_MAX:
-            self._respond(req, link, 503, "Service Unavailable (registrar full)")
-            return
+            for stale in list(self._bindings):
+                self._local_binding(stale)  # drops what has expired
+            if len(self._bindings) >= BINDINGS_MAX:
+                self._respond(req, link, 503, "Service Unavailable (registrar full)")
+                return
         entries = [Entry(_contact_key(c), Registration(c, (self.config.advertise_host, self.port),
                                                         self.config.node_id, self.config.reachable).to_bytes()
                          if e else b"",
