@@ -18,7 +18,7 @@ from ..sip.message import SipParseError
 from ..sip.ua import CallReport, Handset, HandsetError
 from ..sip.uri import Uri
 from .cli import start_peer
-from .config import ConfigError, parse_hostport
+from .config import ConfigError, parse_hostport, route_source_address
 from .tone import write_tone
 
 log = logging.getLogger("peerphone.phone")
@@ -32,6 +32,12 @@ def _uri(text: str, what: str) -> Uri:
     if uri.user is None:
         raise ConfigError(f"{what} {text!r} has no user part (sip:USER@DOMAIN)")
     return uri
+
+
+def _local_address(proxy: tuple[str, int]) -> str:
+    """Where the handset listens: loopback for a front on this machine, else the address that
+    routes to the front (what the front and the far end can send to)."""
+    return proxy[0] if proxy[0].startswith("127.") else route_source_address(proxy)
 
 
 def _me(args: argparse.Namespace, callee: Uri) -> str:
@@ -53,13 +59,17 @@ async def phone(args: argparse.Namespace) -> int:
         _driver, front = await start_peer(args, supervisor)
         if front is None:
             raise ConfigError("a phone with its own peer needs its SIP front: drop --sip-listen off or give --proxy")
-        proxy = ("127.0.0.1", front.port)
+        # The handset sits beside its front, on the address the rest of the overlay reaches it at:
+        # its contact and its media address are what far phones send to.
+        sip_host = parse_hostport(args.sip_listen)[0]
+        proxy = (front.config.advertise_host if sip_host in ("0.0.0.0", "::") else sip_host, front.port)
     failed: list[str] = []
 
     async def main() -> None:
         # Inside the supervisor's run: our own front serves the REGISTER with tasks it spawns.
         try:
-            handset = Handset(aor.aor, proxy, transport=args.sip_transport, record_dir=record_dir)
+            handset = Handset(aor.aor, proxy, transport=args.sip_transport, record_dir=record_dir,
+                              bind_host=_local_address(proxy))
             await handset.start()
         except HandsetError as e:
             failed.append(str(e))
@@ -154,7 +164,8 @@ async def call(args: argparse.Namespace) -> int:
             play = Path(tmp) / "tone.wav"
             write_tone(play, args.tone, args.seconds + 1)
         try:
-            handset = Handset(_me(args, callee), proxy, register=False, transport=args.sip_transport)
+            handset = Handset(_me(args, callee), proxy, register=False, transport=args.sip_transport,
+                              bind_host=_local_address(proxy))
             await handset.start()
         except HandsetError as e:
             print(f"peerphone: {e}", file=sys.stderr)
@@ -193,7 +204,8 @@ async def message(args: argparse.Namespace) -> int:
     recipient = _uri(args.uri, "URI")
     proxy = parse_hostport(args.proxy, 5060)
     try:
-        handset = Handset(_me(args, recipient), proxy, register=False, transport=args.sip_transport)
+        handset = Handset(_me(args, recipient), proxy, register=False, transport=args.sip_transport,
+                          bind_host=_local_address(proxy))
         await handset.start()
     except HandsetError as e:
         print(f"peerphone: {e}", file=sys.stderr)
