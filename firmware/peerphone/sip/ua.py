@@ -76,7 +76,6 @@ class Handset:
         self._message_status: dict[str, collections.deque[asyncio.Future[int]]] = {}
         self._poller: asyncio.Task[None] | None = None
         self._calls_answered = 0
-        self.messages: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
 
     # ------------------------------------------------------------------ life cycle
 
@@ -322,7 +321,6 @@ def _make_classes() -> tuple[type, type, type]:
 
         @_callback
         def onInstantMessage(self, prm: Any) -> None:
-            self.handset.messages.put_nowait((prm.fromUri, prm.msgBody))
             self.handset.say(f"message from {prm.fromUri}: {prm.msgBody}")
 
         @_callback
