@@ -10,8 +10,8 @@ pytest.importorskip("pjsua2", reason="pjsua2-python is installed by tools/setup 
 
 
 @pytest.mark.sip
-def test_the_demo_call_carries_the_tone():
-    result = peerphone("demo", "--peers", "5", "--seconds", "2", timeout=120)
+def test_the_demo_call_carries_the_tone(topology):
+    result = peerphone("demo", "--peers", "5", "--seconds", "2", "--topology", topology.value, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     found = re.search(r"strongest frequency ([\d.]+) Hz", result.stdout)
     assert found and abs(float(found.group(1)) - 1000) <= 20, result.stdout

@@ -142,3 +142,20 @@ def test_a_phone_with_its_own_peer_joins_the_overlay_and_is_called(overlay, tmp_
     finally:
         alice.stop()
         frank.stop()
+
+
+def test_a_phone_on_tcp_calls_a_phone_on_udp(overlay, tmp_path: Path):
+    carl = start_phone("carl", overlay[1].sip, "--sip-transport", "tcp")
+    dana = start_phone("dana", overlay[3].sip, record_dir=tmp_path)
+    try:
+        carl.send(f"call sip:dana@{DOMAIN} tone=1000 seconds=2")
+        dana.expect(r"^incoming call from .*sip:carl@")
+        assert carl.expect(r"^call ended \((\d+)", timeout=30).group(1) == "200"  # BYE over TCP, then UDP
+        hz, level = dominant_frequency(Path(dana.expect(r"^recorded (\S+)").group(1)))
+        assert abs(hz - 1000) <= 20 and level > 0.05, (hz, level)
+        dana.send(f"message sip:carl@{DOMAIN} back over tcp")
+        assert "delivered (200)" in dana.expect(r"^message to sip:carl@").string
+        carl.expect(r"^message from .*dana@.*: back over tcp$")
+    finally:
+        carl.stop()
+        dana.stop()
