@@ -51,6 +51,7 @@ EXPIRES_MAX_S = 3600
 CONTACTS_PER_AOR_MAX = 8
 BINDINGS_MAX = 10_000
 TRANSACTIONS_MAX = 4096
+RESOLVING_MAX = 1024  # requests waiting for an overlay fetch or store at once
 TCP_CONNECTIONS_MAX = 256
 TCP_IDLE_TIMEOUT_S = EXPIRES_MAX_S + 60  # a TCP phone refreshes its registration within this
 GATEWAY_LIFETIME_S = 180
@@ -368,6 +369,11 @@ class SipFront:
         if key in self._resolving:
             work.close()
             self.counters["sip retransmissions absorbed"] += 1
+            return
+        if len(self._resolving) >= RESOLVING_MAX:  # a flood must not make tasks without end
+            work.close()
+            if req.method != "ACK":
+                self._respond(req, link, 503, "Service Unavailable (busy)")
             return
         self._resolving.add(key)
 
