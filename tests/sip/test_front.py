@@ -235,3 +235,23 @@ def test_cancel_is_answered_and_follows_its_invite_downstream():
             udp.sendto(stray, ("127.0.0.1", front.port))
             assert (await phone.response()).status == 481
     asyncio.run(main())
+
+
+def test_a_flood_of_requests_stays_within_the_front_s_bounds():
+    async def main() -> None:
+        async with front_on_overlay() as (front, driver, udp, phone, port):
+            link = Link("UDP", ("127.0.0.1", port))
+            peak = 0
+            for i in range(3000):  # bounded: 3,000 INVITEs for AORs nobody registered, no pause between
+                front.receive(request("INVITE", f"sip:u{i}@{DOMAIN}", port), link)
+                peak = max(peak, len(front._resolving))
+            assert peak <= 1024
+            await asyncio.sleep(0.5)
+            probe = request("OPTIONS", f"sip:127.0.0.1:{front.port}", port, call_id="probe")
+            udp.sendto(probe, ("127.0.0.1", front.port))
+            while True:
+                answer = parse(await asyncio.wait_for(phone.received.get(), 10))
+                if isinstance(answer, SipResponse) and answer.get("call-id") == "probe@test":
+                    break
+            assert answer.status == 200 and front.counters["sip internal errors"] == 0
+    asyncio.run(main())
