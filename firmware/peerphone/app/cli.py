@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="peerphone",
         description="Serverless SIP phones: peers form an overlay (Chord, Kademlia or one-hop) that stores and "
-                    "finds values with no server.",
+                    "finds values with no server; on it, phones call, message and watch each other by AOR, and "
+                    "every peer is a SIP registrar and proxy for any SIP phone.",
     )
     parser.add_argument("--version", action="version",
                         version=f"peerphone {__version__} (event loop: {loop_name()}, native: {_accel.summary()})")

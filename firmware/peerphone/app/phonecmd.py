@@ -11,6 +11,7 @@ import shlex
 import stat
 import sys
 import tempfile
+import wave
 from pathlib import Path
 
 from ..net.supervisor import Supervisor
@@ -32,6 +33,18 @@ def _uri(text: str, what: str) -> Uri:
     if uri.user is None:
         raise ConfigError(f"{what} {text!r} has no user part (sip:USER@DOMAIN)")
     return uri
+
+
+def _check_wav(path: Path) -> None:
+    """pjmedia plays 16-bit PCM WAV; anything else would be a silent call."""
+    try:
+        with wave.open(str(path), "rb") as w:
+            if w.getsampwidth() != 2 or w.getnframes() == 0:
+                raise ConfigError(f"{path}: not 16-bit PCM audio (convert it: sox {path} -b 16 out.wav)")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except (wave.Error, EOFError, OSError) as e:
+        raise ConfigError(f"{path}: not a WAV file ({e or 'too short'})") from None
 
 
 def _local_address(proxy: tuple[str, int]) -> str:
@@ -141,6 +154,8 @@ async def _call(handset: Handset, callee: Uri, options: dict[str, str]) -> None:
     seconds = float(options.get("seconds", "5"))
     with tempfile.TemporaryDirectory(prefix="peerphone-call-") as tmp:
         play = Path(options["play"]) if "play" in options else None
+        if play is not None:
+            _check_wav(play)
         if "tone" in options:
             play = Path(tmp) / "tone.wav"
             write_tone(play, float(options["tone"]), seconds + 1)
@@ -153,8 +168,8 @@ async def call(args: argparse.Namespace) -> int:
     callee = _uri(args.uri, "URI")
     if args.play and args.tone:
         raise ConfigError("give --play or --tone, not both")
-    if args.play and not Path(args.play).is_file():
-        raise ConfigError(f"--play {args.play}: no such file")
+    if args.play:
+        _check_wav(Path(args.play))
     if not 0 < args.seconds <= 3600:
         raise ConfigError("--seconds must be 0..3600")
     proxy = parse_hostport(args.proxy, 5060)
