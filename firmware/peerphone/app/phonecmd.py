@@ -44,7 +44,7 @@ def _check_wav(path: Path) -> None:
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
     except (wave.Error, EOFError, OSError) as e:
-        raise ConfigError(f"{path}: not a WAV file ({e or 'too short'})") from None
+        raise ConfigError(f"{path}: not a WAV file ({str(e) or 'too short'})") from None
 
 
 def _local_address(proxy: tuple[str, int]) -> str:
