@@ -153,3 +153,13 @@ def test_one_hop_peers_serve_puts_and_gets():
         assert hops <= 2  # the client's datagram to its peer, and at most one overlay hop
     finally:
         stop(peers)
+
+
+def test_call_refuses_what_it_would_play_as_silence(tmp_path):
+    text = tmp_path / "notes.wav"
+    text.write_text("not audio")
+    for args, why in ((["--play", str(text)], "not a WAV file"), (["--play", str(tmp_path / "none.wav")],
+                      "no such file"), (["--seconds", "0"], "--seconds"), (["--tone", "1000", "--play", str(text)],
+                      "not both")):
+        result = peerphone("call", "sip:bob@peerphone.local", *args)
+        assert result.returncode == 2 and why in result.stderr and "Traceback" not in result.stderr, result.stderr
