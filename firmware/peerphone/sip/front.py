@@ -175,6 +175,8 @@ class SipFront:
         raise OSError("no port free for both UDP and TCP")
 
     def close(self) -> None:
+        if self.counters:
+            log.info("sip front counters: %s", ", ".join(f"{k} {v}" for k, v in sorted(self.counters.items())))
         for t in self._by_branch.values():
             if t.timer is not None:
                 t.timer.cancel()
