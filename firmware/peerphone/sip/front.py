@@ -127,8 +127,9 @@ class _Transaction:
     upstream: Link | None
     downstream: Link
     branch: str
+    sent: bytes  # the request as we sent it downstream, repeated on retransmissions over UDP
     answered: bool = False
-    final: bytes | None = None  # the final response we sent upstream, repeated on retransmissions
+    final: bytes | None = None  # the final response we sent upstream (b"": being made), repeated likewise
     made_final: bool = False    # that final response was ours, not the next hop's
     timer: asyncio.TimerHandle | None = None
     on_final: Callable[[SipResponse], None] | None = None
@@ -318,24 +319,24 @@ class SipFront:
             self._note_source(req, link)
         check_request(req)
         self.counters[f"sip {req.method}"] += 1
-        top = Via.parse(req.get_all("via")[0])
-        again = self._by_upstream.get((top.branch or "", req.method))
+        theirs = _their_branch(req)
+        again = self._by_upstream.get((theirs, req.method))
         if again is not None and req.method != "ACK":
-            self._retransmitted(again, req)
+            self._retransmitted(again)
             return
         if req.method == "ACK":
-            invite = self._by_upstream.get((top.branch or "", "INVITE"))
+            invite = self._by_upstream.get((theirs, "INVITE"))
             if invite is not None and invite.made_final:
                 return  # the ACK to our own final answer ends the transaction here
             if invite is not None:
                 self._forward(req, link, invite.downstream, branch=invite.branch)
                 return
         if req.method == "CANCEL":
-            self._cancel(req, link, top)
+            self._cancel(req, link, self._by_upstream.get((theirs, "INVITE")))
             return
         routes = req.get_all("route")
         if routes and self._is_me(NameAddr.parse(routes[0]).uri):
-            _drop_first_route(req)
+            _drop_first(req, "route")
             routes = routes[1:]
         if routes:
             self._forward(req, link, self._link_to(NameAddr.parse(routes[0]).uri))
@@ -366,8 +367,7 @@ class SipFront:
     def _serve(self, req: SipRequest, link: Link, work: Coroutine[Any, Any, None]) -> None:
         """Run the part of handling a request that waits for the overlay, with receive()'s guarantees.
         A retransmission that arrives meanwhile is dropped: the first copy is being served."""
-        vias = req.get_all("via")
-        key = ((Via.parse(vias[0]).branch or "") if vias else "", req.method)
+        key = (_their_branch(req), req.method)
         if key in self._resolving:
             work.close()
             self.counters["sip retransmissions absorbed"] += 1
@@ -595,13 +595,12 @@ class SipFront:
                 if req.method != "ACK":
                     self._respond(req, upstream, 482)
                 return
-        top_branch = Via.parse(vias[0]).branch or _digest(*vias)
+        theirs = _their_branch(req)
         if branch is None:
-            branch = f"{MAGIC}{_digest(top_branch, str(self.config.node_id))[:12]}.{loop_hash}"
+            branch = f"{MAGIC}{_digest(theirs, str(self.config.node_id))[:12]}.{loop_hash}"
         out = SipRequest(method=req.method, uri=req.uri, headers=list(req.headers), body=req.body)
         _set(out, "max-forwards", str(hops - 1))
-        out.headers.insert(0, ("Via", f"SIP/2.0/{downstream.via_transport} {self.config.advertise_host}:{self.port}"
-                                      f";branch={branch}"))
+        out.headers.insert(0, ("Via", self._via(downstream, branch)))
         if req.method in DIALOG_CREATING and _tag(req.get("to")) == "":
             transport = ";transport=tcp" if "TCP" in (upstream.transport, downstream.transport) else ""
             tunnel = "" if self.config.reachable else f";{TUNNEL_PARAM}={self.config.node_id:x}"
@@ -612,36 +611,30 @@ class SipFront:
             if len(self._by_branch) >= TRANSACTIONS_MAX:
                 self._respond(req, upstream, 503, "Service Unavailable (too many transactions)")
                 return
-            t = _Transaction(req, upstream, downstream, branch)
+            t = _Transaction(req, upstream, downstream, branch, data)
             self._by_branch[(branch, req.method)] = t
-            self._by_upstream[(top_branch, req.method)] = t
+            self._by_upstream[(theirs, req.method)] = t
             t.timer = self._loop.call_later(self.config.reach_timeout_s, self._unanswered, t)
         self._send(data, downstream)
 
-    def _retransmitted(self, t: _Transaction, req: SipRequest) -> None:
-        if t.final is not None and t.upstream is not None:
-            self._send(t.final, t.upstream)
+    def _retransmitted(self, t: _Transaction) -> None:
+        if t.final is not None:
+            if t.final and t.upstream is not None:
+                self._send(t.final, t.upstream)
         elif t.downstream.transport == "UDP" and not t.answered:
-            self._resend(t)
+            self._send(t.sent, t.downstream)
 
-    def _resend(self, t: _Transaction) -> None:
-        out = SipRequest(method=t.request.method, uri=t.request.uri, headers=list(t.request.headers),
-                         body=t.request.body)
-        _set(out, "max-forwards", str(max(0, t.request.max_forwards() - 1)))
-        out.headers.insert(0, ("Via", f"SIP/2.0/{t.downstream.via_transport} {self.config.advertise_host}:"
-                                      f"{self.port};branch={t.branch}"))
-        self._send(out.to_bytes(), t.downstream)
+    def _via(self, link: Link, branch: str) -> str:
+        return f"SIP/2.0/{link.via_transport} {self.config.advertise_host}:{self.port};branch={branch}"
 
-    def _cancel(self, req: SipRequest, link: Link, top: Via) -> None:
-        invite = self._by_upstream.get((top.branch or "", "INVITE"))
+    def _cancel(self, req: SipRequest, link: Link, invite: _Transaction | None) -> None:
         if invite is None:
             self._respond(req, link, 481)
             return
         self._respond(req, link, 200)
         if invite.final is None:
             cancel = SipRequest(method="CANCEL", uri=invite.request.uri, body=b"", headers=[
-                ("Via", f"SIP/2.0/{invite.downstream.via_transport} {self.config.advertise_host}:{self.port}"
-                        f";branch={invite.branch}"),
+                ("Via", self._via(invite.downstream, invite.branch)),
                 ("Max-Forwards", "70"), ("From", invite.request.get("from") or ""),
                 ("To", invite.request.get("to") or ""), ("Call-ID", invite.request.get("call-id") or ""),
                 ("CSeq", f"{invite.request.cseq()[0]} CANCEL")])
@@ -660,8 +653,13 @@ class SipFront:
         if t.request.method == "MESSAGE" and not t.answered:
             aor = self._aor_of(t.request)
             if aor is not None:
-                assert t.upstream is not None
-                self._serve(t.request, t.upstream, self._keep_offline(t.request, t.upstream, aor))
+                upstream = t.upstream
+                assert upstream is not None
+
+                async def keep() -> None:
+                    t.final = await self._keep_offline(t.request, upstream, aor)
+
+                self._serve(t.request, upstream, keep())
                 t.final, t.made_final = b"", True
                 t.timer = self._loop.call_later(TRANSACTION_TIMEOUT_S, self._forget, t)
                 return
@@ -676,9 +674,7 @@ class SipFront:
         if t.timer is not None:
             t.timer.cancel()
         self._by_branch.pop((t.branch, t.request.method), None)
-        vias = t.request.get_all("via")
-        if vias:
-            self._by_upstream.pop((Via.parse(vias[0]).branch or _digest(*vias), t.request.method), None)
+        self._by_upstream.pop((_their_branch(t.request), t.request.method), None)
 
     # ------------------------------------------------------------------ responses (§16.7)
 
@@ -690,7 +686,7 @@ class SipFront:
         if top.host not in self._my_hosts or top.port != self.port:
             self.counters["sip dropped: response not for us"] += 1
             return
-        _drop_first_via(resp)
+        _drop_first(resp, "via")
         self.counters[f"sip response {resp.status // 100}xx"] += 1
         _, method = resp.cseq()
         t = self._by_branch.get((top.branch or "", method))
@@ -748,24 +744,23 @@ class SipFront:
             return None
         return f"sip:{to.user}@{self.config.domain}" if to.user else None
 
-    async def _keep_offline(self, req: SipRequest, link: Link, aor: str) -> None:
+    async def _keep_offline(self, req: SipRequest, link: Link, aor: str) -> bytes:
+        """Append the MESSAGE under `aor` and answer 202, or 480 if it cannot be kept; the answer."""
         sender = str(NameAddr.parse(req.get("from") or "").uri)
         try:
             record = OfflineMessage(sender, req.get("content-type") or "text/plain",
                                     req.body.decode("utf-8", "replace")).to_bytes()
         except RecordError as e:
-            self._respond(req, link, 480, f"Temporarily Unavailable ({e})")
-            return
+            return self._respond(req, link, 480, f"Temporarily Unavailable ({e})")
         entry = Entry(ARRAY_APPEND, record, time.time_ns() // 1_000_000, OFFLINE_LIFETIME_S)
         try:
             await self.overlay.store(id_from_name(aor), Kind.OFFLINE_MESSAGE, MODEL_OF[Kind.OFFLINE_MESSAGE], [entry])
         except Exception as e:
             log.warning("sip: offline message for %s not kept: %s", aor, e)
-            self._respond(req, link, 480, "Temporarily Unavailable (could not keep the message)")
-            return
+            return self._respond(req, link, 480, "Temporarily Unavailable (could not keep the message)")
         self.counters["sip messages kept offline"] += 1
         log.info("sip: kept a message for %s until it registers", aor)
-        self._respond(req, link, 202, "Accepted (kept until the recipient registers)")
+        return self._respond(req, link, 202, "Accepted (kept until the recipient registers)")
 
     async def _deliver_offline(self, aor: str) -> None:
         try:
@@ -797,21 +792,21 @@ class SipFront:
         done: asyncio.Future[int] = self._loop.create_future()
         branch = f"{MAGIC}{os.urandom(8).hex()}"
         req = SipRequest(method="MESSAGE", uri=binding.contact, body=message.text.encode(), headers=[
-            ("Via", f"SIP/2.0/{binding.link.via_transport} {self.config.advertise_host}:{self.port};branch={branch}"),
+            ("Via", self._via(binding.link, branch)),
             ("Max-Forwards", "70"), ("From", f"<{message.sender}>;tag={os.urandom(5).hex()}"), ("To", f"<{aor}>"),
             ("Call-ID", f"{os.urandom(8).hex()}@{self.config.advertise_host}"), ("CSeq", "1 MESSAGE"),
             ("Content-Type", message.content_type)])
+
         def finished(response: SipResponse) -> None:
             if not done.done():
                 done.set_result(response.status)
 
-        t = _Transaction(req, None, binding.link, branch, on_final=finished)
+        t = _Transaction(req, None, binding.link, branch, req.to_bytes(), on_final=finished)
         self._by_branch[(branch, "MESSAGE")] = t
-        data = req.to_bytes()
         t.timer = self._loop.call_later(self.config.reach_timeout_s, self._unanswered, t)
         interval = T1_S
         while not done.done():
-            self._send(data, binding.link)
+            self._send(t.sent, binding.link)
             await asyncio.wait([done], timeout=interval)
             interval = min(interval * 2, 4.0)
         return done.result()
@@ -835,6 +830,12 @@ def _content_length(head: bytes) -> int | None:
             value = value.strip()
             return int(value) if value.isdigit() and len(value) <= 6 else None
     return 0
+
+
+def _their_branch(req: SipRequest) -> str:
+    """The top Via's branch: the previous hop's transaction (a digest of the Vias if it set none)."""
+    vias = req.get_all("via")
+    return (Via.parse(vias[0]).branch or _digest(*vias)) if vias else ""
 
 
 def _digest(*parts: str) -> str:
@@ -871,20 +872,13 @@ def _set(msg: SipRequest, name: str, value: str) -> None:
     msg.headers = [(n, v) for n, v in msg.headers if n.lower() != name] + [(name.title(), value)]
 
 
-def _drop_first_route(msg: SipRequest) -> None:
-    _drop_first(msg, ("route",))
-
-
-def _drop_first_via(msg: SipResponse) -> None:
-    _drop_first(msg, ("via",))
-
-
-def _drop_first(msg: SipRequest | SipResponse, names: tuple[str, ...]) -> None:
-    for i, (name, value) in enumerate(msg.headers):
-        if canonical(name) in names:
+def _drop_first(msg: SipRequest | SipResponse, name: str) -> None:
+    """Remove the first value of header `name` (the topmost Via or Route)."""
+    for i, (header, value) in enumerate(msg.headers):
+        if canonical(header) == name:
             _first, sep, rest = value.partition(",")  # naive for quoted commas; Via and Route have none
             if sep and rest.strip():
-                msg.headers[i] = (name, rest.strip())
+                msg.headers[i] = (header, rest.strip())
             else:
                 del msg.headers[i]
             return
