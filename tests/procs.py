@@ -10,6 +10,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from peerphone.app.lab import stop_process
+
 START_TIMEOUT_S = 20
 
 
@@ -79,18 +81,10 @@ class LineProc:
         self.proc.stdin.flush()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self.proc.wait()
-        for reader in self.readers:
+        stop_process(self.proc, close=False)
+        for reader in self.readers:  # they read to the end before the pipes close
             reader.join(5)
-        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
+        stop_process(self.proc)
 
 
 @dataclass

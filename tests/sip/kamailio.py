@@ -7,6 +7,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from peerphone.app.lab import stop_process
+
 from tests.sip.raw import exchange, request
 
 CONFIG = Path(__file__).with_name("kamailio.cfg")
@@ -45,10 +47,4 @@ def _answers(port: int) -> bool:
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()  # SIGTERM to the main process stops its children too
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_process(proc, 10.0)  # SIGTERM to the main process stops its children too

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from peerphone.app.lab import stop_process
 from peerphone.app.tone import dominant_frequency, write_tone
 
 from tests.procs import stop
@@ -75,9 +76,7 @@ def test_a_pjsua2_phone_calls_sipp_registered_through_a_peer(overlay, tmp_path: 
         result = sipp_result(proc, tmp_path)
         assert proc.returncode == 0, result
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         if alice is not None:
             alice.stop()
 
@@ -123,14 +122,7 @@ def test_baresip_registers_through_a_peer_and_a_pjsua2_phone_hears_its_tone(over
         hz, level = dominant_frequency(recording)
         assert abs(hz - 1000) <= 20 and level > 0.05, (hz, level)
     finally:
-        baresip.terminate()
-        try:
-            baresip.wait(5)
-        except subprocess.TimeoutExpired:
-            baresip.kill()
-            baresip.wait()
-        if baresip.stdout is not None:
-            baresip.stdout.close()
+        stop_process(baresip)
         if alice is not None:
             alice.stop()
 

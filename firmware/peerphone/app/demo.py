@@ -20,7 +20,7 @@ from pathlib import Path
 from ..core.overlay import Topology
 from ..net.loop import run
 from ..sip.ua import Handset, HandsetError, available
-from .lab import LAB_OVERLAY, Lab, LabSpec, child_env, peerphone_command
+from .lab import LAB_OVERLAY, Lab, LabSpec, child_env, peerphone_command, stop_process
 from .tone import dominant_frequency, write_tone
 
 TONE_HZ = 1000.0
@@ -84,15 +84,7 @@ async def _demo(args: argparse.Namespace, workdir: Path) -> int:
         if alice is not None:
             await alice.stop()
         if bob is not None:
-            bob.terminate()
-            try:
-                bob.wait(10)
-            except subprocess.TimeoutExpired:
-                bob.kill()
-                bob.wait()
-            for stream in (bob.stdout, bob.stdin):
-                if stream is not None:
-                    stream.close()
+            stop_process(bob, 10.0)
         lab.stop()
 
 

@@ -186,13 +186,7 @@ class Lab:
                 peer.proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 5.0
         for peer in [*self.peers, *self.dead]:
-            try:
-                peer.proc.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                peer.proc.kill()
-                peer.proc.wait()
-            if peer.proc.stdout is not None:
-                peer.proc.stdout.close()
+            stop_process(peer.proc, max(0.0, deadline - time.monotonic()))
         if self.client is not None:
             self.client.close()
 
@@ -320,6 +314,21 @@ class Lab:
             self.peers.remove(peer)
             self.dead.append(peer)
         return chosen
+
+
+def stop_process(proc: subprocess.Popen[Any], grace_s: float = 5.0, *, close: bool = True) -> None:
+    """SIGTERM (a child of ours stops gracefully on it), SIGKILL after `grace_s`; then close its pipes
+    (not with close=False: threads still reading them can finish first)."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    for stream in (proc.stdin, proc.stdout, proc.stderr) if close else ():
+        if stream is not None:
+            stream.close()
 
 
 def peerphone_command(*args: str) -> list[str]:

@@ -12,7 +12,9 @@ import stat
 import sys
 import tempfile
 import wave
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import AsyncIterator
 
 from ..net.supervisor import Supervisor
 from ..sip.message import SipParseError
@@ -151,48 +153,57 @@ async def _command(handset: Handset, words: list[str]) -> None:
 
 
 async def _call(handset: Handset, callee: Uri, options: dict[str, str]) -> None:
+    tone = float(options["tone"]) if "tone" in options else None
     seconds = float(options.get("seconds", "5"))
-    with tempfile.TemporaryDirectory(prefix="peerphone-call-") as tmp:
-        play = Path(options["play"]) if "play" in options else None
-        if play is not None:
-            _check_wav(play)
-        if "tone" in options:
-            play = Path(tmp) / "tone.wav"
-            write_tone(play, float(options["tone"]), seconds + 1)
-        record = Path(options["record"]) if "record" in options else None
-        report = await handset.call(str(callee), play=play, record=record, seconds=seconds)
+    _check_call(options.get("play"), tone, seconds)
+    report = await _place_call(handset, callee, options.get("play"), tone, options.get("record"), seconds)
     handset.say(_setup_line(report, str(callee)))
+
+
+async def _place_call(handset: Handset, callee: Uri, play: str | None, tone: float | None, record: str | None,
+                      seconds: float) -> CallReport:
+    """One call (checked by _check_call), playing a WAV or a generated tone, recording if asked."""
+    with tempfile.TemporaryDirectory(prefix="peerphone-call-") as tmp:
+        sound = Path(play) if play else None
+        if tone:
+            sound = Path(tmp) / "tone.wav"
+            write_tone(sound, tone, seconds + 1)
+        return await handset.call(str(callee), play=sound, record=Path(record) if record else None,
+                                  seconds=seconds)
+
+
+def _check_call(play: str | None, tone: float | None, seconds: float) -> None:
+    """Refuse, before anything starts, a call that could only fail or be silent."""
+    if play and tone:
+        raise ConfigError("give --play or --tone, not both")
+    if play:
+        _check_wav(Path(play))
+    if not 0 < seconds <= 3600:
+        raise ConfigError("--seconds must be 0..3600")
+
+
+@asynccontextmanager
+async def _one_shot(args: argparse.Namespace, peer: Uri) -> AsyncIterator[Handset]:
+    """A handset that does not register, for one call or one message through --proxy."""
+    proxy = parse_hostport(args.proxy, 5060)
+    handset = Handset(_me(args, peer), proxy, register=False, transport=args.sip_transport,
+                      bind_host=_local_address(proxy))
+    await handset.start()
+    try:
+        yield handset
+    finally:
+        await handset.stop()
 
 
 async def call(args: argparse.Namespace) -> int:
     callee = _uri(args.uri, "URI")
-    if args.play and args.tone:
-        raise ConfigError("give --play or --tone, not both")
-    if args.play:
-        _check_wav(Path(args.play))
-    if not 0 < args.seconds <= 3600:
-        raise ConfigError("--seconds must be 0..3600")
-    proxy = parse_hostport(args.proxy, 5060)
-    with tempfile.TemporaryDirectory(prefix="peerphone-call-") as tmp:
-        play = Path(args.play) if args.play else None
-        if args.tone:
-            play = Path(tmp) / "tone.wav"
-            write_tone(play, args.tone, args.seconds + 1)
-        try:
-            handset = Handset(_me(args, callee), proxy, register=False, transport=args.sip_transport,
-                              bind_host=_local_address(proxy))
-            await handset.start()
-        except HandsetError as e:
-            print(f"peerphone: {e}", file=sys.stderr)
-            return 1
-        try:
-            report = await handset.call(str(callee), play=play, record=Path(args.record) if args.record else None,
-                                        seconds=args.seconds)
-        except HandsetError as e:
-            print(f"peerphone: {e}", file=sys.stderr)
-            return 1
-        finally:
-            await handset.stop()
+    _check_call(args.play, args.tone, args.seconds)
+    try:
+        async with _one_shot(args, callee) as handset:
+            report = await _place_call(handset, callee, args.play, args.tone, args.record, args.seconds)
+    except HandsetError as e:
+        print(f"peerphone: {e}", file=sys.stderr)
+        return 1
     return _reported(report, args.uri)
 
 
@@ -217,20 +228,11 @@ def _message_outcome(status: int) -> str:
 
 async def message(args: argparse.Namespace) -> int:
     recipient = _uri(args.uri, "URI")
-    proxy = parse_hostport(args.proxy, 5060)
     try:
-        handset = Handset(_me(args, recipient), proxy, register=False, transport=args.sip_transport,
-                          bind_host=_local_address(proxy))
-        await handset.start()
+        async with _one_shot(args, recipient) as handset:
+            status = await handset.message(str(recipient), args.text)
     except HandsetError as e:
         print(f"peerphone: {e}", file=sys.stderr)
         return 1
-    try:
-        status = await handset.message(str(recipient), args.text)
-    except HandsetError as e:
-        print(f"peerphone: {e}", file=sys.stderr)
-        return 1
-    finally:
-        await handset.stop()
     print(f"message to {recipient.aor}: {_message_outcome(status)}")
     return 0 if status // 100 == 2 else 1
