@@ -134,8 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--kill", type=float, default=0.0, metavar="FRACTION",
                      help="fraction of peers to SIGKILL after the stores, 0..0.6 (default 0)")
     lab.add_argument("--seed", type=int, default=1, help="choice of keys, peers and victims (default 1)")
-    lab.add_argument("--topology", default="chord", choices=[t.value for t in Topology],
-                     help="the peers' overlay topology (default chord)")
+    _topology_argument(lab, "the peers' overlay topology (default chord)")
     lab.add_argument("--maintenance-ms", type=_positive_ms, default=250,
                      help="the peers' maintenance period (default %(default)s)")
     sim = sub.add_parser("sim", help="run the real core at scale in the deterministic simulator",
@@ -144,8 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "(--churn-median-s). One seed gives one byte-identical report.")
     sim.add_argument("--nodes", required=True, metavar="N[,N...]",
                      help="overlay size, 3..100000; several sizes give one report each and a plot")
-    sim.add_argument("--topology", default="chord", choices=[t.value for t in Topology],
-                     help="overlay topology (default chord; onehop is for overlays of up to about 500 nodes)")
+    _topology_argument(sim, "overlay topology (default chord; onehop is for overlays of up to about 500 nodes)")
     sim.add_argument("--seed", type=int, required=True, help="decides everything: ids, latencies, churn, workload")
     sim.add_argument("--duration-s", type=int, default=300, help="measured period (default %(default)s)")
     sim.add_argument("--churn-median-s", type=float, help="median session time; nodes fail and are replaced")
@@ -171,13 +169,16 @@ def build_parser() -> argparse.ArgumentParser:
                                       "process it started; exit 0 when the tone went through.")
     demo.add_argument("--peers", type=int, default=6, metavar="N", help="2..64 (default %(default)s)")
     demo.add_argument("--seconds", type=float, default=3.0, help="length of the call (default %(default)s)")
-    demo.add_argument("--topology", default="chord", choices=[t.value for t in Topology],
-                      help="the peers' overlay topology (default chord)")
+    _topology_argument(demo, "the peers' overlay topology (default chord)")
     demo.add_argument("--seed", type=int, default=1, help="choice of bootstrap peers (default 1)")
     sub.add_parser("doctor", help="say what this installation runs on",
                    description="Print the version, the Python, the event loop, and whether the native (cffi) "
                                "routines or their pure-Python twins are active, and why.")
     return parser
+
+
+def _topology_argument(parser: argparse.ArgumentParser, text: str) -> None:
+    parser.add_argument("--topology", default="chord", choices=[t.value for t in Topology], help=text)
 
 
 def _peer_arguments(peer: argparse.ArgumentParser, overlay_help: str) -> None:
@@ -188,9 +189,8 @@ def _peer_arguments(peer: argparse.ArgumentParser, overlay_help: str) -> None:
     peer.add_argument("--advertise", metavar="HOST", help="address other peers reach us at "
                       "(default: the listen address, or the route toward the first bootstrap peer)")
     peer.add_argument("--overlay", default=DEFAULT_OVERLAY, help=overlay_help)
-    peer.add_argument("--topology", default="chord", choices=[t.value for t in Topology],
-                      help="chord, kademlia, or onehop for overlays of up to a few hundred nodes; every peer "
-                           "of one overlay must use the same (default chord)")
+    _topology_argument(peer, "chord, kademlia, or onehop for overlays of up to a few hundred nodes; every peer "
+                             "of one overlay must use the same (default chord)")
     peer.add_argument("--maintenance-ms", type=_positive_ms, default=Timing().maintenance_interval_ms,
                       help="period of stabilize, fix-fingers and failure probes (default %(default)s)")
     _sip_arguments(peer)
