@@ -275,14 +275,9 @@ class PeerNode:
         return self._user_request(Code.FIND, EMPTY, target, now_ms, first_hop)
 
     def tunnel(self, node_id: int, payload: bytes, *, now_ms: int) -> int:
-        """Carry `payload` to the node `node_id` through the overlay; it gets a Tunnelled event."""
-        if self.state is not State.JOINED:
-            raise LocalProtocolError(f"TUNNEL in state {self.state.value}")
-        body = Tunnel(payload)
-        self._check_fits(Code.TUNNEL, body, node_id)
-        handle = self._new_handle()
-        self._request(Code.TUNNEL, body, (Dest(DestKind.NODE, node_id),), User(handle), now_ms)
-        return handle
+        """Carry `payload` to the node `node_id` through the overlay; it gets a Tunnelled event.
+        Routed to that node by every topology (not through Kademlia's resource lookups)."""
+        return self._originate(Code.TUNNEL, Tunnel(payload), Dest(DestKind.NODE, node_id), now_ms, None)
 
     def stat(self, peer: Addr, *, now_ms: int) -> int:
         """Diagnostics of the peer at `peer` (an empty destination list: whoever receives it)."""
@@ -490,11 +485,15 @@ class PeerNode:
         return handle
 
     def _user_request(self, code: Code, body: Body, resource: int, now_ms: int, first_hop: Addr | None) -> int:
+        return self._originate(code, body, Dest(DestKind.RESOURCE, resource), now_ms, first_hop)
+
+    def _originate(self, code: Code, body: Body, dest: Dest, now_ms: int, first_hop: Addr | None) -> int:
+        """Send a request of our user's; the handle its RequestCompleted event will carry."""
         if self.state is not State.JOINED:
             raise LocalProtocolError(f"{code.name} in state {self.state.value}")
-        self._check_fits(code, body, resource)
+        self._check_fits(code, body, dest.id)
         handle = self._new_handle()
-        self._request(code, body, (Dest(DestKind.RESOURCE, resource),), User(handle), now_ms, target=first_hop)
+        self._request(code, body, (dest,), User(handle), now_ms, target=first_hop)
         return handle
 
     def _check_fits(self, code: Code, body: Body, resource: int) -> None:

@@ -194,8 +194,7 @@ class Handset:
             raise HandsetError(f"no answer from {uri} in {answer_timeout_s:.0f} s") from None
         report: CallReport = call.report()
         if report.status // 100 == 2:
-            self.say(f"call established with {uri} (ringing after {_ms(report.ringing_ms)}, "
-                     f"confirmed after {_ms(report.confirmed_ms)})")
+            self.say(f"call established with {uri}")  # the setup times are the caller's to report
             try:
                 await asyncio.wait_for(asyncio.shield(call.ended), seconds)
             except asyncio.TimeoutError:
@@ -279,10 +278,6 @@ def _wav_complete(path: Path) -> bool:
     except OSError:
         return False
     return len(head) == 8 and head[:4] == b"RIFF" and int.from_bytes(head[4:], "little") + 8 == size > 44
-
-
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f} ms"
 
 
 def _callback(method: Callable[..., None]) -> Callable[..., None]:
