@@ -9,11 +9,11 @@ executed twice (an array append stays one append).
 
 from __future__ import annotations
 
-import heapq
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from .deadlines import Deadlines
 from .limits import DEDUP_ENTRIES_MAX, FORWARDS_TRACKED_MAX, PENDING_TRANSACTIONS_MAX, Timing
 from .wire.messages import Addr, Body, Code, Dest, Message
 
@@ -38,7 +38,7 @@ class Transactions(Generic[P]):
     def __init__(self, timing: Timing) -> None:
         self._timing = timing
         self._pending: dict[int, Pending[P]] = {}
-        self._deadlines: list[tuple[int, int]] = []  # (deadline_ms, txid); stale rows skipped
+        self._deadlines: Deadlines[int] = Deadlines()
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -56,30 +56,22 @@ class Transactions(Generic[P]):
         most = transmissions_max if transmissions_max is not None else timing.rpc_transmissions_max
         pending = Pending(request, purpose, target, now_ms, 1, most, interval, now_ms + interval)
         self._pending[request.txid] = pending
-        heapq.heappush(self._deadlines, (pending.deadline_ms, request.txid))
+        self._deadlines.set(request.txid, pending.deadline_ms)
         return pending
 
     def close(self, txid: int) -> Pending[P] | None:
+        self._deadlines.discard(txid)
         return self._pending.pop(txid, None)
 
     def next_deadline_ms(self) -> int | None:
-        while self._deadlines:
-            deadline, txid = self._deadlines[0]
-            pending = self._pending.get(txid)
-            if pending is not None and pending.deadline_ms == deadline:
-                return deadline
-            heapq.heappop(self._deadlines)
-        return None
+        return self._deadlines.next_ms()
 
     def due(self, *, now_ms: int) -> tuple[list[Pending[P]], list[Pending[P]]]:
         """(to retransmit now, timed out and closed); retransmissions are counted here."""
         resend: list[Pending[P]] = []
         expired: list[Pending[P]] = []
-        while self._deadlines and self._deadlines[0][0] <= now_ms:
-            deadline, txid = heapq.heappop(self._deadlines)
-            pending = self._pending.get(txid)
-            if pending is None or pending.deadline_ms != deadline:
-                continue
+        for txid in self._deadlines.pop_due(now_ms):
+            pending = self._pending[txid]
             if pending.transmissions >= pending.transmissions_max:
                 del self._pending[txid]
                 expired.append(pending)
@@ -87,7 +79,7 @@ class Transactions(Generic[P]):
             pending.transmissions += 1
             pending.interval_ms *= 2
             pending.deadline_ms = now_ms + pending.interval_ms
-            heapq.heappush(self._deadlines, (pending.deadline_ms, txid))
+            self._deadlines.set(txid, pending.deadline_ms)
             resend.append(pending)
         return resend, expired
 
@@ -159,7 +151,7 @@ class HopTracker:
         self._timeout_ms = timeout_ms
         self._entries_max = entries_max
         self._hops: dict[int, Hop] = {}
-        self._deadlines: list[tuple[int, int]] = []
+        self._deadlines: Deadlines[int] = Deadlines()
 
     def __len__(self) -> int:
         return len(self._hops)
@@ -170,7 +162,7 @@ class HopTracker:
             return False
         hop = Hop(msg, route, next_id, avoid, now_ms + self._timeout_ms)
         self._hops[msg.txid] = hop
-        heapq.heappush(self._deadlines, (hop.deadline_ms, msg.txid))
+        self._deadlines.set(msg.txid, hop.deadline_ms)
         return True
 
     def acked(self, txid: int, by: int) -> bool:
@@ -178,23 +170,11 @@ class HopTracker:
         if hop is None or hop.next_id != by:
             return False
         del self._hops[txid]
+        self._deadlines.discard(txid)
         return True
 
     def next_deadline_ms(self) -> int | None:
-        while self._deadlines:
-            deadline, txid = self._deadlines[0]
-            hop = self._hops.get(txid)
-            if hop is not None and hop.deadline_ms == deadline:
-                return deadline
-            heapq.heappop(self._deadlines)
-        return None
+        return self._deadlines.next_ms()
 
     def due(self, *, now_ms: int) -> list[Hop]:
-        expired = []
-        while self._deadlines and self._deadlines[0][0] <= now_ms:
-            deadline, txid = heapq.heappop(self._deadlines)
-            hop = self._hops.get(txid)
-            if hop is not None and hop.deadline_ms == deadline:
-                del self._hops[txid]
-                expired.append(hop)
-        return expired
+        return [self._hops.pop(txid) for txid in self._deadlines.pop_due(now_ms)]
