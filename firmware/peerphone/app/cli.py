@@ -18,9 +18,10 @@ from ..core.peer import PeerConfig
 from ..core.usages import MODEL_OF, Kind
 from ..core.wire.messages import ARRAY_APPEND, Addr, Entry, EntryKey, FetchAns, StatAns
 from ..net.loop import loop_name, run
+from ..net.sip_transport import SipTransport
 from ..net.supervisor import Supervisor
 from ..net.udp import OverlayError, UdpDriver, system_node_factory
-from ..sip.front import FrontConfig, SipFront
+from ..sip.front import FrontConfig
 from .config import (
     DEFAULT_OVERLAY,
     DEFAULT_PORT,
@@ -161,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="cut the network in two halves during the measured period, then check the ring heals")
     sim.add_argument("--cold-start", action="store_true",
                      help="build the ring join by join instead of from its converged state")
+    sim.add_argument("--calls", type=int, default=0, metavar="N",
+                     help="measure N calls between phones through the peers' SIP fronts instead of lookups")
+    sim.add_argument("--phones", type=int, default=1000,
+                     help="phones that register at random peers, with --calls (default %(default)s)")
     sim.add_argument("--plot", metavar="FILE.svg", help="write hops and latency against N")
     demo = sub.add_parser("demo", help="a real call on this machine: peers, two phones, a tone",
                           description="Start N peer processes on 127.0.0.1 and two pjsua2 phones registered at "
@@ -270,7 +275,7 @@ async def _peer(args: argparse.Namespace) -> int:
     return 0
 
 
-async def start_peer(args: argparse.Namespace, supervisor: Supervisor) -> tuple[UdpDriver, SipFront | None]:
+async def start_peer(args: argparse.Namespace, supervisor: Supervisor) -> tuple[UdpDriver, SipTransport | None]:
     """Join the overlay as a peer and open its SIP front; print where both listen."""
     listen = parse_hostport(args.listen)
     bootstrap = [parse_hostport(b, DEFAULT_PORT) for b in args.bootstrap]
@@ -301,15 +306,14 @@ async def start_peer(args: argparse.Namespace, supervisor: Supervisor) -> tuple[
     if args.sip_listen != "off":
         sip_listen = parse_hostport(args.sip_listen)
         gateways = dict(parse_gateway(g) for g in args.gateway)
-        front = SipFront(FrontConfig(args.domain or args.overlay, me.node_id, advertise_host, gateways=gateways,
-                                     reachable=not args.sip_tunnel), driver, supervisor.spawn)
-        driver.on_tunnel = front.receive_tunnelled
+        front_config = FrontConfig(args.domain or args.overlay, me.node_id, advertise_host, sip_listen[1],
+                                   gateways=gateways, reachable=not args.sip_tunnel)
         try:
-            await front.start(*sip_listen)
+            front = await SipTransport.open(*sip_listen, front_config, driver, supervisor.spawn)
         except OSError as e:
             raise ConfigError(f"cannot listen for SIP on {args.sip_listen}: {e.strerror or e}") from None
         supervisor.on_shutdown("close the SIP front", front.close)
-        print(f"sip {advertise_host}:{front.port} domain={front.config.domain}", flush=True)
+        print(f"sip {advertise_host}:{front.port} domain={front.front.config.domain}", flush=True)
     return driver, front
 
 

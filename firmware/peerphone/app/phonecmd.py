@@ -77,7 +77,7 @@ async def phone(args: argparse.Namespace) -> int:
         # The handset sits beside its front, on the address the rest of the overlay reaches it at:
         # its contact and its media address are what far phones send to.
         sip_host = parse_hostport(args.sip_listen)[0]
-        proxy = (front.config.advertise_host if sip_host in ("0.0.0.0", "::") else sip_host, front.port)
+        proxy = (front.front.config.advertise_host if sip_host in ("0.0.0.0", "::") else sip_host, front.port)
     failed: list[str] = []
 
     async def main() -> None:

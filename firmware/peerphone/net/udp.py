@@ -16,7 +16,7 @@ from typing import Any, Callable
 from ..core.events import Event, Joined, JoinFailed, Left, NodeFailed, RequestCompleted, Tunnelled
 from ..core.ids import short
 from ..core.peer import PeerConfig, PeerNode, make_peer
-from ..core.wire.messages import Addr, DataModel, Entry, FetchAns, NodeInfo
+from ..core.wire.messages import Addr, DataModel, Entry, Error, FetchAns, NodeInfo
 
 log = logging.getLogger("peerphone.net")
 REQUEST_TIMEOUT_S = 10.0
@@ -33,7 +33,7 @@ class UdpDriver(asyncio.DatagramProtocol):
         self._transport: Any = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_ms: int | None = None
-        self._waiting: dict[int, asyncio.Future[RequestCompleted]] = {}
+        self._waiting: dict[int, Callable[[RequestCompleted], None]] = {}
         self.joined: asyncio.Future[None] = self._loop.create_future()
         self.left: asyncio.Future[None] = self._loop.create_future()
         self.on_tunnel: Callable[[int, bytes], None] | None = None  # (origin node, payload)
@@ -66,9 +66,9 @@ class UdpDriver(asyncio.DatagramProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        for fut in self._waiting.values():
-            if not fut.done():
-                fut.set_exception(OverlayError("driver closed"))
+        waiting, self._waiting = self._waiting, {}
+        for handle, done in waiting.items():
+            done(RequestCompleted(handle, None, Error(0, "driver closed"), 0, None))
 
     # -- the node's outputs --
 
@@ -95,9 +95,9 @@ class UdpDriver(asyncio.DatagramProtocol):
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, RequestCompleted):
-            fut = self._waiting.pop(event.handle, None)
-            if fut is not None and not fut.done():
-                fut.set_result(event)
+            done = self._waiting.pop(event.handle, None)
+            if done is not None:
+                done(event)
         elif isinstance(event, Joined):
             log.debug("joined the overlay as %s", short(event.node_id))
             if not self.joined.done():
@@ -117,13 +117,21 @@ class UdpDriver(asyncio.DatagramProtocol):
 
     # -- commands --
 
+    def begin(self, start: Callable[[PeerNode, int], int], done: Callable[[RequestCompleted], None]) -> None:
+        """Start a node command that returns a handle; `done` gets its completion (always, once)."""
+        assert self.node is not None
+        self._waiting[start(self.node, self.now_ms())] = done
+        self._pump()
+
     async def request(self, start: Callable[[PeerNode, int], int]) -> RequestCompleted:
         """Start a node command that returns a handle, and wait for its completion."""
-        assert self.node is not None
-        handle = start(self.node, self.now_ms())
         fut: asyncio.Future[RequestCompleted] = self._loop.create_future()
-        self._waiting[handle] = fut
-        self._pump()
+
+        def done(event: RequestCompleted) -> None:
+            if not fut.done():
+                fut.set_result(event)
+
+        self.begin(start, done)
         return await fut
 
     async def store(self, resource: int, kind: int, model: DataModel, entries: list[Entry],

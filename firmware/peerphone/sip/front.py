@@ -1,4 +1,4 @@
-"""The SIP front of a peer: a registrar and proxy (RFC 3261 §10, §16) for any SIP phone.
+"""The SIP front of a peer: a registrar and proxy (RFC 3261 §10, §16) for any SIP phone, sans-I/O.
 
 The overlay is the location service. REGISTER stores AOR -> contact (and this
 front's address and node id) in the overlay as a SIP registration; a request for
@@ -9,39 +9,44 @@ for an AOR that is not online is kept in the overlay and delivered when the AOR
 registers (seed 000). Requests for other domains go to the gateway configured for
 them (seed 002, §3.4), and requests from there for overlay AORs are served alike.
 
-The proxy is transaction-stateful enough for a phone system: 100 Trying to every
-INVITE, CANCEL matched to its INVITE, one timer per forwarded request (480 when
-the next hop never answers, 408 when a final answer never comes), absorption of
-the ACK to a final response it made itself. Every datagram is parsed by the
-bounded parser; a request that does not parse is dropped, one that parses but
-misses a mandatory header is answered 400, and nothing else changes.
+The front has the core's contract (STYLE.md habit 1): received bytes with their
+`Link` and `now_ms`, overlay answers and timer expiries go in; messages to send,
+overlay requests to make, one next deadline and events come out. Randomness
+(branches, tags, Call-IDs) comes from the `entropy` it is given. It owns no
+socket, task or clock: `net.sip_transport` drives it on real sockets, `sim.calls`
+in the simulator, and the tests with literal times.
+
+The proxy is transaction-stateful (§16.2): every request gets a server
+transaction and every request it sends a client transaction (`transaction.py`,
+§17); it sends 100 Trying to every INVITE, matches CANCEL to its INVITE, gives a
+branch `reach_timeout_ms` to answer at all (480 after that; a MESSAGE is kept
+offline instead) and an INVITE Timer C (§16.6 step 11) to answer finally (408).
+A request that does not parse is dropped and counted; one that parses but misses
+a mandatory header is answered 400. Nothing raised while handling a message
+leaves `receive`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
-import os
-import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Coroutine, Protocol
+from email.utils import formatdate
+from functools import partial
+from typing import Callable, Union
 
+from ..core.deadlines import Deadlines
+from ..core.events import RequestCompleted
 from ..core.ids import id_from_name
-from ..core.limits import LIFETIME_S_MAX, TUNNEL_BYTES_MAX
+from ..core.limits import LIFETIME_S_MAX
+from ..core.peer import PeerNode
 from ..core.usages import MODEL_OF, Kind, OfflineMessage, RecordError, Registration
 from ..core.wire.messages import ARRAY_APPEND, Addr, DataModel, Entry, FetchAns
-from .message import (
-    BODY_BYTES_MAX,
-    MESSAGE_BYTES_MAX,
-    SipParseError,
-    SipRequest,
-    SipResponse,
-    canonical,
-    check_request,
-    parse,
-)
+from . import tunnel
+from .message import SipParseError, SipRequest, SipResponse, canonical, check_request, parse
+from .transaction import T1_MS, Action, Input, State, Transaction, TransactionError, response_input
+from .transaction import Kind as TxKind
 from .uri import NameAddr, Uri, Via
 
 log = logging.getLogger("peerphone.sip")
@@ -50,36 +55,24 @@ EXPIRES_DEFAULT_S = 3600
 EXPIRES_MAX_S = 3600
 CONTACTS_PER_AOR_MAX = 8
 BINDINGS_MAX = 10_000
-TRANSACTIONS_MAX = 4096
+# Server and client transactions together. At 200 calls/s over UDP a BYE's server
+# transaction lives 64*T1 (Timer J) and its client one T4: about 7,400 at once.
+TRANSACTIONS_MAX = 16_384
 RESOLVING_MAX = 1024  # requests waiting for an overlay fetch or store at once
-TCP_CONNECTIONS_MAX = 256
-TCP_IDLE_TIMEOUT_S = EXPIRES_MAX_S + 60  # a TCP phone refreshes its registration within this
+OVERLAY_TIMEOUT_MS = 10_000  # an overlay request the driver never completes is given up after this
+REACH_TIMEOUT_MS = 4000
+TIMER_C_MS = 180_000
+SERVER_GIVE_UP_MS = TIMER_C_MS + 64 * 500  # a request nothing answered by then gets a 408 (a safety net)
+RETRY_AFTER_S = 5
 GATEWAY_LIFETIME_S = 180
-TUNNEL_HEADER_BYTES = 10  # message id (8), part index, part count
-TUNNEL_PARTS_MAX = -(-MESSAGE_BYTES_MAX // (TUNNEL_BYTES_MAX - TUNNEL_HEADER_BYTES))
-TUNNEL_REASSEMBLIES_MAX = 64
 TUNNEL_PARAM = "pp-node"  # on our Record-Route when we are reached through the overlay: our node id
 OFFLINE_LIFETIME_S = min(LIFETIME_S_MAX, 7 * 24 * 3600)
-T1_S = 0.5
-TRANSACTION_TIMEOUT_S = 32.0   # 64*T1: non-INVITE final answer, and how long a finished one is remembered
-INVITE_FINAL_TIMEOUT_S = 180.0  # Timer C (§16.6 step 11)
 MAGIC = "z9hG4bK"
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, SUBSCRIBE, NOTIFY, REGISTER, INFO, UPDATE, REFER, PRACK"
 DIALOG_CREATING = ("INVITE", "SUBSCRIBE", "REFER")
 REASONS = {100: "Trying", 200: "OK", 202: "Accepted", 400: "Bad Request", 404: "Not Found",
            408: "Request Timeout", 480: "Temporarily Unavailable", 481: "Call/Transaction Does Not Exist",
            482: "Loop Detected", 483: "Too Many Hops", 500: "Server Internal Error", 503: "Service Unavailable"}
-
-
-class OverlayAccess(Protocol):
-    """What the front needs of its peer (net.udp.UdpDriver provides it; Tunnel requests that
-    arrive for us are handed to `SipFront.receive_tunnelled` by whoever wires the two)."""
-
-    async def store(self, resource: int, kind: int, model: DataModel, entries: list[Entry]) -> Any: ...
-
-    async def fetch(self, resource: int, kind: int) -> FetchAns: ...
-
-    async def tunnel(self, node_id: int, payload: bytes) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -94,202 +87,188 @@ class Link:
     def via_transport(self) -> str:
         return "TCP" if self.transport == "TCP" else "UDP"
 
+    @property
+    def reliable(self) -> bool:
+        return self.transport == "TCP"
+
 
 @dataclass
 class FrontConfig:
     domain: str
     node_id: int
     advertise_host: str
-    reach_timeout_s: float = 4.0  # no answer at all from the next hop within this: 480
+    port: int = 5060  # where we listen (UDP and TCP): in our Via and Record-Route
+    reach_timeout_ms: int = REACH_TIMEOUT_MS  # no answer at all from the next hop within this: 480
     reachable: bool = True  # False: other fronts send to us through the overlay (we are behind NAT)
     gateways: dict[str, Addr] = field(default_factory=dict)  # foreign domain -> its proxy
 
 
-@dataclass
+# -- what the front asks of the overlay (its driver starts them on a PeerNode) --
+
+@dataclass(frozen=True)
+class OverlayStore:
+    handle: int
+    resource: int
+    kind: int
+    model: DataModel
+    entries: tuple[Entry, ...]
+
+    def start(self, node: PeerNode, now_ms: int) -> int:
+        return node.store(self.resource, self.kind, self.model, self.entries, now_ms=now_ms)
+
+
+@dataclass(frozen=True)
+class OverlayFetch:
+    handle: int
+    resource: int
+    kind: int
+
+    def start(self, node: PeerNode, now_ms: int) -> int:
+        return node.fetch(self.resource, self.kind, now_ms=now_ms)
+
+
+@dataclass(frozen=True)
+class OverlayTunnel:
+    handle: int
+    node_id: int
+    payload: bytes
+
+    def start(self, node: PeerNode, now_ms: int) -> int:
+        return node.tunnel(self.node_id, self.payload, now_ms=now_ms)
+
+
+OverlayRequest = Union[OverlayStore, OverlayFetch, OverlayTunnel]
+
+
+# -- events (past tense) --
+
+@dataclass(frozen=True)
+class Registered:
+    aor: str
+    contacts: int  # bindings now held here (0: unregistered)
+
+
+@dataclass(frozen=True)
+class KeptOffline:
+    aor: str
+
+
+@dataclass(frozen=True)
+class DeliveredOffline:
+    aor: str
+
+
+FrontEvent = Union[Registered, KeptOffline, DeliveredOffline]
+Answer = Callable[[FetchAns | None, str | None, int], None]  # (answer, error, now_ms)
+
+
+@dataclass(eq=False)
 class _Binding:
     contact: str
+    params: str  # the Contact's header parameters but expires, echoed in the 200 (+sip.instance...)
     link: Link
-    expires_at: float
+    expires_at_ms: int
 
 
-@dataclass
-class _Reassembly:
-    count: int
-    started: float
-    parts: dict[int, bytes] = field(default_factory=dict)
+@dataclass(eq=False)
+class _Server:
+    """A request we received: its server transaction, and the answer it got."""
 
-
-@dataclass
-class _Transaction:
-    """One request we forwarded (or sent ourselves: `upstream` None)."""
-
+    key: tuple[str, str]  # (their branch, method)
     request: SipRequest
-    upstream: Link | None
-    downstream: Link
-    branch: str
-    sent: bytes  # the request as we sent it downstream, repeated on retransmissions over UDP
-    answered: bool = False
-    final: bytes | None = None  # the final response we sent upstream (b"": being made), repeated likewise
-    made_final: bool = False    # that final response was ours, not the next hop's
-    timer: asyncio.TimerHandle | None = None
-    on_final: Callable[[SipResponse], None] | None = None
+    link: Link
+    txn: Transaction
+    last: bytes = b""  # the last response sent, repeated on retransmissions
+    client: "_Client | None" = None  # where we forwarded it
+    answered_here: bool = False  # the final answer upstream was ours, not the next hop's
+    tu_deadline_ms: int | None = None  # a safety net: unanswered this long, it gets a 408 and goes
+
+
+@dataclass(eq=False)
+class _Client:
+    """A request we sent: its client transaction, and what to do with its answers."""
+
+    key: tuple[str, str]  # (our branch, method)
+    request: SipRequest  # as sent
+    sent: bytes
+    link: Link
+    txn: Transaction
+    server: _Server | None  # the request it forwards (None: our own request)
+    on_final: Callable[[int, int], None] | None = None  # our own request: (status, now_ms)
+    heard: bool = False  # any response at all
+    tu_deadline_ms: int | None = None  # the reach timeout, then Timer C, then the wait after a CANCEL
+    cancelled: bool = False
+
+
+@dataclass(eq=False)
+class _Wait:
+    handle: int
+    then: Answer
+    server_key: tuple[str, str] | None  # a request waiting for the overlay (bounded by RESOLVING_MAX)
+    deadline_ms: int
+
+
+_GATEWAYS = "advertise gateways"
+Timed = Union[_Server, _Client, _Wait, str]
 
 
 class SipFront:
-    def __init__(self, config: FrontConfig, overlay: OverlayAccess,
-                 spawn: Callable[[Coroutine[Any, Any, Any]], Any]) -> None:
+    def __init__(self, config: FrontConfig, *, entropy: Callable[[int], bytes], now_ms: int,
+                 wall_offset_ms: int = 0) -> None:
+        """`wall_offset_ms` turns `now_ms` into the wall clock of storage times (newest wins
+        across fronts); the simulator's fronts share one clock and leave it 0."""
         self.config = config
-        self.overlay = overlay
-        self._spawn = spawn
-        self._loop = asyncio.get_running_loop()
-        self.port = 0
-        self._udp: asyncio.DatagramTransport | None = None
-        self._tcp_server: asyncio.base_events.Server | None = None
-        self._tcp: dict[Addr, asyncio.StreamWriter] = {}
+        self._entropy = entropy
+        self._wall_offset_ms = wall_offset_ms
         self._bindings: dict[str, dict[str, _Binding]] = {}
-        self._by_branch: dict[tuple[str, str], _Transaction] = {}    # (our branch, method)
-        self._by_upstream: dict[tuple[str, str], _Transaction] = {}  # (their branch, method)
+        self._servers: dict[tuple[str, str], _Server] = {}
+        self._clients: dict[tuple[str, str], _Client] = {}
+        self._waits: dict[int, _Wait] = {}
+        self._resolving = 0
+        self._handles = 0
+        self._timers: Deadlines[Timed] = Deadlines()
         self._my_hosts = {config.advertise_host.lower(), "127.0.0.1", "localhost"}
-        self._parts: dict[tuple[int, bytes], _Reassembly] = {}  # tunnelled messages still in pieces
-        self._resolving: set[tuple[str, str]] = set()  # (their branch, method) waiting for the overlay
+        self._reassembler = tunnel.Reassembler()
+        self._out: list[tuple[bytes, Link]] = []
+        self._requests: list[OverlayRequest] = []
+        self._events: list[FrontEvent] = []
         self.counters: Counter[str] = Counter()
+        if config.gateways:
+            self._timers.set(_GATEWAYS, now_ms)
 
-    # ------------------------------------------------------------------ transports
+    # ------------------------------------------------------------------ outputs
 
-    async def start(self, host: str, port: int) -> None:
-        """UDP and TCP on the same port; port 0 picks one free for both."""
-        for _ in range(20):
-            transport, _proto = await self._loop.create_datagram_endpoint(
-                lambda: _UdpProtocol(self), local_addr=(host, port))
-            bound = transport.get_extra_info("sockname")[1]
-            try:
-                self._tcp_server = await asyncio.start_server(self._accept, host, bound, limit=MESSAGE_BYTES_MAX)
-            except OSError:
-                transport.close()
-                if port:
-                    raise
-                continue
-            self._udp, self.port = transport, bound
-            if self.config.gateways:
-                self._spawn(self._advertise_gateways())
-            return
-        raise OSError("no port free for both UDP and TCP")
+    def messages_to_send(self) -> list[tuple[bytes, Link]]:
+        out, self._out = self._out, []
+        return out
+
+    def overlay_requests(self) -> list[OverlayRequest]:
+        out, self._requests = self._requests, []
+        return out
+
+    def events(self) -> list[FrontEvent]:
+        out, self._events = self._events, []
+        return out
+
+    def next_deadline_ms(self) -> int | None:
+        return self._timers.next_ms()
+
+    @property
+    def transactions(self) -> int:
+        return len(self._servers) + len(self._clients)
+
+    @property
+    def resolving(self) -> int:
+        return self._resolving
 
     def close(self) -> None:
-        if self.counters:
-            log.info("sip front counters: %s", ", ".join(f"{k} {v}" for k, v in sorted(self.counters.items())))
-        for t in self._by_branch.values():
-            if t.timer is not None:
-                t.timer.cancel()
-        if self._udp is not None:
-            self._udp.close()
-        if self._tcp_server is not None:
-            self._tcp_server.close()
-        for writer in self._tcp.values():
-            writer.close()
+        if self.counters or self._reassembler.counters:
+            counts = self.counters + self._reassembler.counters
+            log.info("sip front counters: %s", ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")
-        addr = (peer[0], peer[1])
-        if len(self._tcp) >= TCP_CONNECTIONS_MAX:
-            writer.close()
-            return
-        self._tcp[addr] = writer
-        await self._read_stream(reader, writer, addr)
+    # ------------------------------------------------------------------ inputs
 
-    async def _read_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, addr: Addr) -> None:
-        link = Link("TCP", addr)
-        try:
-            while True:
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TCP_IDLE_TIMEOUT_S)
-                head = head.lstrip(b"\r\n")  # keepalive CRLFs (RFC 5626 §3.5.1)
-                if not head:
-                    continue
-                length = _content_length(head)
-                if length is None or length > BODY_BYTES_MAX:
-                    self.counters["sip dropped: bad stream framing"] += 1
-                    break
-                body = await asyncio.wait_for(reader.readexactly(length), TCP_IDLE_TIMEOUT_S)
-                self.receive(head + body, link)
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, asyncio.TimeoutError):
-            pass  # closed, oversized, or silent for longer than a registration lives
-        finally:
-            if self._tcp.get(addr) is writer:
-                del self._tcp[addr]
-            writer.close()
-
-    def _send(self, data: bytes, link: Link) -> None:
-        if link.transport == "TUNNEL":
-            self._tunnel(data, link.node_id)
-        elif link.transport == "TCP":
-            writer = self._tcp.get(link.addr)
-            if writer is None and len(self._tcp) >= TCP_CONNECTIONS_MAX:
-                self.counters["sip dropped: too many TCP connections"] += 1
-            elif writer is None:
-                self._spawn(self._connect_and_send(data, link.addr))
-            else:
-                writer.write(data)
-        elif self._udp is not None:
-            self._udp.sendto(data, link.addr)
-
-    async def _connect_and_send(self, data: bytes, addr: Addr) -> None:
-        try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(*addr, limit=MESSAGE_BYTES_MAX),
-                                                    self.config.reach_timeout_s)
-        except (OSError, asyncio.TimeoutError) as e:
-            log.info("sip: cannot connect to %s:%d over TCP: %s", addr[0], addr[1], e)
-            return
-        self._tcp[addr] = writer
-        writer.write(data)
-        await self._read_stream(reader, writer, addr)
-
-    # ------------------------------------------------------------------ the Tunnel path
-
-    def _tunnel(self, data: bytes, node_id: int) -> None:
-        """Cut a SIP message into Tunnel-sized parts: message id, index, count, bytes."""
-        message_id = os.urandom(8)
-        size = TUNNEL_BYTES_MAX - TUNNEL_HEADER_BYTES
-        parts = [data[i:i + size] for i in range(0, len(data), size)]
-        self.counters["sip tunnelled out"] += 1
-        for index, part in enumerate(parts):
-            self._spawn(self._tunnel_part(node_id, message_id + bytes((index, len(parts))) + part))
-
-    async def _tunnel_part(self, node_id: int, payload: bytes) -> None:
-        try:
-            await self.overlay.tunnel(node_id, payload)
-        except Exception as e:  # the transaction's timer answers upstream
-            log.info("sip: tunnel to %x failed: %s", node_id, e)
-
-    def receive_tunnelled(self, origin: int, payload: bytes) -> None:
-        """One part of a SIP message carried through the overlay; the message once all have come."""
-        if len(payload) < TUNNEL_HEADER_BYTES:
-            self.counters["sip dropped: bad tunnel part"] += 1
-            return
-        message_id, index, count = payload[:8], payload[8], payload[9]
-        if not index < count <= TUNNEL_PARTS_MAX:
-            self.counters["sip dropped: bad tunnel part"] += 1
-            return
-        now = time.monotonic()
-        for key in [k for k, r in self._parts.items() if r.started < now - TRANSACTION_TIMEOUT_S]:
-            del self._parts[key]
-        key = (origin, message_id)
-        held = self._parts.get(key)
-        if held is None:
-            if len(self._parts) >= TUNNEL_REASSEMBLIES_MAX:
-                self.counters["sip dropped: too many tunnelled messages"] += 1
-                return
-            held = self._parts[key] = _Reassembly(count, now)
-        if held.count != count:
-            return
-        held.parts[index] = payload[TUNNEL_HEADER_BYTES:]
-        if len(held.parts) == count:
-            del self._parts[key]
-            self.counters["sip tunnelled in"] += 1
-            self.receive(b"".join(held.parts[i] for i in range(count)), Link("TUNNEL", ("", 0), origin))
-
-    # ------------------------------------------------------------------ ingress
-
-    def receive(self, data: bytes, link: Link) -> None:
+    def receive(self, data: bytes, link: Link, *, now_ms: int) -> None:
         """One message from the network. Nothing raised here leaves the front."""
         if not data.strip(b"\r\n"):
             return  # keepalive
@@ -299,110 +278,156 @@ class SipFront:
             self.counters["sip dropped: unparseable"] += 1
             log.debug("sip: dropped from %s: %s", link.addr, e.reason)
             return
-        try:
-            if isinstance(message, SipResponse):
-                self._on_response(message)
+        self._guarded(lambda: self._on_response(message, now_ms) if isinstance(message, SipResponse)
+                      else self._on_request(message, link, now_ms), message, link, now_ms)
+
+    def receive_tunnelled(self, origin: int, payload: bytes, *, now_ms: int) -> None:
+        """One part of a SIP message carried through the overlay; the message once all have come."""
+        whole = self._reassembler.add(origin, payload, now_ms=now_ms)
+        if whole is not None:
+            self.counters["sip tunnelled in"] += 1
+            self.receive(whole, Link("TUNNEL", ("", 0), origin), now_ms=now_ms)
+
+    def overlay_answered(self, handle: int, answer: FetchAns | None, error: str | None, *, now_ms: int) -> None:
+        """The overlay finished request `handle` (an `answer` to a fetch, or an `error`)."""
+        wait = self._waits.pop(handle, None)
+        if wait is None:
+            return  # given up on already
+        self._timers.discard(wait)
+        if wait.server_key is not None:
+            self._resolving -= 1
+        server = self._servers.get(wait.server_key) if wait.server_key else None
+        self._guarded(lambda: wait.then(answer, error, now_ms), server.request if server else None,
+                      server.link if server else None, now_ms)
+
+    def overlay_completed(self, handle: int, done: RequestCompleted, *, now_ms: int) -> None:
+        """`overlay_answered` from the node's own completion event."""
+        if done.error is not None:
+            self.overlay_answered(handle, None, done.error.reason, now_ms=now_ms)
+        else:
+            self.overlay_answered(handle, done.answer if isinstance(done.answer, FetchAns) else None, None,
+                                  now_ms=now_ms)
+
+    def transport_failed(self, link: Link, *, now_ms: int) -> None:
+        """`link` cannot carry messages (a TCP connect refused, a tunnel that failed): every
+        request we sent on it fails at once (§17.1.4), not after its timer."""
+        for client in [c for c in self._clients.values() if c.link == link]:
+            self._client_input(client, Input.TRANSPORT_ERROR, None, now_ms)
+
+    def handle_timer(self, *, now_ms: int) -> None:
+        for item in self._timers.pop_due(now_ms):
+            if isinstance(item, _Wait):
+                if self._waits.get(item.handle) is item:
+                    self.overlay_answered(item.handle, None, "no answer from the overlay", now_ms=now_ms)
+            elif isinstance(item, _Client):
+                self._guarded(partial(self._client_timer, item, now_ms), None, None, now_ms)
+            elif isinstance(item, _Server):
+                self._guarded(partial(self._server_timer, item, now_ms), None, None, now_ms)
             else:
-                self._on_request(message, link)
+                self._advertise_gateways(now_ms)
+
+    # ------------------------------------------------------------------ ingress
+
+    def _guarded(self, work: Callable[[], None], request: SipRequest | SipResponse | None, link: Link | None,
+                 now_ms: int) -> None:
+        try:
+            work()
         except SipParseError as e:
             self.counters["sip answered 400"] += 1
-            if isinstance(message, SipRequest) and message.method != "ACK":
-                self._respond(message, link, e.status, e.reason)
+            self._fail(request, link, e.status, e.reason, now_ms)
         except Exception:  # a bug must not stop the front serving everybody else
             self.counters["sip internal errors"] += 1
-            log.exception("sip: error handling a message from %s", link.addr)
+            log.exception("sip: error handling a message from %s", link.addr if link else "a timer")
+            self._fail(request, link, 500, None, now_ms)
 
-    def _on_request(self, req: SipRequest, link: Link) -> None:
+    def _fail(self, request: SipRequest | SipResponse | None, link: Link | None, status: int, reason: str | None,
+              now_ms: int) -> None:
+        """Answer a request whose handling failed: through its transaction if it has one."""
+        if not isinstance(request, SipRequest) or request.method == "ACK" or link is None:
+            return
+        try:
+            server = self._servers.get((_their_branch(request), request.method))
+        except SipParseError:
+            server = None
+        if server is None:
+            self._respond_stateless(request, link, status, reason)
+        elif not server.answered_here and server.txn.state in (State.TRYING, State.PROCEEDING):
+            self._answer(server, status, reason, now_ms=now_ms)
+
+    def _on_request(self, req: SipRequest, link: Link, now_ms: int) -> None:
         if not req.get_all("via"):
             raise SipParseError("missing via header")
         if link.transport != "TUNNEL":
             self._note_source(req, link)
         check_request(req)
+        Uri.parse(req.uri)  # before a transaction is made for it: a bad one is answered 400 alone
         self.counters[f"sip {req.method}"] += 1
         theirs = _their_branch(req)
-        again = self._by_upstream.get((theirs, req.method))
-        if again is not None and req.method != "ACK":
-            self._retransmitted(again)
-            return
         if req.method == "ACK":
-            invite = self._by_upstream.get((theirs, "INVITE"))
-            if invite is not None and invite.made_final:
-                return  # the ACK to our own final answer ends the transaction here
-            if invite is not None:
-                self._forward(req, link, invite.downstream, branch=invite.branch)
-                return
-        if req.method == "CANCEL":
-            self._cancel(req, link, self._by_upstream.get((theirs, "INVITE")))
+            invite = self._servers.get((theirs, "INVITE"))
+            if invite is not None:  # the ACK to a failure: hop by hop, absorbed here (§17.2.1)
+                self._server_actions(invite, invite.txn.fire(Input.ACK, now_ms=now_ms), b"")
+            else:  # the ACK to a 2xx: a request of its own, routed statelessly
+                self._route(None, req, link, now_ms)
             return
+        again = self._servers.get((theirs, req.method))
+        if again is not None:
+            self.counters["sip retransmissions absorbed"] += 1
+            self._server_actions(again, again.txn.fire(Input.REQUEST, now_ms=now_ms), b"")
+            return
+        in_dialog = _tag(req.get("to")) != ""
+        if self.transactions >= TRANSACTIONS_MAX:
+            if in_dialog and req.method != "CANCEL":  # never refused for capacity: forwarded statelessly
+                self.counters["sip forwarded statelessly (transactions full)"] += 1
+                self._route(None, req, link, now_ms)
+            else:
+                self._respond_stateless(req, link, 503, "Service Unavailable (too many transactions)",
+                                        [("Retry-After", str(RETRY_AFTER_S))])
+            return
+        kind = TxKind.INVITE_SERVER if req.method == "INVITE" else TxKind.NON_INVITE_SERVER
+        server = _Server((theirs, req.method), req, link, Transaction.start(kind, reliable=link.reliable,
+                                                                             now_ms=now_ms),
+                         tu_deadline_ms=now_ms + SERVER_GIVE_UP_MS)
+        self._servers[server.key] = server
+        if req.method == "INVITE":
+            self._answer(server, 100, now_ms=now_ms)
+        if req.method == "CANCEL":
+            self._cancel(server, self._servers.get((theirs, "INVITE")), now_ms)
+            return
+        self._route(server, req, link, now_ms)
+
+    def _route(self, server: _Server | None, req: SipRequest, link: Link, now_ms: int) -> None:
+        """Where a new request goes (§16.4, §16.5); `server` is None for a stateless one (an ACK)."""
         routes = req.get_all("route")
         if routes and self._is_me(NameAddr.parse(routes[0]).uri):
             _drop_first(req, "route")
             routes = routes[1:]
         if routes:
-            self._forward(req, link, self._link_to(NameAddr.parse(routes[0]).uri))
+            self._forward(server, req, link, self._link_to(NameAddr.parse(routes[0]).uri), now_ms)
             return
         uri = Uri.parse(req.uri)
         if self._is_me(uri) and uri.user is None:
-            self._to_me(req, link)
-            return
-        if req.method == "REGISTER":
-            self._serve(req, link, self._register(req, link, uri))
-            return
-        if uri.host == self.config.domain or (self._is_me(uri) and uri.user):
-            if req.method == "INVITE":
-                self._respond(req, link, 100)
-            self._serve(req, link, self._to_aor(req, link, f"sip:{uri.user}@{self.config.domain}"))
-            return
-        if _is_address(uri.host):
-            self._forward(req, link, self._link_to(uri))  # in-dialog, straight to a contact
-            return
-        if req.method == "INVITE":
-            self._respond(req, link, 100)
-        gateway = self.config.gateways.get(uri.host)
-        if gateway is not None:
-            self._forward(req, link, Link("UDP", gateway))
+            self._to_me(server, req, link, uri, now_ms)
+        elif req.method == "REGISTER" and server is not None:
+            self._register(server, uri, now_ms)
+        elif uri.host == self.config.domain or (self._is_me(uri) and uri.user):
+            self._to_aor(server, req, link, f"sip:{uri.user}@{self.config.domain}", now_ms)
+        elif _is_address(uri.host):
+            self._forward(server, req, link, self._link_to(uri), now_ms)  # in-dialog, straight to a contact
+        elif uri.host in self.config.gateways:
+            self._forward(server, req, link, Link("UDP", self.config.gateways[uri.host]), now_ms)
         else:
-            self._serve(req, link, self._to_gateway(req, link, uri.host))
+            self._to_gateway(server, req, link, uri.host, now_ms)
 
-    def _serve(self, req: SipRequest, link: Link, work: Coroutine[Any, Any, None]) -> None:
-        """Run the part of handling a request that waits for the overlay, with receive()'s guarantees.
-        A retransmission that arrives meanwhile is dropped: the first copy is being served."""
-        key = (_their_branch(req), req.method)
-        if key in self._resolving:
-            work.close()
-            self.counters["sip retransmissions absorbed"] += 1
-            return
-        if len(self._resolving) >= RESOLVING_MAX:  # a flood must not make tasks without end
-            work.close()
-            if req.method != "ACK":
-                self._respond(req, link, 503, "Service Unavailable (busy)")
-            return
-        self._resolving.add(key)
-
-        async def guarded() -> None:
-            try:
-                await work
-            except SipParseError as e:
-                self.counters["sip answered 400"] += 1
-                if req.method != "ACK":
-                    self._respond(req, link, e.status, e.reason)
-            except Exception:
-                self.counters["sip internal errors"] += 1
-                log.exception("sip: error serving %s from %s", req.method, link.addr)
-                if req.method != "ACK":
-                    self._respond(req, link, 500)
-            finally:
-                self._resolving.discard(key)
-
-        self._spawn(guarded())
-
-    def _to_me(self, req: SipRequest, link: Link) -> None:
+    def _to_me(self, server: _Server | None, req: SipRequest, link: Link, uri: Uri, now_ms: int) -> None:
+        if server is None:
+            return  # an ACK for us: nothing to do
         if req.method == "OPTIONS":
-            self._respond(req, link, 200, extra=[("Allow", ALLOW), ("Accept", "application/sdp")])
+            self._answer(server, 200, extra=[("Allow", ALLOW), ("Accept", "application/sdp")], now_ms=now_ms)
         elif req.method == "REGISTER":
-            self._serve(req, link, self._register(req, link, Uri.parse(req.uri)))
-        elif req.method != "ACK":
-            self._respond(req, link, 404)
+            self._register(server, uri, now_ms)
+        else:
+            self._answer(server, 404, now_ms=now_ms)
 
     def _note_source(self, req: SipRequest, link: Link) -> None:
         """received and rport on the top Via (§18.2.1, RFC 3581): answers go where it came from."""
@@ -421,67 +446,104 @@ class SipFront:
             req.headers[i] = (name, ";".join([sent, *params, *extra]) + (sep + rest if sep else ""))
             return
 
+    # ------------------------------------------------------------------ waiting for the overlay
+
+    def _ask(self, make: Callable[[int], OverlayRequest], then: Answer, server: _Server | None, now_ms: int) -> bool:
+        """Start an overlay request; `then` gets its outcome. False when too many requests wait
+        already (the caller's request has been answered 503)."""
+        if server is not None:
+            if self._resolving >= RESOLVING_MAX:  # a flood must not grow the waiting without end
+                self._answer(server, 503, "Service Unavailable (busy)", [("Retry-After", str(RETRY_AFTER_S))],
+                             now_ms=now_ms)
+                return False
+            self._resolving += 1
+        self._handles += 1
+        wait = _Wait(self._handles, then, server.key if server else None, now_ms + OVERLAY_TIMEOUT_MS)
+        self._waits[wait.handle] = wait
+        self._timers.set(wait, wait.deadline_ms)
+        self._requests.append(make(wait.handle))
+        return True
+
+    def _storage_time_ms(self, now_ms: int) -> int:
+        return now_ms + self._wall_offset_ms
+
     # ------------------------------------------------------------------ registrar (§10.3)
 
-    async def _register(self, req: SipRequest, link: Link, uri: Uri) -> None:
+    def _register(self, server: _Server, uri: Uri, now_ms: int) -> None:
+        req = server.request
         to = NameAddr.parse(req.get("to") or "")
         if to.uri.host != self.config.domain and not self._is_me(to.uri) and not self._is_me(uri):
-            self._respond(req, link, 404, "Not Found (domain not served here)")
+            self._answer(server, 404, "Not Found (domain not served here)", now_ms=now_ms)
             return
         if to.uri.user is None:
-            self._respond(req, link, 400, "Bad Request (To has no user)")
+            self._answer(server, 400, "Bad Request (To has no user)", now_ms=now_ms)
             return
         aor = f"sip:{to.uri.user}@{self.config.domain}"
         contacts = req.get_all("contact")
         default_expires = _int_or(req.get("expires"), EXPIRES_DEFAULT_S)
-        now = time.monotonic()
-        bindings = self._bindings.get(aor, {})
-        changes: list[tuple[str, int]] = []
+        bindings = self._live_bindings(aor, now_ms)
+        changes: list[tuple[str, str, int]] = []  # (contact URI, its other parameters, expires)
         if contacts == ["*"]:
             if default_expires != 0:
-                self._respond(req, link, 400, "Bad Request (* needs Expires: 0)")
+                self._answer(server, 400, "Bad Request (* needs Expires: 0)", now_ms=now_ms)
                 return
-            changes = [(c, 0) for c in bindings]
+            changes = [(c, "", 0) for c in bindings]
         else:
             for text in contacts:
                 contact = NameAddr.parse(text)
                 expires = min(_int_or(contact.param("expires"), default_expires), EXPIRES_MAX_S)
-                changes.append((str(contact.uri), max(0, expires)))
-        if sum(1 for c, e in changes if e > 0 and c not in bindings) + len(bindings) > CONTACTS_PER_AOR_MAX:
-            self._respond(req, link, 503, "Service Unavailable (too many contacts)")
+                changes.append((str(contact.uri), _params_but_expires(contact), max(0, expires)))
+        if sum(1 for c, _, e in changes if e > 0 and c not in bindings) + len(bindings) > CONTACTS_PER_AOR_MAX:
+            self._answer(server, 503, "Service Unavailable (too many contacts)", now_ms=now_ms)
             return
         if aor not in self._bindings and len(self._bindings) >= BINDINGS_MAX:
             for stale in list(self._bindings):
-                self._local_binding(stale)  # drops what has expired
+                self._live_bindings(stale, now_ms)  # drops what has expired
             if len(self._bindings) >= BINDINGS_MAX:
-                self._respond(req, link, 503, "Service Unavailable (registrar full)")
+                self._answer(server, 503, "Service Unavailable (registrar full)",
+                             [("Retry-After", str(RETRY_AFTER_S))], now_ms=now_ms)
                 return
-        entries = [Entry(_contact_key(c), Registration(c, (self.config.advertise_host, self.port),
-                                                        self.config.node_id, self.config.reachable).to_bytes()
-                         if e else b"",
-                         time.time_ns() // 1_000_000, e) for c, e in changes]
-        if entries:
-            try:
-                await self.overlay.store(id_from_name(aor), Kind.SIP_REGISTRATION,
-                                         MODEL_OF[Kind.SIP_REGISTRATION], entries)
-            except Exception as e:
-                log.warning("sip: registration of %s not stored: %s", aor, e)
-                self._respond(req, link, 503, "Service Unavailable (overlay did not store)")
+        stamp = self._storage_time_ms(now_ms)
+        me = Registration("", (self.config.advertise_host, self.config.port), self.config.node_id,
+                          self.config.reachable)
+        entries = tuple(Entry(_contact_key(c), Registration(c, me.front, me.node_id, me.reachable).to_bytes()
+                              if e else b"", stamp, e) for c, _, e in changes)
+
+        def stored(_answer: FetchAns | None, error: str | None, now_ms: int) -> None:
+            if error is not None:
+                log.warning("sip: registration of %s not stored: %s", aor, error)
+                self._answer(server, 503, "Service Unavailable (overlay did not store)", now_ms=now_ms)
                 return
-        for uri_text, expires in changes:
+            self._bind(server, aor, changes, now_ms)
+
+        if not entries:
+            self._bind(server, aor, changes, now_ms)  # a query: the current bindings
+            return
+        resource = id_from_name(aor)
+        self._ask(lambda h: OverlayStore(h, resource, Kind.SIP_REGISTRATION, MODEL_OF[Kind.SIP_REGISTRATION],
+                                         entries), stored, server, now_ms)
+
+    def _bind(self, server: _Server, aor: str, changes: list[tuple[str, str, int]], now_ms: int) -> None:
+        bindings = self._live_bindings(aor, now_ms)
+        for uri_text, params, expires in changes:
             if expires:
-                bindings[uri_text] = _Binding(uri_text, self._path_to(Uri.parse(uri_text), link), now + expires)
+                bindings[uri_text] = _Binding(uri_text, params, self._path_to(Uri.parse(uri_text), server.link),
+                                              now_ms + expires * 1000)
             else:
                 bindings.pop(uri_text, None)
         if bindings:
             self._bindings[aor] = bindings
         else:
             self._bindings.pop(aor, None)
-        current = [(f"<{b.contact}>;expires={max(0, int(b.expires_at - now))}") for b in bindings.values()]
-        self._respond(req, link, 200, extra=[("Contact", c) for c in current] + [("Date", _http_date())])
-        log.info("sip: %s %s", aor, "registered" if bindings else "unregistered")
-        if any(e for _, e in changes):
-            await self._deliver_offline(aor)
+        current = [("Contact", f"<{b.contact}>{b.params};expires={max(0, (b.expires_at_ms - now_ms) // 1000)}")
+                   for b in bindings.values()]
+        date = formatdate(self._storage_time_ms(now_ms) / 1000, usegmt=True)
+        self._answer(server, 200, extra=current + [("Date", date)], now_ms=now_ms)
+        if changes:
+            log.info("sip: %s %s", aor, "registered" if bindings else "unregistered")
+            self._events.append(Registered(aor, len(bindings)))
+        if any(e for _, _, e in changes):
+            self._deliver_offline(aor, now_ms)
 
     def _path_to(self, contact: Uri, came_from: Link) -> Link:
         """How to reach a registered UA: its TCP connection, its contact, or (behind NAT, where the
@@ -492,81 +554,88 @@ class SipFront:
             return self._link_to(contact)
         return came_from
 
-    def _local_binding(self, aor: str) -> _Binding | None:
-        now = time.monotonic()
+    def _live_bindings(self, aor: str, now_ms: int) -> dict[str, _Binding]:
         bindings = self._bindings.get(aor, {})
-        for contact in [c for c, b in bindings.items() if b.expires_at <= now]:
+        for contact in [c for c, b in bindings.items() if b.expires_at_ms <= now_ms]:
             del bindings[contact]
         if not bindings:
             self._bindings.pop(aor, None)
-            return None
-        return max(bindings.values(), key=lambda b: b.expires_at)
+        return bindings
+
+    def _local_binding(self, aor: str, now_ms: int) -> _Binding | None:
+        bindings = self._live_bindings(aor, now_ms)
+        return max(bindings.values(), key=lambda b: b.expires_at_ms) if bindings else None
 
     # ------------------------------------------------------------------ location and routing (§16.5)
 
-    async def _to_aor(self, req: SipRequest, link: Link, aor: str) -> None:
-        binding = self._local_binding(aor)
+    def _to_aor(self, server: _Server | None, req: SipRequest, link: Link, aor: str, now_ms: int) -> None:
+        binding = self._local_binding(aor, now_ms)
         if binding is not None:
             req.uri = binding.contact
-            self._forward(req, link, binding.link)
+            self._forward(server, req, link, binding.link, now_ms)
             return
-        try:
-            answer = await self.overlay.fetch(id_from_name(aor), Kind.SIP_REGISTRATION)
-        except Exception as e:
-            log.info("sip: lookup of %s failed: %s", aor, e)
-            self._respond(req, link, 480, "Temporarily Unavailable (overlay lookup failed)")
-            return
-        records = []
-        for entry in answer.entries:
-            try:
-                records.append((entry.storage_time_ms, Registration.from_bytes(entry.value)))
-            except RecordError:
-                self.counters["sip bad registration records"] += 1
-        records = [r for r in records if r[1].node_id != self.config.node_id]  # ours would be bound above
-        if not records:
-            if req.method == "MESSAGE":
-                await self._keep_offline(req, link, aor)
-            elif req.method != "ACK":
-                self._respond(req, link, 404, "Not Found (not registered)" if not answer.entries else
-                              "Not Found (registration ended here)")
-            return
-        _, newest = max(records, key=lambda r: r[0])
-        req.uri = aor  # the serving front knows the AOR, not our own address it may have been sent to
-        self._forward(req, link, Link("UDP", newest.front) if newest.reachable else
-                      Link("TUNNEL", newest.front, newest.node_id))
 
-    async def _to_gateway(self, req: SipRequest, link: Link, domain: str) -> None:
-        """A foreign domain: to a peer that gateways to it, found in the overlay (seed 002, §3.4)."""
-        try:
-            answer = await self.overlay.fetch(_gateway_key(domain), Kind.SIP_REGISTRATION)
-        except Exception as e:
-            log.info("sip: gateway lookup for %s failed: %s", domain, e)
-            answer = FetchAns(None, ())
-        fronts = []
-        for entry in answer.entries:
-            try:
-                fronts.append(Registration.from_bytes(entry.value).front)
-            except RecordError:
-                self.counters["sip bad gateway records"] += 1
-        if not fronts:
-            if req.method != "ACK":
-                self._respond(req, link, 404, "Not Found (no gateway to that domain)")
-            return
-        self._forward(req, link, Link("UDP", fronts[0]))
-
-    async def _advertise_gateways(self) -> None:
-        """Keep "this peer gateways to DOMAIN" in the overlay while it runs."""
-        while True:
-            now_ms = time.time_ns() // 1_000_000
-            me = Registration("sip:gateway", (self.config.advertise_host, self.port), self.config.node_id)
-            for domain in self.config.gateways:
-                entry = Entry(self.config.node_id.to_bytes(20, "big"), me.to_bytes(), now_ms, GATEWAY_LIFETIME_S)
+        def found(answer: FetchAns | None, error: str | None, now_ms: int) -> None:
+            if answer is None:
+                log.info("sip: lookup of %s failed: %s", aor, error)
+                self._answer_if(server, 480, "Temporarily Unavailable (overlay lookup failed)", now_ms)
+                return
+            records = []
+            for entry in answer.entries:
                 try:
-                    await self.overlay.store(_gateway_key(domain), Kind.SIP_REGISTRATION,
-                                             MODEL_OF[Kind.SIP_REGISTRATION], [entry])
-                except Exception as e:
-                    log.warning("sip: gateway to %s not advertised: %s", domain, e)
-            await asyncio.sleep(GATEWAY_LIFETIME_S / 3)
+                    records.append((entry.storage_time_ms, Registration.from_bytes(entry.value)))
+                except RecordError:
+                    self.counters["sip bad registration records"] += 1
+            records = [r for r in records if r[1].node_id != self.config.node_id]  # ours would be bound above
+            if not records:
+                if req.method == "MESSAGE" and server is not None:
+                    self._keep_offline(server, aor, now_ms)
+                else:
+                    self._answer_if(server, 404, "Not Found (not registered)" if not answer.entries else
+                                    "Not Found (registration ended here)", now_ms)
+                return
+            _, newest = max(records, key=lambda r: r[0])
+            req.uri = aor  # the serving front knows the AOR, not our own address it may have been sent to
+            self._forward(server, req, link, Link("UDP", newest.front) if newest.reachable else
+                          Link("TUNNEL", newest.front, newest.node_id), now_ms)
+
+        resource = id_from_name(aor)
+        self._ask(lambda h: OverlayFetch(h, resource, Kind.SIP_REGISTRATION), found, server, now_ms)
+
+    def _to_gateway(self, server: _Server | None, req: SipRequest, link: Link, domain: str, now_ms: int) -> None:
+        """A foreign domain: to a peer that gateways to it, found in the overlay (seed 002, §3.4)."""
+
+        def found(answer: FetchAns | None, error: str | None, now_ms: int) -> None:
+            fronts = []
+            for entry in answer.entries if answer is not None else ():
+                try:
+                    fronts.append(Registration.from_bytes(entry.value).front)
+                except RecordError:
+                    self.counters["sip bad gateway records"] += 1
+            if not fronts:
+                self._answer_if(server, 404, "Not Found (no gateway to that domain)", now_ms)
+                return
+            self._forward(server, req, link, Link("UDP", fronts[0]), now_ms)
+
+        resource = _gateway_key(domain)
+        self._ask(lambda h: OverlayFetch(h, resource, Kind.SIP_REGISTRATION), found, server, now_ms)
+
+    def _advertise_gateways(self, now_ms: int) -> None:
+        """Keep "this peer gateways to DOMAIN" in the overlay while it runs."""
+        me = Registration("sip:gateway", (self.config.advertise_host, self.config.port), self.config.node_id)
+        entry = Entry(self.config.node_id.to_bytes(20, "big"), me.to_bytes(), self._storage_time_ms(now_ms),
+                      GATEWAY_LIFETIME_S)
+
+        for domain in self.config.gateways:
+            self._ask(partial(OverlayStore, resource=_gateway_key(domain), kind=Kind.SIP_REGISTRATION,
+                              model=MODEL_OF[Kind.SIP_REGISTRATION], entries=(entry,)),
+                      partial(self._logged, f"gateway to {domain} not advertised"), None, now_ms)
+        self._timers.set(_GATEWAYS, now_ms + GATEWAY_LIFETIME_S * 1000 // 3)
+
+    @staticmethod
+    def _logged(what: str, _answer: FetchAns | None, error: str | None, _now_ms: int) -> None:
+        if error is not None:
+            log.warning("sip: %s: %s", what, error)
 
     def _link_to(self, uri: Uri) -> Link:
         node = uri.param(TUNNEL_PARAM)  # a front that is reached through the overlay (its Record-Route)
@@ -576,153 +645,233 @@ class SipFront:
         return Link(transport, (uri.host, uri.port or 5060))
 
     def _is_me(self, uri: Uri) -> bool:
-        return uri.host in self._my_hosts and (uri.port or 5060) == self.port
+        return uri.host in self._my_hosts and (uri.port or 5060) == self.config.port
 
     # ------------------------------------------------------------------ forwarding (§16.6)
 
-    def _forward(self, req: SipRequest, upstream: Link, downstream: Link, *, branch: str | None = None) -> None:
+    def _forward(self, server: _Server | None, req: SipRequest, upstream: Link, downstream: Link,
+                 now_ms: int) -> None:
         hops = req.max_forwards()
         if hops == 0:
-            if req.method != "ACK":
-                self._respond(req, upstream, 483)
+            self._answer_if(server, 483, None, now_ms)
             return
         vias = req.get_all("via")
         loop_hash = _digest(req.uri, _tag(req.get("from")), _tag(req.get("to")), req.get("call-id") or "",
                             str(req.cseq()[0]), *req.get_all("route"))[:16]
         for text in vias:
             via = Via.parse(text)
-            if via.host in self._my_hosts and via.port == self.port and (via.branch or "").endswith("." + loop_hash):
-                if req.method != "ACK":
-                    self._respond(req, upstream, 482)
+            if via.host in self._my_hosts and via.port == self.config.port \
+                    and (via.branch or "").endswith("." + loop_hash):
+                self._answer_if(server, 482, None, now_ms)
                 return
-        theirs = _their_branch(req)
-        if branch is None:
-            branch = f"{MAGIC}{_digest(theirs, str(self.config.node_id))[:12]}.{loop_hash}"
+        # Stateless requests (an ACK to a 2xx) get the same branch on every retransmission (§16.11).
+        branch = f"{MAGIC}{_digest(_their_branch(req), str(self.config.node_id))[:12]}.{loop_hash}"
         out = SipRequest(method=req.method, uri=req.uri, headers=list(req.headers), body=req.body)
         _set(out, "max-forwards", str(hops - 1))
         out.headers.insert(0, ("Via", self._via(downstream, branch)))
         if req.method in DIALOG_CREATING and _tag(req.get("to")) == "":
             transport = ";transport=tcp" if "TCP" in (upstream.transport, downstream.transport) else ""
-            tunnel = "" if self.config.reachable else f";{TUNNEL_PARAM}={self.config.node_id:x}"
+            node = "" if self.config.reachable else f";{TUNNEL_PARAM}={self.config.node_id:x}"
             out.headers.insert(1, ("Record-Route",
-                                   f"<sip:{self.config.advertise_host}:{self.port}{transport}{tunnel};lr>"))
+                                   f"<sip:{self.config.advertise_host}:{self.config.port}{transport}{node};lr>"))
         data = out.to_bytes()
-        if req.method != "ACK":
-            if len(self._by_branch) >= TRANSACTIONS_MAX:
-                self._respond(req, upstream, 503, "Service Unavailable (too many transactions)")
-                return
-            t = _Transaction(req, upstream, downstream, branch, data)
-            self._by_branch[(branch, req.method)] = t
-            self._by_upstream[(theirs, req.method)] = t
-            t.timer = self._loop.call_later(self.config.reach_timeout_s, self._unanswered, t)
-        self._send(data, downstream)
+        if server is None:
+            self._send(data, downstream)
+            return
+        server.client = self._send_request(out, data, downstream, branch, server, None, now_ms)
 
-    def _retransmitted(self, t: _Transaction) -> None:
-        if t.final is not None:
-            if t.final and t.upstream is not None:
-                self._send(t.final, t.upstream)
-        elif t.downstream.transport == "UDP" and not t.answered:
-            self._send(t.sent, t.downstream)
+    def _send_request(self, req: SipRequest, data: bytes, link: Link, branch: str, server: _Server | None,
+                      on_final: Callable[[int, int], None] | None, now_ms: int) -> _Client:
+        kind = TxKind.INVITE_CLIENT if req.method == "INVITE" else TxKind.NON_INVITE_CLIENT
+        client = _Client((branch, req.method), req, data, link,
+                         Transaction.start(kind, reliable=link.reliable, now_ms=now_ms), server, on_final)
+        client.tu_deadline_ms = now_ms + self.config.reach_timeout_ms
+        self._clients[client.key] = client
+        self._send(data, link)
+        self._schedule(client)
+        return client
 
     def _via(self, link: Link, branch: str) -> str:
-        return f"SIP/2.0/{link.via_transport} {self.config.advertise_host}:{self.port};branch={branch}"
+        return f"SIP/2.0/{link.via_transport} {self.config.advertise_host}:{self.config.port};branch={branch}"
 
-    def _cancel(self, req: SipRequest, link: Link, invite: _Transaction | None) -> None:
+    def _cancel(self, server: _Server, invite: _Server | None, now_ms: int) -> None:
+        """CANCEL (§16.10): answered here, and sent on along the INVITE's branch if it is still open."""
         if invite is None:
-            self._respond(req, link, 481)
+            self._answer(server, 481, now_ms=now_ms)
             return
-        self._respond(req, link, 200)
-        if invite.final is None:
-            cancel = SipRequest(method="CANCEL", uri=invite.request.uri, body=b"", headers=[
-                ("Via", self._via(invite.downstream, invite.branch)),
-                ("Max-Forwards", "70"), ("From", invite.request.get("from") or ""),
-                ("To", invite.request.get("to") or ""), ("Call-ID", invite.request.get("call-id") or ""),
-                ("CSeq", f"{invite.request.cseq()[0]} CANCEL")])
-            self._send(cancel.to_bytes(), invite.downstream)
+        self._answer(server, 200, now_ms=now_ms)
+        client = invite.client
+        if client is not None and client.txn.state in (State.CALLING, State.PROCEEDING) and not client.cancelled:
+            self._cancel_branch(client, now_ms)
 
-    def _unanswered(self, t: _Transaction) -> None:
-        """The next hop said nothing, or never gave a final answer."""
-        t.timer = None
-        if t.final is not None:
-            self._forget(t)
-            return
-        if t.on_final is not None:
-            t.on_final(SipResponse(status=408, reason="Request Timeout"))
-            self._forget(t)
-            return
-        if t.request.method == "MESSAGE" and not t.answered:
-            aor = self._aor_of(t.request)
-            if aor is not None:
-                upstream = t.upstream
-                assert upstream is not None
+    # ------------------------------------------------------------------ client transactions
 
-                async def keep() -> None:
-                    t.final = await self._keep_offline(t.request, upstream, aor)
-
-                self._serve(t.request, upstream, keep())
-                t.final, t.made_final = b"", True
-                t.timer = self._loop.call_later(TRANSACTION_TIMEOUT_S, self._forget, t)
-                return
-        assert t.upstream is not None
-        status = 408 if t.answered else 480
-        t.final = self._respond(t.request, t.upstream, status,
-                                None if t.answered else "Temporarily Unavailable (callee not reachable)")
-        t.made_final = True
-        t.timer = self._loop.call_later(TRANSACTION_TIMEOUT_S, self._forget, t)
-
-    def _forget(self, t: _Transaction) -> None:
-        if t.timer is not None:
-            t.timer.cancel()
-        self._by_branch.pop((t.branch, t.request.method), None)
-        self._by_upstream.pop((_their_branch(t.request), t.request.method), None)
-
-    # ------------------------------------------------------------------ responses (§16.7)
-
-    def _on_response(self, resp: SipResponse) -> None:
+    def _on_response(self, resp: SipResponse, now_ms: int) -> None:
         vias = resp.get_all("via")
         if not vias:
             raise SipParseError("response without Via")
         top = Via.parse(vias[0])
-        if top.host not in self._my_hosts or top.port != self.port:
+        if top.host not in self._my_hosts or top.port != self.config.port:
             self.counters["sip dropped: response not for us"] += 1
             return
         _drop_first(resp, "via")
         self.counters[f"sip response {resp.status // 100}xx"] += 1
         _, method = resp.cseq()
-        t = self._by_branch.get((top.branch or "", method))
-        if t is None:
-            if len(vias) > 1:  # a late answer (a 2xx retransmission): route it by its Via
+        client = self._clients.get((top.branch or "", method))
+        if client is None:
+            if len(vias) > 1:  # a late answer (a 2xx retransmission): routed by its Via (§16.7 step 10)
                 nxt = Via.parse(vias[1])
-                self._send(resp.to_bytes(), Link(nxt.transport if nxt.transport == "TCP" else "UDP", nxt.reply_to()))
+                self._send(resp.to_bytes(), Link(nxt.transport if nxt.transport == "TCP" else "UDP",
+                                                 nxt.reply_to()))
             return
-        t.answered = True
-        if resp.status == 100:
-            if t.timer is not None and method == "INVITE" and t.final is None:
-                t.timer.cancel()
-                t.timer = self._loop.call_later(INVITE_FINAL_TIMEOUT_S, self._unanswered, t)
-            return
-        if t.on_final is not None:
-            if resp.status >= 200:
-                t.on_final(resp)
-                self._forget(t)
-            return
-        assert t.upstream is not None
-        if t.made_final and not (method == "INVITE" and 200 <= resp.status < 300):
-            return  # we answered upstream already; only a 2xx to an INVITE still goes through
-        data = resp.to_bytes()
-        self._send(data, t.upstream)
-        if t.timer is not None:
-            t.timer.cancel()
-        if resp.status >= 200:
-            t.final = data
-            t.timer = self._loop.call_later(TRANSACTION_TIMEOUT_S, self._forget, t)
-        else:
-            t.timer = self._loop.call_later(
-                INVITE_FINAL_TIMEOUT_S if method == "INVITE" else TRANSACTION_TIMEOUT_S, self._unanswered, t)
+        self._client_input(client, response_input(resp.status), resp, now_ms)
 
-    def _respond(self, req: SipRequest, link: Link, status: int, reason: str | None = None,
-                 extra: list[tuple[str, str]] | None = None) -> bytes:
-        """Answer `req` ourselves (§8.2.6): its Via, From, To (with our tag), Call-ID and CSeq."""
+    def _client_input(self, client: _Client, event: Input, resp: SipResponse | None, now_ms: int) -> None:
+        if resp is not None:
+            client.heard = True
+            if resp.status >= 200 or client.request.method != "INVITE":
+                client.tu_deadline_ms = None
+            elif client.request.method == "INVITE":
+                client.tu_deadline_ms = now_ms + TIMER_C_MS  # §16.6 step 11, restarted by each provisional
+        self._client_actions(client, client.txn.fire(event, now_ms=now_ms), resp, now_ms)
+
+    def _client_timer(self, client: _Client, now_ms: int) -> None:
+        if client.tu_deadline_ms is not None and client.tu_deadline_ms <= now_ms:
+            client.tu_deadline_ms = None
+            self._branch_gave_up(client, now_ms)
+        if self._clients.get(client.key) is client:
+            self._client_actions(client, client.txn.expire(now_ms=now_ms), None, now_ms)
+
+    def _server_timer(self, server: _Server, now_ms: int) -> None:
+        if server.tu_deadline_ms is not None and server.tu_deadline_ms <= now_ms:
+            server.tu_deadline_ms = None
+            if server.txn.state in (State.TRYING, State.PROCEEDING):
+                self.counters["sip requests given up"] += 1
+                self._answer(server, 408, now_ms=now_ms)
+        if self._servers.get(server.key) is server:
+            self._server_actions(server, server.txn.expire(now_ms=now_ms), b"")
+
+    def _client_actions(self, client: _Client, actions: tuple[Action, ...], resp: SipResponse | None,
+                        now_ms: int) -> None:
+        for action in actions:
+            if action is Action.RESEND_REQUEST:
+                self._send(client.sent, client.link)
+            elif action is Action.SEND_ACK and resp is not None:
+                self._send(ack_for_failure(client.request, resp), client.link)
+            elif action is Action.PASS_UP and resp is not None:
+                self._relay(client, resp, now_ms)
+            elif action in (Action.TIMED_OUT, Action.TRANSPORT_FAILED):
+                self._branch_gave_up(client, now_ms)
+        self._schedule(client)
+
+    def _branch_gave_up(self, client: _Client, now_ms: int) -> None:
+        """The branch failed: no answer at all (480, or the MESSAGE kept offline), or no final one
+        (Timer C, §16.8: CANCEL it, 408 upstream, and forget it 64*T1 later if it stays silent)."""
+        if client.on_final is not None:
+            on_final, client.on_final = client.on_final, None
+            on_final(408, now_ms)
+        if client.heard and client.request.method == "INVITE" and client.txn.state is State.PROCEEDING \
+                and not client.cancelled:
+            self._cancel_branch(client, now_ms)
+            client.tu_deadline_ms = now_ms + 64 * T1_MS
+        else:
+            self._end(client)
+        server = client.server
+        if server is None or server.answered_here or server.txn.state not in (State.TRYING, State.PROCEEDING):
+            return
+        aor = self._aor_of(server.request)
+        if server.request.method == "MESSAGE" and not client.heard and aor is not None:
+            server.answered_here = True
+            self._keep_offline(server, aor, now_ms)
+            return
+        self._answer(server, 408 if client.heard else 480,
+                     None if client.heard else "Temporarily Unavailable (callee not reachable)", now_ms=now_ms)
+
+    def _cancel_branch(self, client: _Client, now_ms: int) -> None:
+        """CANCEL an INVITE we sent (§9.1): its Request-URI, Call-ID, From, To, CSeq number,
+        top Via and Route."""
+        client.cancelled = True
+        if (client.key[0], "CANCEL") in self._clients:
+            return
+        original = client.request
+        cancel = SipRequest(method="CANCEL", uri=original.uri, body=b"", headers=[
+            ("Via", self._via(client.link, client.key[0])), ("Max-Forwards", "70"),
+            ("From", original.get("from") or ""), ("To", original.get("to") or ""),
+            ("Call-ID", original.get("call-id") or ""), ("CSeq", f"{original.cseq()[0]} CANCEL"),
+            *[("Route", r) for r in original.get_all("route")]])
+        self._send_request(cancel, cancel.to_bytes(), client.link, client.key[0], None, None, now_ms)
+
+    def _relay(self, client: _Client, resp: SipResponse, now_ms: int) -> None:
+        """A response from downstream, to whoever asked (§16.7)."""
+        if client.on_final is not None:
+            if resp.status >= 200:
+                on_final, client.on_final = client.on_final, None
+                on_final(resp.status, now_ms)
+            return
+        server = client.server
+        if server is None or resp.status == 100:
+            return  # our own CANCEL's answer; or a 100, which we sent ourselves
+        data = resp.to_bytes()
+        if server.answered_here or server.txn.terminated:
+            if client.request.method == "INVITE" and 200 <= resp.status < 300:
+                self._send(data, server.link)  # a 2xx still goes through: the call is up downstream
+            return
+        self._server_actions(server, server.txn.fire(response_input(resp.status), now_ms=now_ms), data)
+
+    def _end(self, item: _Server | _Client) -> None:
+        table: dict[tuple[str, str], _Server] | dict[tuple[str, str], _Client] = \
+            self._servers if isinstance(item, _Server) else self._clients
+        if table.get(item.key) is item:
+            del table[item.key]
+        self._timers.discard(item)
+
+    def _schedule(self, item: _Server | _Client) -> None:
+        """File `item` under its next deadline, or end it once its transaction has."""
+        if item.txn.terminated:
+            self._end(item)
+            return
+        deadlines = [d for d in (item.txn.next_deadline_ms(), item.tu_deadline_ms) if d is not None]
+        if deadlines:
+            self._timers.set(item, min(deadlines))
+        else:
+            self._timers.discard(item)
+
+    # ------------------------------------------------------------------ server transactions
+
+    def _answer(self, server: _Server, status: int, reason: str | None = None,
+                extra: list[tuple[str, str]] | None = None, *, now_ms: int) -> None:
+        """Answer `server`'s request ourselves (§8.2.6) through its transaction."""
+        if status >= 200:
+            server.answered_here = True
+        data = self._response_bytes(server.request, status, reason, extra)
+        try:
+            actions = server.txn.fire(response_input(status), now_ms=now_ms)
+        except TransactionError:
+            return  # answered already (a late overlay answer after Timer H, say)
+        self._server_actions(server, actions, data)
+
+    def _answer_if(self, server: _Server | None, status: int, reason: str | None, now_ms: int) -> None:
+        if server is not None and not server.txn.terminated:
+            self._answer(server, status, reason, now_ms=now_ms)
+
+    def _server_actions(self, server: _Server, actions: tuple[Action, ...], data: bytes) -> None:
+        if server.txn.state not in (State.TRYING, State.PROCEEDING):
+            server.tu_deadline_ms = None
+        for action in actions:
+            if action is Action.SEND_RESPONSE:
+                server.last = data
+                self._send(data, server.link)
+            elif action is Action.RESEND_RESPONSE and server.last:
+                self._send(server.last, server.link)
+        self._schedule(server)
+
+    def _respond_stateless(self, req: SipRequest, link: Link, status: int, reason: str | None = None,
+                           extra: list[tuple[str, str]] | None = None) -> None:
+        self._send(self._response_bytes(req, status, reason, extra), link)
+
+    def _response_bytes(self, req: SipRequest, status: int, reason: str | None,
+                        extra: list[tuple[str, str]] | None) -> bytes:
+        """Via, From, To (with our tag), Call-ID and CSeq of `req` (§8.2.6)."""
         resp = SipResponse(status=status, reason=reason or REASONS.get(status, "Unknown"))
         for name in ("via", "from", "to", "call-id", "cseq"):
             for n, v in req.headers:
@@ -731,9 +880,23 @@ class SipFront:
                         v = f"{v};tag={_digest(req.get('call-id') or '', self.config.advertise_host)[:10]}"
                     resp.headers.append((n, v))
         resp.headers += [("Server", "peerphone"), *(extra or [])]
-        data = resp.to_bytes()
-        self._send(data, link)
-        return data
+        return resp.to_bytes()
+
+    def _send(self, data: bytes, link: Link) -> None:
+        if link.transport != "TUNNEL":
+            self._out.append((data, link))
+            return
+        self.counters["sip tunnelled out"] += 1
+        for part in tunnel.split(data, self._entropy(tunnel.MESSAGE_ID_BYTES)):
+            def failed(_answer: FetchAns | None, error: str | None, now_ms: int) -> None:
+                if error is not None:
+                    log.info("sip: tunnel to %x failed: %s", link.node_id, error)
+                    self.transport_failed(link, now_ms=now_ms)
+
+            self._handles += 1
+            wait = _Wait(self._handles, failed, None, 0)
+            self._waits[wait.handle] = wait  # no deadline of ours: the overlay's transaction ends it
+            self._requests.append(OverlayTunnel(wait.handle, link.node_id, part))
 
     # ------------------------------------------------------------------ offline messages (seed 000)
 
@@ -744,92 +907,89 @@ class SipFront:
             return None
         return f"sip:{to.user}@{self.config.domain}" if to.user else None
 
-    async def _keep_offline(self, req: SipRequest, link: Link, aor: str) -> bytes:
-        """Append the MESSAGE under `aor` and answer 202, or 480 if it cannot be kept; the answer."""
+    def _keep_offline(self, server: _Server, aor: str, now_ms: int) -> None:
+        """Append the MESSAGE under `aor` and answer 202, or 480 if it cannot be kept."""
+        req = server.request
         sender = str(NameAddr.parse(req.get("from") or "").uri)
         try:
             record = OfflineMessage(sender, req.get("content-type") or "text/plain",
                                     req.body.decode("utf-8", "replace")).to_bytes()
         except RecordError as e:
-            return self._respond(req, link, 480, f"Temporarily Unavailable ({e})")
-        entry = Entry(ARRAY_APPEND, record, time.time_ns() // 1_000_000, OFFLINE_LIFETIME_S)
-        try:
-            await self.overlay.store(id_from_name(aor), Kind.OFFLINE_MESSAGE, MODEL_OF[Kind.OFFLINE_MESSAGE], [entry])
-        except Exception as e:
-            log.warning("sip: offline message for %s not kept: %s", aor, e)
-            return self._respond(req, link, 480, "Temporarily Unavailable (could not keep the message)")
-        self.counters["sip messages kept offline"] += 1
-        log.info("sip: kept a message for %s until it registers", aor)
-        return self._respond(req, link, 202, "Accepted (kept until the recipient registers)")
-
-    async def _deliver_offline(self, aor: str) -> None:
-        try:
-            answer = await self.overlay.fetch(id_from_name(aor), Kind.OFFLINE_MESSAGE)
-        except Exception as e:
-            log.info("sip: offline messages of %s not fetched: %s", aor, e)
+            self._answer_if(server, 480, f"Temporarily Unavailable ({e})", now_ms)
             return
-        binding = self._local_binding(aor)
-        for entry in sorted(answer.entries, key=lambda e: e.key if isinstance(e.key, int) else 0):
-            if binding is None or not isinstance(entry.key, int):
+        entry = Entry(ARRAY_APPEND, record, self._storage_time_ms(now_ms), OFFLINE_LIFETIME_S)
+
+        def kept(_answer: FetchAns | None, error: str | None, now_ms: int) -> None:
+            if error is not None:
+                log.warning("sip: offline message for %s not kept: %s", aor, error)
+                self._answer_if(server, 480, "Temporarily Unavailable (could not keep the message)", now_ms)
                 return
+            self.counters["sip messages kept offline"] += 1
+            self._events.append(KeptOffline(aor))
+            log.info("sip: kept a message for %s until it registers", aor)
+            self._answer_if(server, 202, "Accepted (kept until the recipient registers)", now_ms)
+
+        resource = id_from_name(aor)
+        self._ask(lambda h: OverlayStore(h, resource, Kind.OFFLINE_MESSAGE, MODEL_OF[Kind.OFFLINE_MESSAGE],
+                                         (entry,)), kept, None, now_ms)
+
+    def _deliver_offline(self, aor: str, now_ms: int) -> None:
+        """Fetch what was kept for `aor` and send it, one MESSAGE after the other, removing each
+        once its UA has taken it."""
+        resource = id_from_name(aor)
+
+        def fetched(answer: FetchAns | None, error: str | None, now_ms: int) -> None:
+            if answer is None:
+                log.info("sip: offline messages of %s not fetched: %s", aor, error)
+                return
+            kept = sorted((e for e in answer.entries if isinstance(e.key, int)), key=lambda e: e.key)  # type: ignore[arg-type, return-value]
+            self._deliver_next(aor, resource, kept, now_ms)
+
+        self._ask(lambda h: OverlayFetch(h, resource, Kind.OFFLINE_MESSAGE), fetched, None, now_ms)
+
+    def _deliver_next(self, aor: str, resource: int, kept: list[Entry], now_ms: int) -> None:
+        binding = self._local_binding(aor, now_ms)
+        while kept and binding is not None:
+            entry = kept.pop(0)
             try:
                 message = OfflineMessage.from_bytes(entry.value)
             except RecordError:
                 self.counters["sip bad offline records"] += 1
                 continue
-            status = await self._send_message(binding, aor, message)
-            if 200 <= status < 300:
-                done = Entry(entry.key, b"", time.time_ns() // 1_000_000, 0)
-                try:
-                    await self.overlay.store(id_from_name(aor), Kind.OFFLINE_MESSAGE,
-                                             MODEL_OF[Kind.OFFLINE_MESSAGE], [done])
-                except Exception as e:
-                    log.info("sip: delivered message of %s not removed: %s", aor, e)
-                self.counters["sip offline messages delivered"] += 1
 
-    async def _send_message(self, binding: _Binding, aor: str, message: OfflineMessage) -> int:
-        """Send a kept MESSAGE to the UA ourselves (a UAC transaction); its final status."""
-        done: asyncio.Future[int] = self._loop.create_future()
-        branch = f"{MAGIC}{os.urandom(8).hex()}"
+            def delivered(status: int, now_ms: int, entry: Entry = entry) -> None:
+                if 200 <= status < 300:
+                    done = Entry(entry.key, b"", self._storage_time_ms(now_ms), 0)
+                    self._ask(partial(OverlayStore, resource=resource, kind=Kind.OFFLINE_MESSAGE,
+                                      model=MODEL_OF[Kind.OFFLINE_MESSAGE], entries=(done,)),
+                              partial(self._logged, f"delivered message of {aor} not removed"), None, now_ms)
+                    self.counters["sip offline messages delivered"] += 1
+                    self._events.append(DeliveredOffline(aor))
+                self._deliver_next(aor, resource, kept, now_ms)
+
+            self._send_message(binding, aor, message, delivered, now_ms)
+            return
+
+    def _send_message(self, binding: _Binding, aor: str, message: OfflineMessage,
+                      on_final: Callable[[int, int], None], now_ms: int) -> None:
+        """Send a kept MESSAGE to the UA ourselves (a UAC transaction, §17.1.2)."""
+        branch = f"{MAGIC}{self._entropy(8).hex()}"
         req = SipRequest(method="MESSAGE", uri=binding.contact, body=message.text.encode(), headers=[
-            ("Via", self._via(binding.link, branch)),
-            ("Max-Forwards", "70"), ("From", f"<{message.sender}>;tag={os.urandom(5).hex()}"), ("To", f"<{aor}>"),
-            ("Call-ID", f"{os.urandom(8).hex()}@{self.config.advertise_host}"), ("CSeq", "1 MESSAGE"),
+            ("Via", self._via(binding.link, branch)), ("Max-Forwards", "70"),
+            ("From", f"<{message.sender}>;tag={self._entropy(5).hex()}"), ("To", f"<{aor}>"),
+            ("Call-ID", f"{self._entropy(8).hex()}@{self.config.advertise_host}"), ("CSeq", "1 MESSAGE"),
             ("Content-Type", message.content_type)])
-
-        def finished(response: SipResponse) -> None:
-            if not done.done():
-                done.set_result(response.status)
-
-        t = _Transaction(req, None, binding.link, branch, req.to_bytes(), on_final=finished)
-        self._by_branch[(branch, "MESSAGE")] = t
-        t.timer = self._loop.call_later(self.config.reach_timeout_s, self._unanswered, t)
-        interval = T1_S
-        while not done.done():
-            self._send(t.sent, binding.link)
-            await asyncio.wait([done], timeout=interval)
-            interval = min(interval * 2, 4.0)
-        return done.result()
+        self._send_request(req, req.to_bytes(), binding.link, branch, None, on_final, now_ms)
 
 
-class _UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, front: SipFront) -> None:
-        self.front = front
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        self.front.receive(data, Link("UDP", (addr[0], addr[1])))
-
-    def error_received(self, exc: Exception) -> None:
-        log.debug("sip: socket error %s", exc)
-
-
-def _content_length(head: bytes) -> int | None:
-    for line in head.split(b"\r\n")[1:]:
-        name, colon, value = line.partition(b":")
-        if colon and name.strip().lower() in (b"content-length", b"l"):
-            value = value.strip()
-            return int(value) if value.isdigit() and len(value) <= 6 else None
-    return 0
+def ack_for_failure(request: SipRequest, resp: SipResponse) -> bytes:
+    """The ACK an INVITE client transaction sends for a failure (§17.1.1.3)."""
+    ack = SipRequest(method="ACK", uri=request.uri, body=b"", headers=[
+        ("Via", request.get_all("via")[0]), ("Max-Forwards", "70"),
+        ("From", request.get("from") or ""), ("To", resp.get("to") or ""),
+        ("Call-ID", request.get("call-id") or ""), ("CSeq", f"{request.cseq()[0]} ACK"),
+        *[("Route", r) for r in request.get_all("route")]])
+    return ack.to_bytes()
 
 
 def _their_branch(req: SipRequest) -> str:
@@ -849,6 +1009,14 @@ def _tag(value: str | None) -> str:
         return NameAddr.parse(value).param("tag") or ""
     except SipParseError:
         return ""
+
+
+def _params_but_expires(contact: NameAddr) -> str:
+    return "".join(f";{k}" if v is None else f";{k}={_quoted(v)}" for k, v in contact.params if k != "expires")
+
+
+def _quoted(value: str) -> str:
+    return value if value and all(c.isalnum() or c in "-.!%*_+`'~:" for c in value) else f'"{value}"'
 
 
 def _int_or(text: str | None, default: int) -> int:
@@ -882,7 +1050,3 @@ def _drop_first(msg: SipRequest | SipResponse, name: str) -> None:
             else:
                 del msg.headers[i]
             return
-
-
-def _http_date() -> str:
-    return time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime())
