@@ -50,11 +50,16 @@ def specs_from_args(args: argparse.Namespace) -> list[SimSpec]:
         raise ConfigError("--maintenance-s must be 1..3600")
     if args.duration_s < 1 or args.values < 0 or args.lookups < 1:
         raise ConfigError("--duration-s and --lookups must be positive, --values not negative")
+    if args.calls < 0 or (args.calls and args.phones < 2):
+        raise ConfigError("--calls must not be negative, and calls need --phones of at least 2")
+    if args.calls and args.fail_fraction:
+        raise ConfigError("--calls are measured on a stable overlay or under churn, not after --fail-fraction")
     partition = _partition(args.partition_s) if args.partition_s else None
     return [SimSpec(nodes=n, partition_s=partition, seed=args.seed, topology=args.topology, duration_s=args.duration_s,
                     churn_median_s=args.churn_median_s, session=args.session, fail_fraction=args.fail_fraction,
                     values=args.values, lookups=args.lookups, maintenance_s=args.maintenance_s,
-                    successors=args.successors, loss=args.loss, cold_start=args.cold_start)
+                    successors=args.successors, loss=args.loss, cold_start=args.cold_start,
+                    calls=args.calls, phones=args.phones)
             for n in _sizes(args.nodes)]
 
 

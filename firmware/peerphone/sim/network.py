@@ -54,6 +54,10 @@ class Network:
         access = m.access_median_ms * math.exp(m.access_sigma * self.rng.gauss(0.0, 1.0))
         self._hosts[addr] = _Host(self.rng.random(), self.rng.random(), access, self.rng.randrange(1 << 30))
 
+    def alias(self, addr: object, same_as: object) -> None:
+        """`addr` is another port of the host `same_as` (a peer's SIP front)."""
+        self._hosts[addr] = self._hosts[same_as]
+
     def deliveries(self, src: object, dst: object, now_ms: int) -> list[int]:
         """Arrival times of one datagram from `src` to `dst`: none if lost, two if duplicated."""
         a, b = self._hosts[src], self._hosts[dst]

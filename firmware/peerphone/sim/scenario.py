@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable
 
 from ..core.events import RequestCompleted
@@ -18,6 +19,7 @@ from ..core.peer import PeerNode
 from ..core.stats import percentile
 from ..core.usages import MODEL_OF, Kind
 from ..core.wire.messages import Addr, Entry, FetchAns
+from .calls import CALL_GIVE_UP_MS, HOLD_MS, CallOutcome, CallWorld
 from .churn import session_ms
 from .engine import Simulation, hops_formula
 from .network import NetworkModel, Partition
@@ -46,6 +48,9 @@ class SimSpec:
     loss: float = 0.0
     cold_start: bool = False
     partition_s: tuple[int, int] | None = None  # (start, duration) within the measured period
+    calls: int = 0  # > 0: calls between phones are measured instead of lookups
+    phones: int = 1000
+
     def timing(self) -> Timing:
         # Internet round trips reach a few hundred ms in the network model: wait a second
         # for a hop ack or an answer before calling it lost.
@@ -87,6 +92,7 @@ class Scenario:
         self.report = Report(spec)
         self.keys: list[str] = []
         self.stored: set[str] = set()
+        self.world: CallWorld | None = None  # the phones and fronts, when calls are measured
 
     # -- phases --
 
@@ -157,6 +163,65 @@ class Scenario:
 
         sim.request(sim.random_live(), lambda n, now: n.fetch(target, Kind.BLOB, now_ms=now), done)
 
+    def start_phones(self) -> None:
+        """A front on every peer, and phones registering at random fronts over a minute."""
+        spec, sim = self.spec, self.sim
+        world = self.world = CallWorld(sim)
+        for node in sim.live_nodes():
+            world.add_front(node)
+        for i in range(spec.phones):
+            sim.call_at(sim.now_ms + i * 60_000 // max(1, spec.phones), partial(world.add_phone, i))
+        self._advance(90_000)
+        registered = sum(p.registered for p in world.phones.values())
+        self.report.add("phones registered", registered, f"phones registered: {registered}/{spec.phones}, "
+                        f"each at a random peer's SIP front")
+
+    def calls(self, count: int, spread_ms: int) -> list[CallOutcome]:
+        """`count` calls between random phones, by AOR, spread over `spread_ms`."""
+        sim, world = self.sim, self.world
+        assert world is not None
+        phones = [world.phones[a] for a in sorted(world.phones)]
+        outcomes: list[CallOutcome] = []
+
+        def place() -> None:
+            caller, callee = sim.rng.sample(phones, 2)
+            outcome = CallOutcome(sim.now_ms)
+            outcomes.append(outcome)
+            caller.call(callee.aor, outcome)
+
+        for i in range(count):
+            sim.call_at(sim.now_ms + (i * spread_ms) // max(1, count), place)
+        self._advance(spread_ms + CALL_GIVE_UP_MS + HOLD_MS + 30_000)
+        return outcomes
+
+    def _call_figures(self, name: str, outcomes: list[CallOutcome]) -> None:
+        r, world = self.report, self.world
+        assert world is not None
+        delays = [o.ringing_ms for o in outcomes if o.ringing_ms is not None]
+        share = len(delays) / len(outcomes) if outcomes else 0.0
+        failures: dict[str, int] = {}
+        for o in outcomes:
+            if o.ringing_ms is None:
+                why = o.failure or "still waiting"
+                failures[why] = failures.get(why, 0) + 1
+        r.add(f"{name} calls set up", share, f"{name} calls: {len(delays)}/{len(outcomes)} reached the callee's "
+              f"phone (180 Ringing): {share:.2%}" + "".join(f"; {n} {why}" for why, n in sorted(failures.items())))
+        r.add(f"{name} call setup p50", percentile(delays, 50), f"{name} call setup (INVITE to 180): p50 "
+              f"{percentile(delays, 50):.0f} ms, p95 {percentile(delays, 95):.0f} ms, "
+              f"p99 {percentile(delays, 99):.0f} ms (simulated)")
+        lookups: dict[str, int] = {}
+        for front in world.fronts.values():
+            for why, n in front.front.counters.items():
+                if why.startswith("sip lookup failed"):
+                    lookups[why] = lookups.get(why, 0) + n
+        if lookups:
+            r.lines.append(f"{name}: registration lookups that failed at the caller's front (each tried twice): "
+                           + "; ".join(f"{n} {why[len('sip lookup failed: '):]}" for why, n in sorted(lookups.items())))
+        ended = sum(o.ended for o in outcomes)
+        moves = sum(p.moves for p in world.phones.values())
+        r.add(f"{name} calls ended", ended, f"{name} calls hung up with a 200 to the BYE: {ended}; "
+              f"phones that moved to another front: {moves} times")
+
     def fetch_all(self) -> tuple[int, int]:
         """(found, missing) over every value that was stored."""
         sim = self.sim
@@ -203,6 +268,11 @@ class Scenario:
             self._mass_failure()
         elif spec.churn_median_s:
             self._churn()
+        elif spec.calls:
+            self.progress(f"{spec.phones} phones register")
+            self.start_phones()
+            self.progress(f"{spec.calls} calls")
+            self._call_figures("stable", self.calls(spec.calls, spec.duration_s * 1000))
         else:
             self.progress(f"{spec.lookups} lookups")
             self._lookup_figures("stable", self.lookups(spec.lookups, spec.duration_s * 1000))
@@ -291,17 +361,24 @@ class Scenario:
                 return
             sim.fail(addr)
             newcomer = sim.join(sim.random_live())
+            if self.world is not None:
+                self.world.add_front(newcomer)
             schedule_death(newcomer.me.addr)
 
+        if spec.calls:
+            self.progress(f"{spec.phones} phones register")
+            self.start_phones()
         for addr in sorted(sim.live):
             schedule_death(addr)
         before = self.traffic()
         start_ms = sim.now_ms
         self.progress(f"churn for {spec.duration_s} s, median session {spec.churn_median_s:g} s")
-        result = self.lookups(spec.lookups, spec.duration_s * 1000)
+        if spec.calls:
+            self._call_figures("under churn", self.calls(spec.calls, spec.duration_s * 1000))
+        else:
+            self._lookup_figures("under churn", self.lookups(spec.lookups, spec.duration_s * 1000))
         window_s = (sim.now_ms - start_ms) / 1000
         after = self.traffic()
-        self._lookup_figures("under churn", result)
         self._invariants("at the end of churn")
         kinds = [("maintenance", MAINTENANCE_CODES), ("replication", REPLICATION_CODES)]
         if sim.topology is Topology.KADEMLIA:

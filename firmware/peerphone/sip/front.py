@@ -59,7 +59,12 @@ BINDINGS_MAX = 10_000
 # transaction lives 64*T1 (Timer J) and its client one T4: about 7,400 at once.
 TRANSACTIONS_MAX = 16_384
 RESOLVING_MAX = 1024  # requests waiting for an overlay fetch or store at once
-OVERLAY_TIMEOUT_MS = 10_000  # an overlay request the driver never completes is given up after this
+OVERLAY_TIMEOUT_MS = 10_000
+# A registration lookup that fails, or is not answered within LOOKUP_FIRST_TIMEOUT_MS (most take
+# well under a second; under churn a few wait for the overlay's end-to-end retransmission), is
+# asked once more, on a fresh route, before the caller gets 480.
+LOOKUP_ATTEMPTS = 2
+LOOKUP_FIRST_TIMEOUT_MS = 3000  # an overlay request the driver never completes is given up after this
 REACH_TIMEOUT_MS = 4000
 TIMER_C_MS = 180_000
 SERVER_GIVE_UP_MS = TIMER_C_MS + 64 * 500  # a request nothing answered by then gets a 408 (a safety net)
@@ -448,7 +453,8 @@ class SipFront:
 
     # ------------------------------------------------------------------ waiting for the overlay
 
-    def _ask(self, make: Callable[[int], OverlayRequest], then: Answer, server: _Server | None, now_ms: int) -> bool:
+    def _ask(self, make: Callable[[int], OverlayRequest], then: Answer, server: _Server | None, now_ms: int,
+             timeout_ms: int = OVERLAY_TIMEOUT_MS) -> bool:
         """Start an overlay request; `then` gets its outcome. False when too many requests wait
         already (the caller's request has been answered 503)."""
         if server is not None:
@@ -458,7 +464,7 @@ class SipFront:
                 return False
             self._resolving += 1
         self._handles += 1
-        wait = _Wait(self._handles, then, server.key if server else None, now_ms + OVERLAY_TIMEOUT_MS)
+        wait = _Wait(self._handles, then, server.key if server else None, now_ms + timeout_ms)
         self._waits[wait.handle] = wait
         self._timers.set(wait, wait.deadline_ms)
         self._requests.append(make(wait.handle))
@@ -568,7 +574,8 @@ class SipFront:
 
     # ------------------------------------------------------------------ location and routing (§16.5)
 
-    def _to_aor(self, server: _Server | None, req: SipRequest, link: Link, aor: str, now_ms: int) -> None:
+    def _to_aor(self, server: _Server | None, req: SipRequest, link: Link, aor: str, now_ms: int,
+                attempt: int = 1) -> None:
         binding = self._local_binding(aor, now_ms)
         if binding is not None:
             req.uri = binding.contact
@@ -577,6 +584,10 @@ class SipFront:
 
         def found(answer: FetchAns | None, error: str | None, now_ms: int) -> None:
             if answer is None:
+                self.counters[f"sip lookup failed: {error}"] += 1
+                if attempt < LOOKUP_ATTEMPTS and (server is None or not server.txn.terminated):
+                    self._to_aor(server, req, link, aor, now_ms, attempt + 1)  # under churn, often a stale route
+                    return
                 log.info("sip: lookup of %s failed: %s", aor, error)
                 self._answer_if(server, 480, "Temporarily Unavailable (overlay lookup failed)", now_ms)
                 return
@@ -600,7 +611,8 @@ class SipFront:
                           Link("TUNNEL", newest.front, newest.node_id), now_ms)
 
         resource = id_from_name(aor)
-        self._ask(lambda h: OverlayFetch(h, resource, Kind.SIP_REGISTRATION), found, server, now_ms)
+        self._ask(lambda h: OverlayFetch(h, resource, Kind.SIP_REGISTRATION), found, server, now_ms,
+                  LOOKUP_FIRST_TIMEOUT_MS if attempt == 1 else OVERLAY_TIMEOUT_MS)
 
     def _to_gateway(self, server: _Server | None, req: SipRequest, link: Link, domain: str, now_ms: int) -> None:
         """A foreign domain: to a peer that gateways to it, found in the overlay (seed 002, §3.4)."""
