@@ -206,6 +206,25 @@ def test_a_newly_joined_node_takes_its_range_even_before_its_predecessor_knows_i
     assert completed(ring, h).responder == joiner.me.node_id
 
 
+def test_a_dead_node_s_range_is_answered_by_its_successor_before_anybody_has_noticed_the_death():
+    """P judges its successor D responsible; D is dead, so P hands the request to S, whose
+    predecessor is still D: S sends it one step back to D, finds D silent too, and answers."""
+    from peerphone.core.limits import Timing
+    ring = Ring(seed=4, timing=Timing().scaled(60_000))  # stabilisation far away: nobody notices by itself
+    ids = [10**47 * k for k in (1, 3, 5, 7, 9, 11)]
+    first = ring.add(ids[0])
+    for i in ids[1:]:
+        ring.add(i, bootstrap=first.me.addr)
+        ring.run(200_000)
+    assert ring.converged()
+    p, d, s = (next(n for n in ring.live() if n.me.node_id == i) for i in ids[2:5])
+    ring.kill(d)
+    assert p.topology.succ.node_id == d.me.node_id and s.topology.pred.node_id == d.me.node_id
+    h = _lookup(ring, p, ids[3] - 10**45)  # in D's range
+    ring.run(p.config.timing.routed_retransmit_first_ms - 1)  # before any end-to-end retransmission
+    done = completed(ring, h)
+    assert done.error is None and done.responder == s.me.node_id
+
 
 def test_every_lookup_is_answered_by_the_responsible_node(topology):
     ring = build(20, seed=13, topology=topology)

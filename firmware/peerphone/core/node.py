@@ -358,12 +358,14 @@ class PeerNode:
             reply_to = addr if msg.reply_to is not None and len(msg.via) == 1 else msg.reply_to
             onward = Message(msg.ttl - 1, (*msg.via, self.me.node_id), msg.dest, msg.txid, msg.code, msg.body,
                              msg.signature, reply_to)
-            self._send_routed(onward, msg.dest, hop, frozenset(), now_ms)
+            self._send_routed(onward, msg.dest, hop, frozenset(), now_ms, (msg, sender, addr))
 
     def _send_routed(self, msg: Message, route: tuple[Dest, ...], hop: Route, avoid: frozenset[int],
-                     now_ms: int) -> None:
-        """Send `msg` along `hop`, asking the next node for a hop ack we wait for."""
-        ack = hop.node_id is not None and self._hops.track(msg, route, hop.node_id, avoid, now_ms=now_ms)
+                     now_ms: int, received: tuple[Message, NodeInfo, Addr] | None = None) -> None:
+        """Send `msg` along `hop`, asking the next node for a hop ack we wait for; `received` is
+        the request as it reached us, kept in case the way on fails and we turn out to be its end."""
+        ack = hop.node_id is not None and self._hops.track(msg, route, hop.node_id, avoid, now_ms=now_ms,
+                                                           received=received)
         self._send(Message(msg.ttl, msg.via, hop.dest, msg.txid, msg.code, msg.body, msg.signature, msg.reply_to,
                            ack), hop.addr)
 
@@ -376,10 +378,14 @@ class PeerNode:
         avoid = hop.avoid | {hop.next_id}
         if len(avoid) >= HOP_ATTEMPTS_MAX:
             return  # the origin's retransmission takes over
-        route = self._hop_for(hop.route, avoid)
+        route = self._hop_for(hop.route, avoid, sender=hop.received[1].node_id if hop.received else None)
         if isinstance(route, Route):
             self.counters["rerouted"] += 1
-            self._send_routed(hop.msg, hop.route, route, avoid, now_ms)
+            self._send_routed(hop.msg, hop.route, route, avoid, now_ms, hop.received)
+        elif route is None and hop.received is not None:
+            # Without the silent node we are the end of the way (its range is ours now).
+            self.counters["rerouted"] += 1
+            self._execute(*hop.received, now_ms)
 
     def _execute(self, msg: Message, sender: NodeInfo, addr: Addr, now_ms: int) -> None:
         """Run a request meant for us, unless it is a retransmission: that gets the

@@ -160,7 +160,7 @@ class RingPeer(PeerNode):
             return None
         if len(dest) == 2 and dest[0].kind is DestKind.NODE and dest[1].kind is DestKind.RESOURCE:
             if dest[0].id == self.me.node_id:
-                return self._handed_to_me(dest[1].id, sender)
+                return self._handed_to_me(dest[1].id, sender, avoid)
             dest = dest[1:] if dest[0].id in avoid else dest[:1]  # the judged node failed: route afresh
         elif len(dest) > 1:
             return Error(ErrorCode.BAD_REQUEST, "unsupported destination list")
@@ -185,13 +185,15 @@ class RingPeer(PeerNode):
             return Route(nxt.addr, (Dest(DestKind.NODE, nxt.node_id), dest[0]), nxt.node_id)
         return Route(nxt.addr, dest, nxt.node_id)
 
-    def _handed_to_me(self, target: int, sender: int | None) -> Route | None:
+    def _handed_to_me(self, target: int, sender: int | None, avoid: frozenset[int]) -> Route | None:
         """The previous node judged us responsible for `target`. If a node has joined
         between it and us (our predecessor, which the sender does not know yet), that
-        node is: one step back. Otherwise we take it, even with a stale predecessor."""
+        node is: one step back. Otherwise we take it, even with a stale predecessor, and
+        so we do when that step back found our predecessor dead (it would come back to
+        us through the sender, which still lists the dead node, until the TTL ran out)."""
         pred = self.topology.pred
         if (self.topology.responsible(target) or pred is None or sender is None or pred.node_id == sender
-                or not in_half_open(target, sender, pred.node_id)):
+                or pred.node_id in avoid or not in_half_open(target, sender, pred.node_id)):
             return None
         return Route(pred.addr, (Dest(DestKind.NODE, pred.node_id), Dest(DestKind.RESOURCE, target)),
                       pred.node_id)

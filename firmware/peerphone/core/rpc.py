@@ -15,7 +15,7 @@ from typing import Generic, TypeVar
 
 from .deadlines import Deadlines
 from .limits import DEDUP_ENTRIES_MAX, FORWARDS_TRACKED_MAX, PENDING_TRANSACTIONS_MAX, Timing
-from .wire.messages import Addr, Body, Code, Dest, Message
+from .wire.messages import Addr, Body, Code, Dest, Message, NodeInfo
 
 P = TypeVar("P")
 
@@ -142,6 +142,7 @@ class Hop:
     next_id: int
     avoid: frozenset[int]        # next hops that already failed to acknowledge it
     deadline_ms: int
+    received: tuple[Message, NodeInfo, Addr] | None = None  # as it reached us, from whom (None: ours)
 
 
 class HopTracker:
@@ -157,10 +158,10 @@ class HopTracker:
         return len(self._hops)
 
     def track(self, msg: Message, route: tuple[Dest, ...], next_id: int, avoid: frozenset[int], *,
-              now_ms: int) -> bool:
+              now_ms: int, received: tuple[Message, NodeInfo, Addr] | None = None) -> bool:
         if len(self._hops) >= self._entries_max and msg.txid not in self._hops:
             return False
-        hop = Hop(msg, route, next_id, avoid, now_ms + self._timeout_ms)
+        hop = Hop(msg, route, next_id, avoid, now_ms + self._timeout_ms, received)
         self._hops[msg.txid] = hop
         self._deadlines.set(msg.txid, hop.deadline_ms)
         return True
