@@ -10,7 +10,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from peerphone.app.lab import stop_process
+from peerphone.app.procs import stop_process
 
 START_TIMEOUT_S = 20
 

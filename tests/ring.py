@@ -102,4 +102,4 @@ class Ring:
     def converged(self) -> bool:
         """Every live node's nearest neighbours are the oracle's (ring: successor and
         predecessor; Kademlia: the XOR-nearest live node)."""
-        return self.oracle().ring_errors(self.live()) == 0
+        return self.oracle().ring_errors(self.live(), self.topology) == 0

@@ -24,7 +24,7 @@ def test_a_call_report_is_byte_identical_across_processes_for_one_seed(topology)
 
 
 def test_on_a_stable_overlay_every_call_rings_and_is_hung_up(topology):
-    report = Scenario(SimSpec(nodes=150, seed=4, topology=topology.value, values=10, calls=80, phones=40,
+    report = Scenario(SimSpec(nodes=150, seed=4, topology=topology, values=10, calls=80, phones=40,
                               duration_s=60, maintenance_s=10)).run()
     assert report.figures["phones registered"] == 40
     assert report.figures["stable calls set up"] == 1.0

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from peerphone.core.overlay import Topology
 from peerphone.sim.network import Network, NetworkModel, Partition
 from peerphone.sim.scenario import Scenario, SimSpec
 
@@ -34,7 +35,7 @@ def test_a_cold_ring_built_join_by_join_matches_the_oracle():
     assert report.figures["stable success"] == 1.0
 
 
-@pytest.mark.parametrize("topology", ["chord", "kademlia"])
+@pytest.mark.parametrize("topology", [Topology.CHORD, Topology.KADEMLIA])
 def test_mass_failure_loses_only_values_whose_replicas_all_failed(topology):
     scenario = Scenario(SimSpec(nodes=300, seed=7, topology=topology, values=600, lookups=300, fail_fraction=0.5,
                                 successors=16, maintenance_s=5))
@@ -72,14 +73,14 @@ def test_network_loss_duplication_and_partition():
 
 
 def test_one_hop_under_churn_answers_in_one_hop():
-    report = Scenario(SimSpec(nodes=200, seed=3, topology="onehop", values=100, lookups=500, duration_s=900,
+    report = Scenario(SimSpec(nodes=200, seed=3, topology=Topology.ONEHOP, values=100, lookups=500, duration_s=900,
                               churn_median_s=1800, maintenance_s=10)).run()
     assert report.figures["under churn one hop"] >= 0.99
     assert report.figures["under churn success"] >= 0.99
 
 
 def test_kademlia_under_churn_finds_the_closest_live_node():
-    report = Scenario(SimSpec(nodes=150, seed=3, topology="kademlia", values=60, lookups=300, duration_s=600,
+    report = Scenario(SimSpec(nodes=150, seed=3, topology=Topology.KADEMLIA, values=60, lookups=300, duration_s=600,
                               churn_median_s=600, maintenance_s=10)).run()
     assert report.figures["under churn success"] >= 0.97
     assert report.figures["lookup steps B/s"] > 0  # its lookups are counted apart from maintenance

@@ -7,7 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from peerphone.app.lab import stop_process
+from peerphone.app.procs import stop_process
 
 from tests.sip.raw import exchange, request
 

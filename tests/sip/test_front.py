@@ -303,3 +303,20 @@ def test_a_gateway_is_advertised_at_once_and_before_its_record_lapses():
     world.advance(front_module.GATEWAY_LIFETIME_S * 1000 // 3)
     stores = [r for r in world.overlay_started if getattr(r, "resource", None) == key]
     assert len(stores) == 2
+
+
+def test_a_phone_that_refreshes_often_costs_the_overlay_a_store_only_when_its_copy_ages():
+    world = FrontWorld()
+    kinds = lambda: [type(r).__name__ for r in world.overlay_started]  # noqa: E731
+    world.register("lea", port=PHONE + 8, expires=600)
+    assert kinds() == ["OverlayStore", "OverlayFetch"]  # stored, and its kept messages looked for
+    world.advance(150_000)
+    world.register("lea", port=PHONE + 8, expires=600)  # the stored copy has 450 s of 600 left
+    assert kinds() == ["OverlayStore", "OverlayFetch"]
+    world.advance(1000)
+    world.register("lea", port=PHONE + 8, expires=600)  # under three quarters left: stored again
+    assert kinds() == ["OverlayStore", "OverlayFetch", "OverlayStore"]
+    assert world.fetch(f"sip:lea@{DOMAIN}", Kind.SIP_REGISTRATION).entries[0].lifetime_s == 600
+    world.advance(150_000)
+    world.register("lea", port=PHONE + 8, expires=600)  # five minutes on: kept messages looked for again
+    assert kinds()[-1] == "OverlayFetch"

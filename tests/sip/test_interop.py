@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from peerphone.app.lab import stop_process
+from peerphone.app.procs import stop_process
 from peerphone.app.tone import dominant_frequency, write_tone
 
 from tests.procs import stop

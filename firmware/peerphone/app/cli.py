@@ -3,39 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import platform
 import sys
-import time
 from typing import NoReturn, Sequence
 
 from .. import __version__, _accel
-from ..core.ids import id_from_name, short
-from ..core.limits import LIFETIME_S_MAX, VALUE_BYTES_MAX, Timing
+from ..core.limits import Timing
 from ..core.overlay import Topology
-from ..core.peer import PeerConfig
-from ..core.usages import MODEL_OF, Kind
-from ..core.wire.messages import ARRAY_APPEND, Addr, Entry, EntryKey, FetchAns, StatAns
 from ..net.loop import loop_name, run
-from ..net.sip_transport import SipTransport
 from ..net.supervisor import Supervisor
-from ..net.udp import OverlayError, UdpDriver, system_node_factory
-from ..sip.front import FrontConfig
-from .config import (
-    DEFAULT_OVERLAY,
-    DEFAULT_PORT,
-    DEFAULT_SIP_PORT,
-    ConfigError,
-    overlay_id,
-    parse_gateway,
-    parse_hostport,
-    route_source_address,
-)
+from ..net.udp import OverlayError
+from . import overlaycmd
+from .config import DEFAULT_OVERLAY, DEFAULT_PORT, DEFAULT_SIP_PORT, ConfigError
+from .wiring import start_peer
 
 log = logging.getLogger("peerphone")
-JOIN_TIMEOUT_S = 15.0
-REQUEST_TIMEOUT_S = 10.0
 
 
 class _Parser(argparse.ArgumentParser):
@@ -254,7 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from . import phonecmd
             status: int = run(getattr(phonecmd, args.command)(args))
             return status
-        return run(_COMMANDS[args.command](args))
+        result: int = run(_COMMANDS[args.command](args))
+        return result
     except ConfigError as e:
         print(f"peerphone: error: {e}", file=sys.stderr)
         return 2
@@ -275,146 +259,4 @@ async def _peer(args: argparse.Namespace) -> int:
     return 0
 
 
-async def start_peer(args: argparse.Namespace, supervisor: Supervisor) -> tuple[UdpDriver, SipTransport | None]:
-    """Join the overlay as a peer and open its SIP front; print where both listen."""
-    listen = parse_hostport(args.listen)
-    bootstrap = [parse_hostport(b, DEFAULT_PORT) for b in args.bootstrap]
-    advertise_host = args.advertise or (listen[0] if listen[0] not in ("0.0.0.0", "::") else
-                                        route_source_address(bootstrap[0] if bootstrap else ("192.0.2.1", 9)))
-    config = PeerConfig(overlay_id(args.overlay), Timing().scaled(args.maintenance_ms),
-                        topology=Topology(args.topology))
-    try:
-        driver = await UdpDriver.open(listen, system_node_factory(config, advertise_host))
-    except OSError as e:
-        raise ConfigError(f"cannot listen on {args.listen}: {e.strerror or e}") from None
-    assert driver.node is not None
-    supervisor.on_shutdown("close the socket", driver.close)
-    driver.join(bootstrap)
-    try:
-        await asyncio.wait_for(driver.joined, JOIN_TIMEOUT_S)
-    except asyncio.TimeoutError:
-        driver.close()
-        raise OverlayError(f"join failed: no answer from {', '.join(args.bootstrap)}") from None
-    except OverlayError:
-        driver.close()
-        raise
-    me = driver.node.me
-    print(f"listening {me.addr[0]}:{me.addr[1]} id={me.node_id:040x}", flush=True)
-    log.info("peer %s on %s:%d, overlay %r", short(me.node_id), me.addr[0], me.addr[1], args.overlay)
-    supervisor.on_shutdown("leave the overlay", lambda: driver.leave(config.timing.leave_timeout_ms / 1000))
-    front = None
-    if args.sip_listen != "off":
-        sip_listen = parse_hostport(args.sip_listen)
-        gateways = dict(parse_gateway(g) for g in args.gateway)
-        front_config = FrontConfig(args.domain or args.overlay, me.node_id, advertise_host, sip_listen[1],
-                                   gateways=gateways, reachable=not args.sip_tunnel)
-        try:
-            front = await SipTransport.open(*sip_listen, front_config, driver, supervisor.spawn)
-        except OSError as e:
-            raise ConfigError(f"cannot listen for SIP on {args.sip_listen}: {e.strerror or e}") from None
-        supervisor.on_shutdown("close the SIP front", front.close)
-        print(f"sip {advertise_host}:{front.port} domain={front.front.config.domain}", flush=True)
-    return driver, front
-
-
-async def open_client(via: Addr, overlay: str, topology: Topology = Topology.CHORD) -> UdpDriver:
-    """A client node (it stores and routes nothing) attached to the peer at `via`."""
-    config = PeerConfig(overlay_id(overlay), client=True, topology=topology)
-    driver = await UdpDriver.open(("0.0.0.0", 0), system_node_factory(config))
-    driver.join([via])
-    return driver
-
-
-def _kind_of(args: argparse.Namespace) -> Kind:
-    if getattr(args, "append", False) or getattr(args, "list", False):
-        return Kind.LIST
-    if getattr(args, "dict_key", None) is not None or getattr(args, "map", False):
-        return Kind.MAP
-    return Kind.BLOB
-
-
-async def _put(args: argparse.Namespace) -> int:
-    via = parse_hostport(args.via, DEFAULT_PORT)
-    value = args.value.encode()
-    if not 1 <= args.lifetime <= LIFETIME_S_MAX:
-        raise ConfigError(f"--lifetime must be 1..{LIFETIME_S_MAX} seconds")
-    if len(value) > VALUE_BYTES_MAX:
-        raise ConfigError(f"VALUE must be at most {VALUE_BYTES_MAX} bytes")
-    kind = _kind_of(args)
-    key: EntryKey = {Kind.BLOB: None, Kind.LIST: ARRAY_APPEND,
-                     Kind.MAP: (args.dict_key or "").encode()}[kind]
-    entry = Entry(key, value, time.time_ns() // 1_000_000, args.lifetime)
-    driver = await open_client(via, args.overlay)
-    try:
-        started = time.perf_counter()
-        done = await asyncio.wait_for(driver.request(lambda node, now: node.store(
-            id_from_name(args.key), kind, MODEL_OF[kind], [entry], now_ms=now)), REQUEST_TIMEOUT_S)
-        elapsed_ms = (time.perf_counter() - started) * 1000
-    finally:
-        driver.close()
-    if done.error is not None:
-        raise OverlayError(f"store failed: {done.error.reason}")
-    print(f"stored {args.key!r} ({len(value)} bytes) in {done.hops} hops, {elapsed_ms:.2f} ms")
-    return 0
-
-
-def _entry_order(entry: Entry) -> tuple[int, bytes]:
-    return (entry.key, b"") if isinstance(entry.key, int) else (0, entry.key or b"")
-
-
-def _shown(raw: bytes) -> str:
-    try:
-        return raw.decode()
-    except UnicodeDecodeError:
-        return raw.hex()
-
-
-async def _get(args: argparse.Namespace) -> int:
-    via = parse_hostport(args.via, DEFAULT_PORT)
-    kind = _kind_of(args)
-    driver = await open_client(via, args.overlay)
-    try:
-        started = time.perf_counter()
-        done = await asyncio.wait_for(driver.request(lambda node, now: node.fetch(
-            id_from_name(args.key), kind, now_ms=now)), REQUEST_TIMEOUT_S)
-        elapsed_ms = (time.perf_counter() - started) * 1000
-    finally:
-        driver.close()
-    if done.error is not None:
-        raise OverlayError(f"fetch failed: {done.error.reason}")
-    assert isinstance(done.answer, FetchAns)
-    if not done.answer.entries:
-        print(f"peerphone: {args.key!r} not found", file=sys.stderr)
-        return 1
-    if kind is Kind.BLOB:
-        print(_shown(done.answer.entries[0].value))
-    else:
-        for entry in sorted(done.answer.entries, key=_entry_order):
-            label = entry.key if isinstance(entry.key, int) else _shown(entry.key or b"")
-            print(f"{label}: {_shown(entry.value)}")
-    print(f"({done.hops} hops, {elapsed_ms:.2f} ms)", file=sys.stderr)
-    return 0
-
-
-async def _stat(args: argparse.Namespace) -> int:
-    via = parse_hostport(args.via, DEFAULT_PORT)
-    driver = await open_client(via, args.overlay)
-    try:
-        done = await asyncio.wait_for(driver.request(lambda node, now: node.stat(via, now_ms=now)),
-                                      REQUEST_TIMEOUT_S)
-    finally:
-        driver.close()
-    if done.error is not None or not isinstance(done.answer, StatAns):
-        raise OverlayError(f"stat failed: {done.error.reason if done.error else 'bad answer'}")
-    s = done.answer
-    print(f"node        {s.node_id:040x}")
-    print(f"predecessor {'-' if s.pred is None else format(s.pred, '040x')}")
-    print(f"successors  {' '.join(short(x) for x in s.successors)}")
-    print(f"fingers     {len(s.fingers)} distinct: {' '.join(short(x) for x in s.fingers)}")
-    print(f"values      {s.values} stored, {s.replication_pending} replica pushes pending")
-    for name, value in s.counters:
-        print(f"  {name:<24} {value}")
-    return 0
-
-
-_COMMANDS = {"peer": _peer, "put": _put, "get": _get, "stat": _stat}
+_COMMANDS = {"peer": _peer, "put": overlaycmd.put, "get": overlaycmd.get, "stat": overlaycmd.stat}

@@ -20,7 +20,8 @@ from pathlib import Path
 from ..core.overlay import Topology
 from ..net.loop import run
 from ..sip.ua import Handset, HandsetError, available
-from .lab import LAB_OVERLAY, Lab, LabSpec, child_env, peerphone_command, stop_process
+from .lab import LAB_OVERLAY, Lab, LabSpec
+from .procs import child_env, peerphone_command, stop_process
 from .tone import dominant_frequency, write_tone
 
 TONE_HZ = 1000.0

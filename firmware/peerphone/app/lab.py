@@ -24,9 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-import peerphone
-
-from ..core.ids import ID_BITS, RING, id_from_name
+from ..core.ids import id_from_name
 from ..core.limits import REPLICAS
 from ..core.overlay import Topology
 from ..core.stats import percentile
@@ -35,8 +33,9 @@ from ..core.wire.messages import Addr, Entry, FetchAns, StatAns
 from ..net.loop import run
 from ..net.udp import UdpDriver
 from ..sim.engine import Oracle
-from .cli import open_client
 from .config import ConfigError
+from .procs import child_env, peerphone_command, stop_process
+from .wiring import open_client
 
 LAB_OVERLAY = "peerphone.lab"
 LOOKUP_STEPS = ("CLOSEST", "CLOSEST_ANS")  # Kademlia's lookups, counted with the operation they serve
@@ -206,22 +205,12 @@ class Lab:
     def _consistent(self, stats: dict[int, StatAns]) -> int:
         """How many peers have routing tables as the oracle says and no replica push pending."""
         oracle = Oracle(sorted(p.node_id for p in self.peers))
-        ids = oracle.ids
         good = 0
-        for i, node_id in enumerate(ids):
+        for node_id in oracle.ids:
             s = stats.get(node_id)
-            if s is None or not s.successors or s.replication_pending != 0:
-                continue
-            if self.spec.topology is Topology.KADEMLIA:
-                good += s.successors[0] == oracle.xor_closest(node_id, skip=node_id)
-                continue
-            if s.pred != ids[i - 1] or s.successors[0] != ids[(i + 1) % len(ids)]:
-                continue
-            if self.spec.topology is Topology.CHORD:
-                want = {oracle.successor((node_id + (1 << k)) % RING) for k in range(ID_BITS)} - {node_id}
-                good += set(s.fingers) == want
-            else:
-                good += 1  # one-hop routes by its member list, not by fingers
+            if s is not None and s.replication_pending == 0:
+                neighbours_ok, wrong_fingers = oracle.judge(s, self.spec.topology)
+                good += neighbours_ok and wrong_fingers == 0
         return good
 
     async def wait_stable(self, what: str) -> float:
@@ -314,31 +303,6 @@ class Lab:
             self.peers.remove(peer)
             self.dead.append(peer)
         return chosen
-
-
-def stop_process(proc: subprocess.Popen[Any], grace_s: float = 5.0, *, close: bool = True) -> None:
-    """SIGTERM (a child of ours stops gracefully on it), SIGKILL after `grace_s`; then close its pipes
-    (not with close=False: threads still reading them can finish first)."""
-    if proc.poll() is None:
-        proc.terminate()
-    try:
-        proc.wait(grace_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    for stream in (proc.stdin, proc.stdout, proc.stderr) if close else ():
-        if stream is not None:
-            stream.close()
-
-
-def peerphone_command(*args: str) -> list[str]:
-    """The command line of a child `peerphone` running this very package, installed or not."""
-    return [sys.executable, "-m", "peerphone", *args]
-
-
-def child_env() -> dict[str, str]:
-    source_root = str(Path(peerphone.__file__).resolve().parent.parent)
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [source_root, os.environ.get("PYTHONPATH")]))}
 
 
 def _hostport(text: str) -> Addr:

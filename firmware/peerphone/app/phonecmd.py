@@ -20,9 +20,9 @@ from ..net.supervisor import Supervisor
 from ..sip.message import SipParseError
 from ..sip.ua import CallReport, Handset, HandsetError
 from ..sip.uri import Uri
-from .cli import start_peer
 from .config import ConfigError, parse_hostport, route_source_address
 from .tone import write_tone
+from .wiring import start_peer
 
 log = logging.getLogger("peerphone.phone")
 

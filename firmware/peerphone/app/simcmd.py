@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from pathlib import Path
 
+from ..core.overlay import Topology
 from ..sim.plot import hops_and_latency_svg
 from ..sim.scenario import Report, Scenario, SimSpec
 from .config import ConfigError
@@ -55,7 +57,8 @@ def specs_from_args(args: argparse.Namespace) -> list[SimSpec]:
     if args.calls and args.fail_fraction:
         raise ConfigError("--calls are measured on a stable overlay or under churn, not after --fail-fraction")
     partition = _partition(args.partition_s) if args.partition_s else None
-    return [SimSpec(nodes=n, partition_s=partition, seed=args.seed, topology=args.topology, duration_s=args.duration_s,
+    return [SimSpec(nodes=n, partition_s=partition, seed=args.seed, topology=Topology(args.topology),
+                    duration_s=args.duration_s,
                     churn_median_s=args.churn_median_s, session=args.session, fail_fraction=args.fail_fraction,
                     values=args.values, lookups=args.lookups, maintenance_s=args.maintenance_s,
                     successors=args.successors, loss=args.loss, cold_start=args.cold_start,
@@ -65,6 +68,8 @@ def specs_from_args(args: argparse.Namespace) -> list[SimSpec]:
 
 def run_sim(args: argparse.Namespace) -> int:
     specs = specs_from_args(args)
+    if args.log_level.upper() == "INFO":  # thousands of simulated fronts would say every registration
+        logging.getLogger("peerphone.sip").setLevel(logging.WARNING)
     reports: list[Report] = []
     for spec in specs:
         started = time.monotonic()

@@ -23,11 +23,24 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 from .errors import ErrorCode, LocalProtocolError
-from .events import NodeFailed
 from .ids import ID_BITS
-from .limits import BODY_ITEMS_MAX, PEER_TABLE_MAX, PROXIES_MAX
+from .limits import (
+    ALPHA,
+    BODY_ITEMS_MAX,
+    NEIGHBOURHOOD_ROUNDS,
+    PEER_TABLE_MAX,
+    PROXIES_MAX,
+    REFRESH_ROUNDS,
+    REFRESHES_PER_ROUND,
+    REPUBLISH_ROUNDS,
+    REPUBLISHES_PER_ROUND,
+    STEP_TRANSMISSIONS,
+    SUCCESSORS_REPORTED,
+    K,
+)
 from .node import TIMED_OUT, Bootstrap, Direct, Entropy, Farewell, PeerConfig, PeerNode, Purpose, Rng, Route, State
-from .overlay.kademlia import ALPHA, K, KBuckets, Lookup
+from .overlay.kademlia import KBuckets, Lookup
+from .replication import ReplicaTracker
 from .rpc import Pending
 from .storage import Key
 from .wire.messages import (
@@ -49,14 +62,6 @@ from .wire.messages import (
     Store,
     StoreAns,
 )
-
-REFRESH_ROUNDS = 60    # a bucket no lookup went through for this many rounds is refreshed (§2.3: an hour)
-REFRESHES_PER_ROUND = 1
-REPUBLISH_ROUNDS = 10  # rounds between republishing a key nobody stored meanwhile
-NEIGHBOURHOOD_ROUNDS = 10  # rounds between lookups of our own id, which find nodes that joined near us
-REPUBLISHES_PER_ROUND = 8
-STEP_TRANSMISSIONS = 2  # a lookup has other nodes to ask: it gives up on a silent one sooner
-SUCCESSORS_REPORTED = 8
 
 Reply = Callable[[Code, Body, int, int | None], None]  # (code, body, hops, responder)
 Then = Callable[[Lookup, int], None]
@@ -105,9 +110,7 @@ class KademliaPeer(PeerNode):
         self._ops: dict[int, _Op] = {}
         self._next_id = 1
         self._proxying: set[tuple[int, int]] = set()  # (origin, txid) of client requests we run
-        self._placed: dict[Key, set[int]] = {}  # who acknowledged a copy of each key we replicate
-        self._pushing: set[tuple[Key, int]] = set()
-        self._replication_dirty = False
+        self._replicas = ReplicaTracker()
         self._republish_ms: dict[Key, int] = {}  # when each key was last stored or republished
         self._checked: set[int] = set()  # oldest members of full buckets pinged this round
         self._rounds = 0
@@ -124,21 +127,16 @@ class KademliaPeer(PeerNode):
 
     # ------------------------------------------------------------------ commands
 
-    def leave(self, *, now_ms: int) -> None:
-        """Hand every value to the closest other nodes we know, tell our nearest
-        contacts (so they drop us at once), then report Left."""
-        if self.state is not State.JOINED:
-            self._set_left()
-            return
-        self.state = State.LEAVING
-        self._maintenance_ms = None
+    def _farewell(self, now_ms: int) -> bool:
+        """Every value to the closest other nodes we know; our nearest contacts told, so they
+        drop us at once."""
         for key in self.storage.keys():
             for node in self.table.closest(key[0], self.config.replicas):
                 self._store_to(node, key, Farewell(node), now_ms)
         for node in self.table.closest(self.me.node_id, K):
             self._request(Code.LEAVE, Leave(None, ()), (Dest(DestKind.NODE, node.node_id),), Farewell(node), now_ms,
                           target=node.addr)
-        self._maybe_left()
+        return True
 
     def _user_request(self, code: Code, body: Body, resource: int, now_ms: int, first_hop: Addr | None) -> int:
         if self.config.client or first_hop is not None:
@@ -159,10 +157,6 @@ class KademliaPeer(PeerNode):
         itself (it runs the lookup) and sends NODE requests only to contacts."""
         if not dest:
             return None
-        if self.config.client:
-            if self._admitting is None:
-                return Error(ErrorCode.UNREACHABLE, "not attached")
-            return Route(self._admitting, dest, None)
         if len(dest) != 1:
             return Error(ErrorCode.BAD_REQUEST, "unsupported destination list")
         kind, target = dest[0]
@@ -186,10 +180,8 @@ class KademliaPeer(PeerNode):
         if node_id == self.me.node_id or node_id not in self.table:
             return
         self.table.remove(node_id)
-        self._recent.pop(node_id)
-        self.counters["node_failed"] += 1
-        self._events.append(NodeFailed(node_id))
-        self._replication_dirty = True
+        self._lost(node_id)
+        self._replicas.dirty = True
 
     def _after_store(self, key: Key, body: Store, now_ms: int) -> None:
         self._republish_ms[key] = now_ms  # somebody stored it: no need to republish it this period
@@ -200,7 +192,7 @@ class KademliaPeer(PeerNode):
 
     def _replication_pending(self) -> int:
         """Copies being pushed, plus one while a change of contacts awaits the next round."""
-        return len(self._pushing) + (self._replication_dirty and len(self.storage) > 0)
+        return self._replicas.in_flight() + (self._replicas.dirty and len(self.storage) > 0)
 
     def _perform(self, msg: Message, sender: NodeInfo, addr: Addr, now_ms: int) -> None:
         """A RESOURCE request from a client (or a peer that entered through us): run
@@ -235,7 +227,7 @@ class KademliaPeer(PeerNode):
     def _on_leave(self, msg: Message, sender: NodeInfo, now_ms: int) -> tuple[Code, Body]:
         if sender.node_id in self.table:
             self.table.remove(sender.node_id)
-            self._replication_dirty = True
+            self._replicas.dirty = True
         return Code.LEAVE_ANS, EMPTY
 
     # ------------------------------------------------------------------ contacts
@@ -246,7 +238,7 @@ class KademliaPeer(PeerNode):
             return
         added, oldest = self.table.seen(node)
         if added:
-            self._replication_dirty = True
+            self._replicas.dirty = True
         if oldest is not None and oldest.node_id not in self._checked and len(self._checked) < PEER_TABLE_MAX:
             # Silence evicts it and promotes a waiting contact. One ping a round at most
             # per contact: every lookup meets new nodes for the full far buckets.
@@ -359,7 +351,7 @@ class KademliaPeer(PeerNode):
         elif op.result is None or (isinstance(body, FetchAns) and body.entries):
             op.result = (code, body, node)
         if op.code is Code.STORE and isinstance(body, StoreAns):
-            self._placed.setdefault(_key_of(op.body), set()).add(node.node_id)
+            self._replicas.acknowledged(_key_of(op.body), node.node_id)
         if op.code is Code.FETCH and op.waiting == 0 and node == op.targets[0] and len(op.targets) > 1:
             found = op.result is not None and isinstance(op.result[1], FetchAns) and op.result[1].entries
             if not found:
@@ -418,16 +410,14 @@ class KademliaPeer(PeerNode):
                 bits = bits << 53 | int(self._rng.random() * (1 << 53))
             target = self.table.id_in_bucket(index, bits)
             self._lookup(target, lambda lookup, now_ms: None, now_ms)
-        if self._replication_dirty:
-            self._replication_dirty = False
+        if self._replicas.take_dirty():
             for key in self.storage.keys():
                 for node in self._missing_copies(key):
                     self._push(node, key, now_ms)
         due = [k for k in self.storage.keys() if now_ms - self._republish_ms.get(k, 0) >= interval * REPUBLISH_ROUNDS]
         for key in due[:REPUBLISHES_PER_ROUND]:
             self._republish(key, now_ms)
-        for key in [k for k in self._placed if k not in self.storage]:
-            del self._placed[key]
+        for key in self._replicas.forget_absent(self.storage.__contains__):
             self._republish_ms.pop(key, None)
 
     def _missing_copies(self, key: Key) -> list[NodeInfo]:
@@ -436,27 +426,23 @@ class KademliaPeer(PeerNode):
         others = self.table.closest(key[0], self.config.replicas)
         if len(others) == self.config.replicas and (others[-1].node_id ^ key[0]) < (self.me.node_id ^ key[0]):
             return []  # we are not among them
-        placed = self._placed.get(key, set())
-        return [n for n in others[:self.config.replicas - 1]
-                if n.node_id not in placed and (key, n.node_id) not in self._pushing]
+        return [n for n in others[:self.config.replicas - 1] if self._replicas.needs(key, n.node_id)]
 
     def _push(self, node: NodeInfo, key: Key, now_ms: int) -> None:
-        self._pushing.add((key, node.node_id))
+        self._replicas.sending(key, node.node_id)
         if not self._store_to(node, key, _Push(node, key), now_ms):
-            self._pushing.discard((key, node.node_id))
+            self._replicas.sent(key, node.node_id, False)
 
     def _done_push(self, purpose: Purpose, answer: Message | None, now_ms: int) -> None:
         assert isinstance(purpose, _Push)
-        self._pushing.discard((purpose.key, purpose.node.node_id))
-        if answer is not None and isinstance(answer.body, StoreAns):
-            self._placed.setdefault(purpose.key, set()).add(purpose.node.node_id)
+        self._replicas.sent(purpose.key, purpose.node.node_id, answer is not None and isinstance(answer.body, StoreAns))
 
     def _republish(self, key: Key, now_ms: int) -> None:
         self._republish_ms[key] = now_ms
 
         def then(lookup: Lookup, now_ms: int) -> None:
             for node in lookup.closest(self.config.replicas):
-                if node.node_id != self.me.node_id and (key, node.node_id) not in self._pushing:
+                if node.node_id != self.me.node_id and not self._replicas.is_sending(key, node.node_id):
                     self._push(node, key, now_ms)
 
         self._lookup(key[0], then, now_ms, settle=self.config.replicas)

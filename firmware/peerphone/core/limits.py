@@ -67,6 +67,34 @@ FORWARDS_TRACKED_MAX = 4096  # forwarded requests awaiting their hop ack
 PROXIES_MAX = 1024  # client requests a Kademlia peer runs lookups for at once
 HOP_ATTEMPTS_MAX = 3  # next hops tried for one forwarded request before the origin's retransmission
 
+# Kademlia (Maymounkov and Mazieres, IPTPS 2002).
+K = 20      # bucket size, and how many closest nodes a lookup settles on (§2.3)
+ALPHA = 3   # CLOSEST requests a lookup keeps in flight (§2.3)
+REFRESH_ROUNDS = 60    # a bucket no lookup went through for this many rounds is refreshed (§2.3: an hour)
+REFRESHES_PER_ROUND = 1
+REPUBLISH_ROUNDS = 10  # rounds between republishing a key nobody stored meanwhile
+NEIGHBOURHOOD_ROUNDS = 10  # rounds between lookups of our own id, which find nodes that joined near us
+REPUBLISHES_PER_ROUND = 8
+STEP_TRANSMISSIONS = 2  # a lookup has other nodes to ask: it gives up on a silent one sooner
+SUCCESSORS_REPORTED = 8
+
+# One-hop.
+MEMBERS_PER_PAGE = 20  # NodeInfos per MEMBERS_ANS: one datagram even with IPv6 addresses
+
+# Records of the SIP usages (usages.py).
+URI_CHARS_MAX = 200
+CONTENT_TYPE_CHARS_MAX = 64
+
+# The SIP front (sip/front.py): what one peer holds for the phones it serves.
+CONTACTS_PER_AOR_MAX = 8
+BINDINGS_MAX = 10_000
+# Server and client transactions together. At 200 calls/s over UDP a BYE's server
+# transaction lives 64*T1 (Timer J) and its client one T4: about 7,400 at once.
+SIP_TRANSACTIONS_MAX = 16_384
+SIP_RESOLVING_MAX = 1024  # requests waiting for an overlay fetch or store at once
+SIP_TCP_CONNECTIONS_MAX = 256
+TUNNEL_REASSEMBLIES_MAX = 64
+
 # Ingress rate limit per source address (token bucket).
 INGRESS_RATE_PER_S = 5000
 INGRESS_BURST = 1000

@@ -30,7 +30,7 @@ from enum import Enum
 from typing import Callable, NamedTuple, Protocol, Sequence
 
 from .errors import DecodeError, ErrorCode, LocalProtocolError
-from .events import Event, Joined, JoinFailed, Left, RequestCompleted, Tunnelled
+from .events import Event, Joined, JoinFailed, Left, NodeFailed, RequestCompleted, Tunnelled
 from .ingress import BoundedLru, TokenBuckets
 from .limits import (
     DATAGRAM_BYTES_MAX,
@@ -260,7 +260,17 @@ class PeerNode:
             self._send_join(Bootstrap(tuple(bootstrap), 0), now_ms)
 
     def leave(self, *, now_ms: int) -> None:
-        raise NotImplementedError
+        """Hand our values over and tell our neighbours (the topology's `_farewell`), then
+        report Left once they have answered or timed out."""
+        if self.state is not State.JOINED:
+            self._set_left()
+            return
+        self.state = State.LEAVING
+        self._maintenance_ms = None
+        if self.config.client or not self._farewell(now_ms):
+            self._set_left()
+            return
+        self._maybe_left()
 
     def store(self, resource: int, kind: int, model: DataModel, entries: Sequence[Entry], *, now_ms: int,
               first_hop: Addr | None = None) -> int:
@@ -295,11 +305,31 @@ class PeerNode:
         handler the topology registered for Bootstrap."""
         raise NotImplementedError
 
+    def _next_hop(self, dest: tuple[Dest, ...], avoid: frozenset[int] = frozenset(),
+                  sender: int | None = None) -> Route | Error | None:
+        """Where a request for `dest` goes next: None means here; an Error is what to answer
+        instead. A client sends everything through its admitting peer; a peer asks its topology."""
+        if self.config.client:
+            if self._admitting is None:
+                return Error(ErrorCode.UNREACHABLE, "not attached")
+            return Route(self._admitting, dest, None)
+        return self._hop_for(dest, avoid, sender)
+
     def _hop_for(self, dest: tuple[Dest, ...], avoid: frozenset[int] = frozenset(),
                  sender: int | None = None) -> Route | Error | None:
-        """Where a request for `dest` goes next: None means here; an Error is what to
-        answer instead."""
+        """`_next_hop` for a peer, by its topology."""
         raise NotImplementedError
+
+    def _farewell(self, now_ms: int) -> bool:
+        """Leaving: hand values over and tell neighbours (each a Farewell request); False when
+        there is nobody to tell."""
+        raise NotImplementedError
+
+    def _lost(self, node_id: int) -> None:
+        """What every topology does once it has declared `node_id` failed."""
+        self._recent.pop(node_id)
+        self.counters["node_failed"] += 1
+        self._events.append(NodeFailed(node_id))
 
     def _address_of(self, node_id: int) -> Addr | None:
         raise NotImplementedError
@@ -346,7 +376,7 @@ class PeerNode:
         """A peer's request reached us (Kademlia learns its contacts from these)."""
 
     def _route_request(self, msg: Message, sender: NodeInfo, addr: Addr, now_ms: int) -> None:
-        hop = self._hop_for(msg.dest, sender=sender.node_id)
+        hop = self._next_hop(msg.dest, sender=sender.node_id)
         if isinstance(hop, Error):
             self._answer(msg, Code.ERROR, hop, addr, now_ms)
         elif hop is None:
@@ -378,7 +408,7 @@ class PeerNode:
         avoid = hop.avoid | {hop.next_id}
         if len(avoid) >= HOP_ATTEMPTS_MAX:
             return  # the origin's retransmission takes over
-        route = self._hop_for(hop.route, avoid, sender=hop.received[1].node_id if hop.received else None)
+        route = self._next_hop(hop.route, avoid, sender=hop.received[1].node_id if hop.received else None)
         if isinstance(route, Route):
             self.counters["rerouted"] += 1
             self._send_routed(hop.msg, hop.route, route, avoid, now_ms, hop.received)
@@ -527,7 +557,7 @@ class PeerNode:
         msg = Message(TTL_INITIAL, (self.me.node_id,), dest, txid, code, body, None, reply_to)
         routed = any(d.kind is DestKind.RESOURCE for d in dest)
         if target is None:
-            hop = self._hop_for(dest)
+            hop = self._next_hop(dest)
             if hop is None:
                 self._finish_here(msg, purpose, now_ms)
                 return
@@ -554,7 +584,7 @@ class PeerNode:
         if pending.target is not None:
             self._send(Message(req.ttl, req.via, req.dest, req.txid, req.code, req.body), pending.target)
             return
-        hop = self._hop_for(req.dest)  # the route may have been repaired meanwhile
+        hop = self._next_hop(req.dest)  # the route may have been repaired meanwhile
         if isinstance(hop, Route):
             # Symmetric return this time: a direct answer may be what got lost.
             self._send_routed(Message(req.ttl, req.via, req.dest, req.txid, req.code, req.body), req.dest, hop,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .kademlia_peer import KademliaPeer
 from .node import Entropy, PeerConfig, PeerNode, Rng, State
+from .onehop_peer import OneHopPeer
 from .overlay import Topology
 from .ring_peer import RingPeer
 from .wire.messages import NodeInfo
@@ -12,5 +13,5 @@ __all__ = ["PeerConfig", "PeerNode", "State", "make_peer"]
 
 
 def make_peer(me: NodeInfo, config: PeerConfig, *, rng: Rng, entropy: Entropy, now_ms: int) -> PeerNode:
-    cls = KademliaPeer if config.topology is Topology.KADEMLIA else RingPeer
+    cls = {Topology.KADEMLIA: KademliaPeer, Topology.ONEHOP: OneHopPeer}.get(config.topology, RingPeer)
     return cls(me, config, rng=rng, entropy=entropy, now_ms=now_ms)

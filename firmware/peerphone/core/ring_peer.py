@@ -1,4 +1,4 @@
-"""Ring topologies (Chord, and one-hop on top of Chord's ring) behind PeerNode.
+"""Chord's ring behind PeerNode (one-hop builds on it: onehop_peer.py).
 
 Routing is recursive (RFC 6940 §6.2): each hop appends its id to the via list
 and forwards toward the destination. We chose recursive over iterative because
@@ -21,7 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import ErrorCode
-from .events import NodeFailed
 from .ids import RING, in_half_open, in_open
 from .ingress import BoundedLru
 from .limits import GRAVEYARD_MAX
@@ -38,12 +37,11 @@ from .node import (
     State,
 )
 from .overlay import make_topology
-from .overlay.onehop import OneHop
+from .replication import ReplicaTracker
 from .storage import Key
 from .wire.messages import (
     EMPTY,
     Addr,
-    Announce,
     Body,
     Code,
     Dest,
@@ -52,8 +50,6 @@ from .wire.messages import (
     FindAns,
     JoinAns,
     Leave,
-    Members,
-    MembersAns,
     Message,
     NodeInfo,
     Store,
@@ -85,19 +81,6 @@ class _Recall(Purpose):
     node: NodeInfo
 
 
-@dataclass(frozen=True, slots=True)
-class _Notice(Purpose):
-    """A one-hop membership announcement: fire and forget."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Sync(Purpose):
-    """A page of a member list, pulled after joining a one-hop overlay."""
-
-
-MEMBERS_PER_PAGE = 20  # NodeInfos per MEMBERS_ANS: one datagram even with IPv6 addresses
-
-
 class RingPeer(PeerNode):
     def __init__(self, me: NodeInfo, config: PeerConfig, *, rng: Rng, entropy: Entropy, now_ms: int) -> None:
         super().__init__(me, config, rng=rng, entropy=entropy, now_ms=now_ms)
@@ -107,16 +90,12 @@ class RingPeer(PeerNode):
         self._graveyard: BoundedLru[int, tuple[NodeInfo, int]] = BoundedLru(GRAVEYARD_MAX)
         self._finger_cursor = 0
         self._probe_cursor = 0
-        self._replicated: dict[Key, set[int]] = {}
-        self._replicating: set[tuple[Key, int]] = set()
-        self._replication_dirty = False
+        self._replicas = ReplicaTracker()
         self._request_handlers.update({
             Code.JOIN: self._on_join,
             Code.LEAVE: self._on_leave,
             Code.UPDATE: self._on_update,
             Code.FIND: self._on_find,
-            Code.ANNOUNCE: self._on_announce,
-            Code.MEMBERS: self._on_members,
         })
         self._answer_handlers.update({
             Bootstrap: self._done_join,
@@ -124,20 +103,12 @@ class RingPeer(PeerNode):
             _FixFinger: self._done_fix_finger,
             _Recall: self._done_recall,
             _Replicate: self._done_replicate,
-            _Notice: self._done_notice,
-            _Sync: self._done_sync,
         })
 
-    def leave(self, *, now_ms: int) -> None:
-        """Hand our values to our successor, tell both neighbours, then report Left."""
-        if self.state is not State.JOINED:
-            self._set_left()
-            return
-        self.state = State.LEAVING
-        self._maintenance_ms = None
-        if self.config.client or self.topology.alone:
-            self._set_left()
-            return
+    def _farewell(self, now_ms: int) -> bool:
+        """Our values to our successor; both neighbours told, with what they need to close the gap."""
+        if self.topology.alone:
+            return False
         succ, pred = self.topology.succ, self.topology.pred
         for key in self.storage.keys():
             if self.topology.responsible(key[0]):
@@ -147,7 +118,7 @@ class RingPeer(PeerNode):
         if pred is not None and pred.node_id != succ.node_id:
             self._request(Code.LEAVE, Leave(pred, tuple(self.topology.successors)),
                           (Dest(DestKind.NODE, pred.node_id),), Farewell(pred), now_ms, target=pred.addr)
-        self._maybe_left()
+        return True
 
     def _hop_for(self, dest: tuple[Dest, ...], avoid: frozenset[int] = frozenset(),
                  sender: int | None = None) -> Route | Error | None:
@@ -165,10 +136,6 @@ class RingPeer(PeerNode):
         elif len(dest) > 1:
             return Error(ErrorCode.BAD_REQUEST, "unsupported destination list")
         kind, target = dest[0]
-        if self.config.client:
-            if self._admitting is None:
-                return Error(ErrorCode.UNREACHABLE, "not attached")
-            return Route(self._admitting, dest, None)
         if kind is DestKind.NODE:
             if target == self.me.node_id:
                 return None
@@ -203,7 +170,7 @@ class RingPeer(PeerNode):
 
     def _after_store(self, key: Key, body: Store, now_ms: int) -> None:
         if not body.replica:
-            self._replicated[key] = set()
+            self._replicas.restart(key)
             self._replicate_key(key, now_ms)
 
     def _stat_topology(self) -> tuple[int | None, tuple[int, ...], tuple[int, ...]]:
@@ -216,11 +183,8 @@ class RingPeer(PeerNode):
 
     def _on_update(self, msg: Message, sender: NodeInfo, now_ms: int) -> tuple[Code, Body]:
         old_pred = self.topology.pred
-        newcomer = isinstance(self.topology, OneHop) and not self.topology.knows(sender.node_id)
         if self.topology.notify(sender):
             self._pred_changed(old_pred, now_ms)
-        if newcomer and self.topology.pred == sender:
-            self._announce(Announce((sender,), ()), now_ms)  # we are its successor: we tell everyone
         return Code.UPDATE_ANS, UpdateAns(self.topology.pred, tuple(self.topology.successors))
 
     def _on_leave(self, msg: Message, sender: NodeInfo, now_ms: int) -> tuple[Code, Body]:
@@ -235,39 +199,11 @@ class RingPeer(PeerNode):
                 self.topology.adopt_successors(heirs[0], heirs[1:])
         if was_pred and msg.body.pred is not None:
             self.topology.set_pred(msg.body.pred)
-        if was_pred and isinstance(self.topology, OneHop):
-            self._announce(Announce((), (sender.node_id,)), now_ms)
-        self._replication_dirty = True
+        self._replicas.dirty = True
         return Code.LEAVE_ANS, EMPTY
 
     def _on_find(self, msg: Message, sender: NodeInfo, now_ms: int) -> tuple[Code, Body]:
         return Code.FIND_ANS, FindAns(self.me)
-
-    def _on_announce(self, msg: Message, sender: NodeInfo, now_ms: int) -> tuple[Code, Body]:
-        body = msg.body
-        assert isinstance(body, Announce)
-        if isinstance(self.topology, OneHop):
-            self.topology.learn(body.joined)
-            for node_id in body.failed:
-                if node_id != self.me.node_id and self.topology.remove(node_id):
-                    self._replication_dirty = True
-        return Code.ANNOUNCE_ANS, EMPTY
-
-    def _on_members(self, msg: Message, sender: NodeInfo, now_ms: int) -> tuple[Code, Body]:
-        body = msg.body
-        assert isinstance(body, Members)
-        everyone = self.topology.members() + [self.me] if isinstance(self.topology, OneHop) else [self.me]
-        pages = max(1, -(-len(everyone) // MEMBERS_PER_PAGE))
-        start = body.page * MEMBERS_PER_PAGE
-        return Code.MEMBERS_ANS, MembersAns(body.page, pages, tuple(everyone[start:start + MEMBERS_PER_PAGE]))
-
-    def _announce(self, news: Announce, now_ms: int) -> None:
-        assert isinstance(self.topology, OneHop)
-        subjects = {n.node_id for n in news.joined} | set(news.failed)
-        for member in self.topology.members():
-            if member.node_id not in subjects:
-                self._request(Code.ANNOUNCE, news, (Dest(DestKind.NODE, member.node_id),), _Notice(), now_ms,
-                              target=member.addr)
 
     def _send_join(self, purpose: Bootstrap, now_ms: int) -> None:
         self._request(Code.JOIN, EMPTY, (Dest(DestKind.RESOURCE, self.me.node_id),), purpose, now_ms,
@@ -286,25 +222,6 @@ class RingPeer(PeerNode):
         self.topology.set_finger(0, ans.responder)
         self._joined(now_ms)
         self._stabilize(now_ms)
-        if isinstance(self.topology, OneHop):
-            self._sync_page(ans.responder, 0, now_ms)
-
-    def _sync_page(self, node: NodeInfo, page: int, now_ms: int) -> None:
-        self._request(Code.MEMBERS, Members(page), (Dest(DestKind.NODE, node.node_id),), _Sync(), now_ms,
-                      target=node.addr)
-
-    def _done_sync(self, purpose: Purpose, answer: Message | None, now_ms: int) -> None:
-        if answer is None or not isinstance(answer.body, MembersAns) or not isinstance(self.topology, OneHop):
-            return
-        self.topology.learn(answer.body.nodes)
-        if answer.body.page == 0 and answer.via:
-            source = self.topology.address_of(answer.via[-1])
-            for page in range(1, answer.body.pages):
-                if source is not None:
-                    self._sync_page(NodeInfo(answer.via[-1], source), page, now_ms)
-
-    def _done_notice(self, purpose: Purpose, answer: Message | None, now_ms: int) -> None:
-        pass
 
     def _done_stabilize(self, purpose: Purpose, answer: Message | None, now_ms: int) -> None:
         assert isinstance(purpose, _Stabilize)
@@ -321,7 +238,7 @@ class RingPeer(PeerNode):
             changed = self.topology.adopt_successors(p, [purpose.node, *ans.successors]) or changed
             self._stabilize(now_ms)
         if changed:
-            self._replication_dirty = True
+            self._replicas.dirty = True
 
     def _recall_one(self, now_ms: int) -> None:
         """Ask the longest-dead node in the graveyard who follows us on its ring."""
@@ -349,7 +266,7 @@ class RingPeer(PeerNode):
             # stabilize interleaves the two rings from here (Chord's join, in effect).
             self.counters["rings_merged"] += 1
             if self.topology.adopt_successors(found, self.topology.successors):
-                self._replication_dirty = True
+                self._replicas.dirty = True
             self._stabilize(now_ms)
 
     def _done_fix_finger(self, purpose: Purpose, answer: Message | None, now_ms: int) -> None:
@@ -362,11 +279,10 @@ class RingPeer(PeerNode):
 
     def _done_replicate(self, purpose: Purpose, answer: Message | None, now_ms: int) -> None:
         assert isinstance(purpose, _Replicate)
-        self._replicating.discard((purpose.key, purpose.node.node_id))
-        if answer is not None and isinstance(answer.body, StoreAns):
-            self._replicated.setdefault(purpose.key, set()).add(purpose.node.node_id)
-        else:
-            self._replication_dirty = True
+        acknowledged = answer is not None and isinstance(answer.body, StoreAns)
+        self._replicas.sent(purpose.key, purpose.node.node_id, acknowledged)
+        if not acknowledged:
+            self._replicas.dirty = True
 
     def _maintain(self, now_ms: int) -> None:
         """Chord §4.6: stabilize, check neighbours, fix fingers; then replication."""
@@ -377,12 +293,10 @@ class RingPeer(PeerNode):
         self._recall_one(now_ms)
         if not self.topology.alone and self.topology.uses_fingers:
             self._fix_finger(self._finger_cursor, self._timing.fingers_fixed_per_round, now_ms)
-        if self._replication_dirty:
-            self._replication_dirty = False
+        if self._replicas.take_dirty():
             for key in self.storage.keys():
                 self._replicate_key(key, now_ms)
-        for key in [k for k in self._replicated if k not in self.storage]:
-            del self._replicated[key]
+        self._replicas.forget_absent(self.storage.__contains__)
 
     def _stabilize(self, now_ms: int) -> None:
         succ = self.topology.succ
@@ -421,23 +335,19 @@ class RingPeer(PeerNode):
         was_succ = node_id == self.topology.succ.node_id
         old_pred = self.topology.pred
         if self.topology.remove(node_id):
-            self._replication_dirty = True
+            self._replicas.dirty = True
         addr = self.topology.address_of(node_id) or self._recent.get(node_id)
         if addr is not None:
             self._graveyard.put(node_id, (NodeInfo(node_id, addr), now_ms + self._timing.graveyard_keep_ms))
-        self._recent.pop(node_id)
-        self.counters["node_failed"] += 1
-        self._events.append(NodeFailed(node_id))
+        self._lost(node_id)
         if old_pred is not None and old_pred.node_id == node_id:
-            self._replication_dirty = True
+            self._replicas.dirty = True
         if was_succ and self.state is State.JOINED:
             self._stabilize(now_ms)
-            if isinstance(self.topology, OneHop):
-                self._announce(Announce((), (node_id,)), now_ms)  # we were its predecessor
 
     def _pred_changed(self, old_pred: NodeInfo | None, now_ms: int) -> None:
         """A node took over part of our range: give it what it is now responsible for."""
-        self._replication_dirty = True
+        self._replicas.dirty = True
         new_pred = self.topology.pred
         if new_pred is None:
             return
@@ -448,13 +358,12 @@ class RingPeer(PeerNode):
     def _replicate_key(self, key: Key, now_ms: int) -> None:
         if not self.topology.responsible(key[0]):
             return
-        done = self._replicated.setdefault(key, set())
         for node in self.topology.replica_targets():
-            if node.node_id in done or (key, node.node_id) in self._replicating:
+            if not self._replicas.needs(key, node.node_id):
                 continue
-            self._replicating.add((key, node.node_id))
+            self._replicas.sending(key, node.node_id)
             if not self._store_to(node, key, _Replicate(node, key), now_ms):
-                self._replicating.discard((key, node.node_id))
+                self._replicas.sent(key, node.node_id, False)
 
     def _replication_pending(self) -> int:
         targets = [n.node_id for n in self.topology.replica_targets()]
@@ -463,6 +372,6 @@ class RingPeer(PeerNode):
             for key in self.storage.keys()
             if self.topology.responsible(key[0])
             for t in targets
-            if t not in self._replicated.get(key, ())
+            if not self._replicas.holds(key, t)
         )
 

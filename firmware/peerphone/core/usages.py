@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from enum import IntEnum
 
-from .limits import VALUE_BYTES_MAX
+from .limits import CONTENT_TYPE_CHARS_MAX, HOST_CHARS_MAX, URI_CHARS_MAX, VALUE_BYTES_MAX
 from .wire.messages import Addr, DataModel
 
 
@@ -25,9 +25,6 @@ class Kind(IntEnum):
 
 MODEL_OF = {Kind.BLOB: DataModel.SINGLE, Kind.LIST: DataModel.ARRAY, Kind.MAP: DataModel.DICTIONARY,
             Kind.SIP_REGISTRATION: DataModel.DICTIONARY, Kind.OFFLINE_MESSAGE: DataModel.ARRAY}
-
-URI_CHARS_MAX = 200
-HOST_CHARS_MAX = 64
 
 
 class RecordError(ValueError):
@@ -90,7 +87,7 @@ class OfflineMessage:
         except KeyError:
             raise RecordError("bad offline message") from None
         if not (isinstance(sender, str) and len(sender) <= URI_CHARS_MAX and isinstance(content_type, str)
-                and len(content_type) <= HOST_CHARS_MAX and isinstance(text, str)):
+                and len(content_type) <= CONTENT_TYPE_CHARS_MAX and isinstance(text, str)):
             raise RecordError("bad offline message")
         return cls(sender, content_type, text)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Coroutine, TypeVar
+from typing import Any, Callable, Coroutine, TypeVar
 
 T = TypeVar("T")
 
@@ -22,3 +22,33 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     except ImportError:
         return asyncio.run(main)
     return uvloop.run(main)
+
+
+class DeadlineTimer:
+    """The one loop timer of a driver: it follows a sans-I/O object's next deadline (ms on the
+    loop's clock) and calls `fire` when it comes."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fire: Callable[[], None]) -> None:
+        self._loop = loop
+        self._fire = fire
+        self._handle: asyncio.TimerHandle | None = None
+        self._at_ms: int | None = None
+
+    def follow(self, deadline_ms: int | None) -> None:
+        if deadline_ms == self._at_ms:
+            return
+        self.cancel()
+        self._at_ms = deadline_ms
+        if deadline_ms is not None:
+            self._handle = self._loop.call_at(deadline_ms / 1000, self._fired)
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._handle = None
+        self._at_ms = None
+
+    def _fired(self) -> None:
+        self._handle = None
+        self._at_ms = None
+        self._fire()

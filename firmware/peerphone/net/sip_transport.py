@@ -19,13 +19,15 @@ from functools import partial
 from typing import Any, Callable
 
 from ..core.events import RequestCompleted
+from ..core.limits import SIP_TCP_CONNECTIONS_MAX
 from ..sip.front import DeliveredOffline, FrontConfig, FrontEvent, KeptOffline, Link, Registered, SipFront
 from ..sip.message import BODY_BYTES_MAX, MESSAGE_BYTES_MAX
+from .loop import DeadlineTimer
 from .udp import UdpDriver
 
 log = logging.getLogger("peerphone.sip")
 
-TCP_CONNECTIONS_MAX = 256
+TCP_CONNECTIONS_MAX = SIP_TCP_CONNECTIONS_MAX
 TCP_IDLE_TIMEOUT_S = 3600 + 60  # a TCP phone refreshes its registration within this
 TCP_CONNECT_TIMEOUT_S = 4.0
 PORT_ATTEMPTS = 20  # port 0: tries to find one free for both UDP and TCP
@@ -131,8 +133,7 @@ class SipTransport(asyncio.DatagramProtocol):
         self._tcp_server: asyncio.AbstractServer | None = None
         self._streams: dict[tuple[str, int], _Stream] = {}
         self._connecting: dict[tuple[str, int], list[bytes]] = {}
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_ms: int | None = None
+        self._timer = DeadlineTimer(self._loop, self._on_timer)
         self.on_event: Callable[[FrontEvent], None] | None = None
 
     @classmethod
@@ -169,8 +170,7 @@ class SipTransport(asyncio.DatagramProtocol):
 
     def close(self) -> None:
         self.front.close()
-        if self._timer is not None:
-            self._timer.cancel()
+        self._timer.cancel()
         if self._udp is not None:
             self._udp.close()
         if self._tcp_server is not None:
@@ -200,8 +200,6 @@ class SipTransport(asyncio.DatagramProtocol):
         self._pump()
 
     def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_ms = None
         self.front.handle_timer(now_ms=self.now_ms())
         self._pump()
 
@@ -218,12 +216,7 @@ class SipTransport(asyncio.DatagramProtocol):
                 self.on_event(event)
             elif isinstance(event, (Registered, KeptOffline, DeliveredOffline)):
                 log.debug("sip: %s", event)
-        deadline = front.next_deadline_ms()
-        if deadline != self._timer_ms:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer_ms = deadline
-            self._timer = None if deadline is None else self._loop.call_at(deadline / 1000, self._on_timer)
+        self._timer.follow(front.next_deadline_ms())
 
     def _send(self, data: bytes, link: Link) -> None:
         if link.transport == "UDP":

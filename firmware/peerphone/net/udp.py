@@ -17,6 +17,7 @@ from ..core.events import Event, Joined, JoinFailed, Left, NodeFailed, RequestCo
 from ..core.ids import short
 from ..core.peer import PeerConfig, PeerNode, make_peer
 from ..core.wire.messages import Addr, DataModel, Entry, Error, FetchAns, NodeInfo
+from .loop import DeadlineTimer
 
 log = logging.getLogger("peerphone.net")
 REQUEST_TIMEOUT_S = 10.0
@@ -31,8 +32,7 @@ class UdpDriver(asyncio.DatagramProtocol):
         self.node: PeerNode | None = None
         self._loop = asyncio.get_running_loop()
         self._transport: Any = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_ms: int | None = None
+        self._timer = DeadlineTimer(self._loop, self._on_timer)
         self._waiting: dict[int, Callable[[RequestCompleted], None]] = {}
         self.joined: asyncio.Future[None] = self._loop.create_future()
         self.left: asyncio.Future[None] = self._loop.create_future()
@@ -64,8 +64,7 @@ class UdpDriver(asyncio.DatagramProtocol):
         log.debug("socket error: %s", exc)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        self._timer.cancel()
         waiting, self._waiting = self._waiting, {}
         for handle, done in waiting.items():
             done(RequestCompleted(handle, None, Error(0, "driver closed"), 0, None))
@@ -79,17 +78,10 @@ class UdpDriver(asyncio.DatagramProtocol):
             self._transport.sendto(data, addr)
         for event in node.events():
             self._on_event(event)
-        deadline = node.next_deadline_ms()
-        if deadline != self._timer_ms:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer_ms = deadline
-            self._timer = None if deadline is None else self._loop.call_at(deadline / 1000, self._on_timer)
+        self._timer.follow(node.next_deadline_ms())
 
     def _on_timer(self) -> None:
         assert self.node is not None
-        self._timer = None
-        self._timer_ms = None
         self.node.handle_timer(now_ms=self.now_ms())
         self._pump()
 

@@ -17,13 +17,13 @@ from typing import Callable, cast
 
 from ..core.events import Joined, RequestCompleted
 from ..core.ids import ID_BITS, RING
-from ..core.kademlia_peer import REFRESH_ROUNDS, KademliaPeer
-from ..core.limits import Timing
+from ..core.kademlia_peer import KademliaPeer
+from ..core.limits import REFRESH_ROUNDS, Timing
 from ..core.overlay import Topology
 from ..core.overlay.onehop import OneHop
 from ..core.peer import PeerConfig, PeerNode, State, make_peer
 from ..core.ring_peer import RingPeer
-from ..core.wire.messages import Addr, NodeInfo
+from ..core.wire.messages import Addr, NodeInfo, StatAns
 from .network import Network, NetworkModel
 
 SIM_OVERLAY_ID = 0x51A0
@@ -258,35 +258,31 @@ class Oracle:
         i = bisect_left(self.ids, target) % len(self.ids)
         return [self.ids[(i + k) % len(self.ids)] for k in range(min(replicas, len(self.ids)))]
 
-    def ring_errors(self, nodes: list[PeerNode]) -> int:
-        """Live nodes whose successor or predecessor differs from the oracle's; on
-        Kademlia, whose nearest contact is not the nearest live node."""
-        errors = 0
-        for node in nodes:
-            if isinstance(node, KademliaPeer):
-                nearest = node.table.closest(node.me.node_id, 1)
-                want = self.xor_closest(node.me.node_id, skip=node.me.node_id)
-                errors += not nearest or nearest[0].node_id != want
-                continue
-            assert isinstance(node, RingPeer)
-            i = bisect_left(self.ids, node.me.node_id)
-            succ, pred = self.ids[(i + 1) % len(self.ids)], self.ids[i - 1]
-            if node.topology.succ.node_id != succ or (node.topology.pred is None or node.topology.pred.node_id != pred):
-                errors += 1
-        return errors
+    def judge(self, stat: StatAns, topology: Topology) -> tuple[bool, int]:
+        """A node's own account of its routing table (`stat_local()`, or a STAT answer), against
+        the live overlay: whether its nearest neighbours are right (ring: successor and
+        predecessor; Kademlia: the XOR-nearest contact), and how many of its distinct fingers
+        are missing or wrong (Chord; 0 elsewhere). The lab and the simulator both judge so."""
+        me = stat.node_id
+        if not stat.successors:
+            return False, 0
+        if topology is Topology.KADEMLIA:
+            return stat.successors[0] == self.xor_closest(me, skip=me), 0
+        i = bisect_left(self.ids, me)
+        neighbours_ok = stat.successors[0] == self.ids[(i + 1) % len(self.ids)] and stat.pred == self.ids[i - 1]
+        if topology is not Topology.CHORD:
+            return neighbours_ok, 0
+        want = {self.successor((me + (1 << k)) % RING) for k in range(ID_BITS)} - {me}
+        return neighbours_ok, len(want.symmetric_difference(stat.fingers))
 
-    def finger_errors(self, nodes: list[PeerNode]) -> int:
-        """Fingers, over all live nodes, that do not point at the oracle's successor of their start."""
-        errors = 0
-        for node in nodes:
-            if not isinstance(node, RingPeer) or not node.topology.uses_fingers:
-                continue
-            me = node.me.node_id
-            for index, finger in enumerate(node.topology.fingers):
-                want = self.successor(node.topology.finger_start(index))
-                got = finger.node_id if finger is not None else me
-                errors += got != want
-        return errors
+    def ring_errors(self, nodes: list[PeerNode], topology: Topology) -> int:
+        """Live nodes whose nearest neighbours are not the oracle's."""
+        return sum(not self.judge(node.stat_local(), topology)[0] for node in nodes)
+
+    def finger_errors(self, nodes: list[PeerNode], topology: Topology) -> int:
+        """Distinct fingers, over all live nodes, that are missing or point elsewhere than the oracle's
+        successor of their start (Chord)."""
+        return sum(self.judge(node.stat_local(), topology)[1] for node in nodes)
 
 
 def hops_formula(n: int) -> float:

@@ -35,7 +35,7 @@ VALUE_LIFETIME_S = 24 * 3600
 class SimSpec:
     nodes: int
     seed: int = 1
-    topology: str = "chord"
+    topology: Topology = Topology.CHORD
     duration_s: int = 300
     churn_median_s: float | None = None
     session: str = "exponential"  # or "weibull"
@@ -88,7 +88,7 @@ class Scenario:
         self.progress = progress
         model = NetworkModel(loss=spec.loss)
         self.sim = Simulation(spec.seed, spec.timing(), model, successors_kept=spec.successors,
-                              topology=Topology(spec.topology))
+                              topology=spec.topology)
         self.report = Report(spec)
         self.keys: list[str] = []
         self.stored: set[str] = set()
@@ -250,7 +250,7 @@ class Scenario:
 
     def run(self) -> Report:
         spec, r = self.spec, self.report
-        r.lines.append(f"peerphone sim: {spec.nodes} nodes, topology {spec.topology}, seed {spec.seed}, "
+        r.lines.append(f"peerphone sim: {spec.nodes} nodes, topology {spec.topology.value}, seed {spec.seed}, "
                        f"maintenance every {spec.maintenance_s:g} s, {spec.successors} successors, "
                        f"loss {spec.loss:.1%}, {'cold' if spec.cold_start else 'warm'} start")
         self.progress(f"building {spec.nodes} nodes")
@@ -287,9 +287,10 @@ class Scenario:
     def _invariants(self, when: str) -> None:
         live = self.sim.live_nodes()
         oracle = self.sim.oracle()
-        ring, fingers = oracle.ring_errors(live), oracle.finger_errors(live)
-        finger_text = f", {fingers} wrong fingers of {len(live) * 160}" if self.spec.topology == "chord" else ""
-        wrong = "nearest contact" if self.spec.topology == "kademlia" else "successor or predecessor"
+        topology = self.spec.topology
+        ring, fingers = oracle.ring_errors(live, topology), oracle.finger_errors(live, topology)
+        finger_text = f", {fingers} distinct fingers missing or wrong" if topology is Topology.CHORD else ""
+        wrong = "nearest contact" if topology is Topology.KADEMLIA else "successor or predecessor"
         self.report.add(f"ring_errors {when}", ring, f"{when}: {ring} nodes with a wrong {wrong}{finger_text}")
         self.report.figures[f"finger_errors {when}"] = fingers
         if self.stored:
@@ -313,11 +314,11 @@ class Scenario:
               + "".join(f"; {count} {why}" for why, count in sorted(result.failures.items()))
               + f"; {abandoned} lost with their failed origin")
         paper = ""
-        if self.spec.topology == "chord":
+        if self.spec.topology is Topology.CHORD:
             paper = f"; 1/2 log2 N = {formula:.2f} (ratio {mean_hops / formula:.3f})"
         r.add(f"{name} hops", mean_hops, f"{name} hops: mean {mean_hops:.2f} p50 {percentile(result.hops, 50):.0f} "
               f"p99 {percentile(result.hops, 99):.0f}{paper}")
-        if self.spec.topology == "onehop":
+        if self.spec.topology is Topology.ONEHOP:
             one_hop = sum(1 for h in result.hops if h <= 1) / len(result.hops) if result.hops else 0.0
             r.add(f"{name} one hop", one_hop, f"{name} lookups answered in one hop: {one_hop:.2%}")
         r.add(f"{name} latency", percentile(result.latency_ms, 50),

@@ -39,7 +39,13 @@ from typing import Callable, Union
 from ..core.deadlines import Deadlines
 from ..core.events import RequestCompleted
 from ..core.ids import id_from_name
-from ..core.limits import LIFETIME_S_MAX
+from ..core.limits import (
+    BINDINGS_MAX,
+    CONTACTS_PER_AOR_MAX,
+    LIFETIME_S_MAX,
+    SIP_RESOLVING_MAX,
+    SIP_TRANSACTIONS_MAX,
+)
 from ..core.peer import PeerNode
 from ..core.usages import MODEL_OF, Kind, OfflineMessage, RecordError, Registration
 from ..core.wire.messages import ARRAY_APPEND, Addr, DataModel, Entry, FetchAns
@@ -53,12 +59,8 @@ log = logging.getLogger("peerphone.sip")
 
 EXPIRES_DEFAULT_S = 3600
 EXPIRES_MAX_S = 3600
-CONTACTS_PER_AOR_MAX = 8
-BINDINGS_MAX = 10_000
-# Server and client transactions together. At 200 calls/s over UDP a BYE's server
-# transaction lives 64*T1 (Timer J) and its client one T4: about 7,400 at once.
-TRANSACTIONS_MAX = 16_384
-RESOLVING_MAX = 1024  # requests waiting for an overlay fetch or store at once
+TRANSACTIONS_MAX = SIP_TRANSACTIONS_MAX
+RESOLVING_MAX = SIP_RESOLVING_MAX
 OVERLAY_TIMEOUT_MS = 10_000
 # A registration lookup that fails, or is not answered within LOOKUP_FIRST_TIMEOUT_MS (most take
 # well under a second; under churn a few wait for the overlay's end-to-end retransmission), is
@@ -72,6 +74,7 @@ RETRY_AFTER_S = 5
 GATEWAY_LIFETIME_S = 180
 TUNNEL_PARAM = "pp-node"  # on our Record-Route when we are reached through the overlay: our node id
 OFFLINE_LIFETIME_S = min(LIFETIME_S_MAX, 7 * 24 * 3600)
+OFFLINE_RECHECK_MS = 300_000
 MAGIC = "z9hG4bK"
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, SUBSCRIBE, NOTIFY, REGISTER, INFO, UPDATE, REFER, PRACK"
 DIALOG_CREATING = ("INVITE", "SUBSCRIBE", "REFER")
@@ -173,6 +176,8 @@ class _Binding:
     params: str  # the Contact's header parameters but expires, echoed in the 200 (+sip.instance...)
     link: Link
     expires_at_ms: int
+    stored_until_ms: int  # when the overlay's copy of it lapses unless refreshed
+    offline_checked_ms: int  # when we last looked for messages kept for it
 
 
 @dataclass(eq=False)
@@ -510,33 +515,47 @@ class SipFront:
                              [("Retry-After", str(RETRY_AFTER_S))], now_ms=now_ms)
                 return
         stamp = self._storage_time_ms(now_ms)
-        me = Registration("", (self.config.advertise_host, self.config.port), self.config.node_id,
-                          self.config.reachable)
-        entries = tuple(Entry(_contact_key(c), Registration(c, me.front, me.node_id, me.reachable).to_bytes()
-                              if e else b"", stamp, e) for c, _, e in changes)
+        front = (self.config.advertise_host, self.config.port)
+        entries = tuple(Entry(_contact_key(c), Registration(c, front, self.config.node_id, self.config.reachable)
+                              .to_bytes() if e else b"", stamp, e)
+                        for c, params, e in changes if not self._fresh(bindings.get(c), params, e, server.link, now_ms))
 
         def stored(_answer: FetchAns | None, error: str | None, now_ms: int) -> None:
             if error is not None:
                 log.warning("sip: registration of %s not stored: %s", aor, error)
                 self._answer(server, 503, "Service Unavailable (overlay did not store)", now_ms=now_ms)
                 return
-            self._bind(server, aor, changes, now_ms)
+            self._bind(server, aor, changes, {e.key for e in entries}, now_ms)
 
         if not entries:
-            self._bind(server, aor, changes, now_ms)  # a query: the current bindings
+            self._bind(server, aor, changes, set(), now_ms)  # a query, or refreshes the overlay has fresh
             return
         resource = id_from_name(aor)
         self._ask(lambda h: OverlayStore(h, resource, Kind.SIP_REGISTRATION, MODEL_OF[Kind.SIP_REGISTRATION],
                                          entries), stored, server, now_ms)
 
-    def _bind(self, server: _Server, aor: str, changes: list[tuple[str, str, int]], now_ms: int) -> None:
+    def _fresh(self, binding: _Binding | None, params: str, expires: int, came_from: Link, now_ms: int) -> bool:
+        """A refresh the overlay need not hear of: the same binding, whose stored copy still has
+        three quarters of the new lifetime to live (a phone refreshing often costs no store)."""
+        return (binding is not None and expires > 0 and binding.params == params
+                and binding.link == self._path_to(Uri.parse(binding.contact), came_from)
+                and binding.stored_until_ms - now_ms >= expires * 750)
+
+    def _bind(self, server: _Server, aor: str, changes: list[tuple[str, str, int]], stored: set[object],
+              now_ms: int) -> None:
         bindings = self._live_bindings(aor, now_ms)
+        new = False
         for uri_text, params, expires in changes:
-            if expires:
-                bindings[uri_text] = _Binding(uri_text, params, self._path_to(Uri.parse(uri_text), server.link),
-                                              now_ms + expires * 1000)
-            else:
+            old = bindings.get(uri_text)
+            if not expires:
                 bindings.pop(uri_text, None)
+                continue
+            new = new or old is None
+            stored_until = now_ms + expires * 1000 if _contact_key(uri_text) in stored or old is None \
+                else old.stored_until_ms
+            bindings[uri_text] = _Binding(uri_text, params, self._path_to(Uri.parse(uri_text), server.link),
+                                          now_ms + expires * 1000, stored_until,
+                                          old.offline_checked_ms if old is not None else now_ms)
         if bindings:
             self._bindings[aor] = bindings
         else:
@@ -548,7 +567,12 @@ class SipFront:
         if changes:
             log.info("sip: %s %s", aor, "registered" if bindings else "unregistered")
             self._events.append(Registered(aor, len(bindings)))
-        if any(e for _, _, e in changes):
+        # Messages kept for this AOR are looked for when it comes online here, and now and then
+        # while it stays (one kept because its phone did not answer), not on every refresh.
+        due = [b for b in bindings.values() if b.offline_checked_ms <= now_ms - OFFLINE_RECHECK_MS]
+        if new or due:
+            for b in bindings.values():
+                b.offline_checked_ms = now_ms
             self._deliver_offline(aor, now_ms)
 
     def _path_to(self, contact: Uri, came_from: Link) -> Link:

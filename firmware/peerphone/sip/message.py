@@ -40,9 +40,21 @@ class SipParseError(Exception):
         self.status = status
 
 
+_CANONICAL: dict[str, str] = {}  # header names seen, as written -> canonical; bounded
+_CANONICAL_MAX = 512
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # control characters but tab
+
+
 def canonical(name: str) -> str:
+    """Lower case, compact forms expanded; remembered for the names phones use (a hot path)."""
+    known = _CANONICAL.get(name)
+    if known is not None:
+        return known
     lower = name.lower()
-    return COMPACT.get(lower, lower)
+    known = COMPACT.get(lower, lower)
+    if len(_CANONICAL) < _CANONICAL_MAX:
+        _CANONICAL[name] = known
+    return known
 
 
 @dataclass
@@ -53,7 +65,10 @@ class _Message:
     def get(self, name: str) -> str | None:
         """The first value of header `name` (any case, compact or long form)."""
         want = canonical(name)
-        return next((v for n, v in self.headers if canonical(n) == want), None)
+        for n, v in self.headers:
+            if (_CANONICAL.get(n) or canonical(n)) == want:
+                return v
+        return None
 
     def get_all(self, name: str) -> list[str]:
         """Every value of `name`, comma-separated lists split (Via, Route, Contact...)."""
@@ -183,13 +198,15 @@ def _text(raw: bytes, what: str) -> str:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise SipParseError(f"{what} is not UTF-8") from None
-    if any(ord(c) < 32 and c != "\t" or ord(c) == 127 for c in text):
+    if _CONTROL.search(text):
         raise SipParseError(f"control character in {what}")
     return text
 
 
 def _split_commas(value: str) -> list[str]:
     """Split at commas outside quotes and angle brackets (§7.3.1)."""
+    if "," not in value:  # most values: one part, no scan
+        return [value] if value.strip() else []
     parts, depth, quoted, start = [], 0, False, 0
     for i, c in enumerate(value):
         if c == '"' and (i == 0 or value[i - 1] != "\\"):

@@ -13,14 +13,14 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from ..core.limits import TUNNEL_BYTES_MAX
+from ..core.limits import TUNNEL_BYTES_MAX, TUNNEL_REASSEMBLIES_MAX
 from .message import MESSAGE_BYTES_MAX
 
 HEADER_BYTES = 10  # message id (8), part index, part count
 MESSAGE_ID_BYTES = 8
 PART_BYTES_MAX = TUNNEL_BYTES_MAX - HEADER_BYTES
 PARTS_MAX = -(-MESSAGE_BYTES_MAX // PART_BYTES_MAX)
-REASSEMBLIES_MAX = 64
+REASSEMBLIES_MAX = TUNNEL_REASSEMBLIES_MAX
 REASSEMBLY_TIMEOUT_MS = 32_000
 
 

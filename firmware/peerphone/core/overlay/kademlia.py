@@ -23,10 +23,8 @@ from typing import Iterable, Iterator
 from ..._accel import ACTIVE as ACCELERATION
 from ..._accel import IdTable
 from ..ids import ID_BITS, ID_BYTES
+from ..limits import ALPHA, K
 from ..wire.messages import Addr, NodeInfo
-
-K = 20      # bucket size, and how many closest nodes a lookup settles on (§2.3)
-ALPHA = 3   # CLOSEST requests a lookup keeps in flight (§2.3)
 
 
 def bucket_of(me: int, node_id: int) -> int:

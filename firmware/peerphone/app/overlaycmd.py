@@ -1,0 +1,110 @@
+"""`peerphone put`, `get` and `stat`: one request through a peer, as a client attached to it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+
+from ..core.ids import id_from_name, short
+from ..core.limits import LIFETIME_S_MAX, VALUE_BYTES_MAX
+from ..core.usages import MODEL_OF, Kind
+from ..core.wire.messages import ARRAY_APPEND, Entry, EntryKey, FetchAns, StatAns
+from ..net.udp import OverlayError
+from .config import DEFAULT_PORT, ConfigError, parse_hostport
+from .wiring import open_client
+
+REQUEST_TIMEOUT_S = 10.0
+
+
+def _kind_of(args: argparse.Namespace) -> Kind:
+    if getattr(args, "append", False) or getattr(args, "list", False):
+        return Kind.LIST
+    if getattr(args, "dict_key", None) is not None or getattr(args, "map", False):
+        return Kind.MAP
+    return Kind.BLOB
+
+
+async def put(args: argparse.Namespace) -> int:
+    via = parse_hostport(args.via, DEFAULT_PORT)
+    value = args.value.encode()
+    if not 1 <= args.lifetime <= LIFETIME_S_MAX:
+        raise ConfigError(f"--lifetime must be 1..{LIFETIME_S_MAX} seconds")
+    if len(value) > VALUE_BYTES_MAX:
+        raise ConfigError(f"VALUE must be at most {VALUE_BYTES_MAX} bytes")
+    kind = _kind_of(args)
+    key: EntryKey = {Kind.BLOB: None, Kind.LIST: ARRAY_APPEND,
+                     Kind.MAP: (args.dict_key or "").encode()}[kind]
+    entry = Entry(key, value, time.time_ns() // 1_000_000, args.lifetime)
+    driver = await open_client(via, args.overlay)
+    try:
+        started = time.perf_counter()
+        done = await asyncio.wait_for(driver.request(lambda node, now: node.store(
+            id_from_name(args.key), kind, MODEL_OF[kind], [entry], now_ms=now)), REQUEST_TIMEOUT_S)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+    finally:
+        driver.close()
+    if done.error is not None:
+        raise OverlayError(f"store failed: {done.error.reason}")
+    print(f"stored {args.key!r} ({len(value)} bytes) in {done.hops} hops, {elapsed_ms:.2f} ms")
+    return 0
+
+
+def _entry_order(entry: Entry) -> tuple[int, bytes]:
+    return (entry.key, b"") if isinstance(entry.key, int) else (0, entry.key or b"")
+
+
+def _shown(raw: bytes) -> str:
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return raw.hex()
+
+
+async def get(args: argparse.Namespace) -> int:
+    via = parse_hostport(args.via, DEFAULT_PORT)
+    kind = _kind_of(args)
+    driver = await open_client(via, args.overlay)
+    try:
+        started = time.perf_counter()
+        done = await asyncio.wait_for(driver.request(lambda node, now: node.fetch(
+            id_from_name(args.key), kind, now_ms=now)), REQUEST_TIMEOUT_S)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+    finally:
+        driver.close()
+    if done.error is not None:
+        raise OverlayError(f"fetch failed: {done.error.reason}")
+    assert isinstance(done.answer, FetchAns)
+    if not done.answer.entries:
+        print(f"peerphone: {args.key!r} not found", file=sys.stderr)
+        return 1
+    if kind is Kind.BLOB:
+        print(_shown(done.answer.entries[0].value))
+    else:
+        for entry in sorted(done.answer.entries, key=_entry_order):
+            label = entry.key if isinstance(entry.key, int) else _shown(entry.key or b"")
+            print(f"{label}: {_shown(entry.value)}")
+    print(f"({done.hops} hops, {elapsed_ms:.2f} ms)", file=sys.stderr)
+    return 0
+
+
+async def stat(args: argparse.Namespace) -> int:
+    via = parse_hostport(args.via, DEFAULT_PORT)
+    driver = await open_client(via, args.overlay)
+    try:
+        done = await asyncio.wait_for(driver.request(lambda node, now: node.stat(via, now_ms=now)),
+                                      REQUEST_TIMEOUT_S)
+    finally:
+        driver.close()
+    if done.error is not None or not isinstance(done.answer, StatAns):
+        raise OverlayError(f"stat failed: {done.error.reason if done.error else 'bad answer'}")
+    s = done.answer
+    print(f"node        {s.node_id:040x}")
+    print(f"predecessor {'-' if s.pred is None else format(s.pred, '040x')}")
+    print(f"successors  {' '.join(short(x) for x in s.successors)}")
+    print(f"fingers     {len(s.fingers)} distinct: {' '.join(short(x) for x in s.fingers)}")
+    print(f"values      {s.values} stored, {s.replication_pending} replica pushes pending")
+    for name, value in s.counters:
+        print(f"  {name:<24} {value}")
+    return 0

@@ -1,0 +1,71 @@
+"""Wiring a node to the operating system: a peer with its SIP front, or a client attached to one."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+from ..core.ids import short
+from ..core.limits import Timing
+from ..core.overlay import Topology
+from ..core.peer import PeerConfig
+from ..core.wire.messages import Addr
+from ..net.sip_transport import SipTransport
+from ..net.supervisor import Supervisor
+from ..net.udp import OverlayError, UdpDriver, system_node_factory
+from ..sip.front import FrontConfig
+from .config import DEFAULT_PORT, ConfigError, overlay_id, parse_gateway, parse_hostport, route_source_address
+
+log = logging.getLogger("peerphone")
+JOIN_TIMEOUT_S = 15.0
+
+
+async def start_peer(args: argparse.Namespace, supervisor: Supervisor) -> tuple[UdpDriver, SipTransport | None]:
+    """Join the overlay as a peer and open its SIP front; print where both listen."""
+    listen = parse_hostport(args.listen)
+    bootstrap = [parse_hostport(b, DEFAULT_PORT) for b in args.bootstrap]
+    advertise_host = args.advertise or (listen[0] if listen[0] not in ("0.0.0.0", "::") else
+                                        route_source_address(bootstrap[0] if bootstrap else ("192.0.2.1", 9)))
+    config = PeerConfig(overlay_id(args.overlay), Timing().scaled(args.maintenance_ms),
+                        topology=Topology(args.topology))
+    try:
+        driver = await UdpDriver.open(listen, system_node_factory(config, advertise_host))
+    except OSError as e:
+        raise ConfigError(f"cannot listen on {args.listen}: {e.strerror or e}") from None
+    assert driver.node is not None
+    supervisor.on_shutdown("close the socket", driver.close)
+    driver.join(bootstrap)
+    try:
+        await asyncio.wait_for(driver.joined, JOIN_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        driver.close()
+        raise OverlayError(f"join failed: no answer from {', '.join(args.bootstrap)}") from None
+    except OverlayError:
+        driver.close()
+        raise
+    me = driver.node.me
+    print(f"listening {me.addr[0]}:{me.addr[1]} id={me.node_id:040x}", flush=True)
+    log.info("peer %s on %s:%d, overlay %r", short(me.node_id), me.addr[0], me.addr[1], args.overlay)
+    supervisor.on_shutdown("leave the overlay", lambda: driver.leave(config.timing.leave_timeout_ms / 1000))
+    front = None
+    if args.sip_listen != "off":
+        sip_listen = parse_hostport(args.sip_listen)
+        gateways = dict(parse_gateway(g) for g in args.gateway)
+        front_config = FrontConfig(args.domain or args.overlay, me.node_id, advertise_host, sip_listen[1],
+                                   gateways=gateways, reachable=not args.sip_tunnel)
+        try:
+            front = await SipTransport.open(*sip_listen, front_config, driver, supervisor.spawn)
+        except OSError as e:
+            raise ConfigError(f"cannot listen for SIP on {args.sip_listen}: {e.strerror or e}") from None
+        supervisor.on_shutdown("close the SIP front", front.close)
+        print(f"sip {advertise_host}:{front.port} domain={front.front.config.domain}", flush=True)
+    return driver, front
+
+
+async def open_client(via: Addr, overlay: str, topology: Topology = Topology.CHORD) -> UdpDriver:
+    """A client node (it stores and routes nothing) attached to the peer at `via`."""
+    config = PeerConfig(overlay_id(overlay), client=True, topology=topology)
+    driver = await UdpDriver.open(("0.0.0.0", 0), system_node_factory(config))
+    driver.join([via])
+    return driver
