@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from peerphone.core.ids import id_from_name
 from peerphone.core.usages import Kind, OfflineMessage, Registration
+from peerphone.core.wire.messages import DataModel, Entry
 from peerphone.sip import front as front_module
 from peerphone.sip.front import RESOLVING_MAX, Link
 from peerphone.sip.message import SipRequest, SipResponse
@@ -320,3 +322,41 @@ def test_a_phone_that_refreshes_often_costs_the_overlay_a_store_only_when_its_co
     world.advance(150_000)
     world.register("lea", port=PHONE + 8, expires=600)  # five minutes on: kept messages looked for again
     assert kinds()[-1] == "OverlayFetch"
+
+
+def test_a_callee_registered_through_two_fronts_is_reached_through_the_second_when_the_first_is_silent():
+    world = FrontWorld()
+    aor = f"sip:mia@{DOMAIN}"
+    for i, front_port in enumerate((6001, 6002)):  # two other peers' fronts; 6002's record is the newer
+        record = Registration(f"sip:mia@127.0.0.1:{PHONE + 9};line={i}", ("127.0.0.1", front_port), 1000 + i)
+        world.node.store(id_from_name(aor), Kind.SIP_REGISTRATION, DataModel.DICTIONARY,
+                         [Entry(bytes([i]) * 20, record.to_bytes(), 1000 + i, 600)], now_ms=world.now_ms)
+    world.ring.flush(world.node)
+    world.ring.run(10)
+    world.send(request("INVITE", aor))
+    first = [(m, link) for m, link in world.take() if isinstance(m, SipRequest)]
+    assert [link.addr[1] for _, link in first] == [6002]
+    world.advance(4000)  # 6002 says nothing: its peer is gone
+    second = [(m, link) for m, link in world.take() if isinstance(m, SipRequest) and m.method == "INVITE"]
+    assert second[-1][1].addr[1] == 6001 and world.front.counters["sip forked to another front"] == 1
+    world.send(answer(second[-1][0], 180, "Ringing"), port=6001)
+    assert world.statuses() == [180]  # the caller never heard of the first front's silence
+
+
+def test_a_failure_from_one_front_of_the_callee_sends_the_request_to_the_next():
+    world = FrontWorld()
+    aor = f"sip:ned@{DOMAIN}"
+    for i, front_port in enumerate((6003, 6004)):
+        record = Registration(f"sip:ned@127.0.0.1:{PHONE + 10};line={i}", ("127.0.0.1", front_port), 2000 + i)
+        world.node.store(id_from_name(aor), Kind.SIP_REGISTRATION, DataModel.DICTIONARY,
+                         [Entry(bytes([i]) * 20, record.to_bytes(), 1000 + i, 600)], now_ms=world.now_ms)
+    world.ring.flush(world.node)
+    world.ring.run(10)
+    world.send(request("MESSAGE", aor, body=b"hi"))
+    sent, link = forwarded(world, "MESSAGE")
+    assert link.addr[1] == 6004
+    world.send(answer(sent, 480, "Temporarily Unavailable"), port=6004)
+    again, link = forwarded(world, "MESSAGE")
+    assert link.addr[1] == 6003 and again.get_all("via")[0] != sent.get_all("via")[0]  # a branch of its own
+    world.send(answer(again, 200), port=6003)
+    assert world.statuses() == [200]

@@ -3,10 +3,11 @@
 Every peer hosts the very `SipFront` the UDP transport drives, on the peer's own
 simulated host (port 5060), its overlay requests started on the peer's `PeerNode`.
 A `SimPhone` is a minimal sans-I/O user agent on a host of its own: it registers
-at a random front and refreshes, keeps its front alive with OPTIONS and moves to
-another front when that one stops answering (a real phone with several outbound
-proxies does the same), calls by AOR, answers (180 at once, 200 after a ring),
-and hangs up. Its requests run on the same RFC 3261 transactions as the front.
+two contacts, each through a random front, and refreshes them, keeps its fronts
+alive with OPTIONS and moves a contact to another front when its front stops
+answering (a real phone with several outbound proxies does the same), calls by
+AOR, answers (180 at once, 200 after a ring), and hangs up. Its requests run on
+the same RFC 3261 transactions as the front.
 Every datagram crosses the simulator's network, with its latency, loss and
 partitions; a front dies with its peer.
 """
@@ -37,6 +38,7 @@ SILENT_REGISTRAR_MS = 8000  # a REGISTER waits for the overlay's store before it
 RING_MS = 2000             # the callee answers after ringing this long
 HOLD_MS = 20_000           # the caller hangs up after this
 CALL_GIVE_UP_MS = 32_000   # no 180 by then: the call failed (timeout)
+LINES = 2  # a phone registers through this many fronts at once (two contacts), so one may fail
 
 
 @dataclass
@@ -81,8 +83,8 @@ class SimPhone:
         self.user = user
         self.addr = addr
         self.rng = rng
-        self.front: Addr | None = None
-        self.registered = False
+        self.fronts: list[Addr | None] = [None] * LINES
+        self._registered = [False] * LINES
         self.moves = 0
         self._pending: dict[str, _Pending] = {}
         self._answered: dict[tuple[str, str], bytes] = {}  # (their branch, method) -> our final answer
@@ -149,55 +151,66 @@ class SimPhone:
 
     # -- registration, keepalive, moving to another front --
 
+    @property
+    def front(self) -> Addr | None:
+        """The front calls go out through: the first line's, else the other's."""
+        return next((f for f in self.fronts if f is not None), None)
+
+    @property
+    def registered(self) -> bool:
+        return all(self._registered)
+
     def start(self, now_ms: int) -> None:
-        self._move(now_ms)
+        for line in range(len(self.fronts)):
+            self._move(line, now_ms)
         self._later(self.rng.randrange(KEEPALIVE_MS), self._keepalive)
 
-    def _move(self, now_ms: int) -> None:
-        """Register at a front: a new one when the current is gone (or none was chosen)."""
-        front = self.world.random_front(avoid=self.front)
+    def _move(self, line: int, now_ms: int) -> None:
+        """Register `line` at a front none of our lines uses: a new one when its own is gone."""
+        front = self.world.random_front(avoid=self.fronts)
         if front is None:
-            self._later(FRONT_SILENT_MS, lambda: self._move(self.world.sim.now_ms))
+            self._later(FRONT_SILENT_MS, lambda: self._move(line, self.world.sim.now_ms))
             return
-        if self.front is not None:
+        if self.fronts[line] is not None:
             self.moves += 1
-        self.front = front
-        self._register(now_ms)
+        self.fronts[line] = front
+        self._register(line, now_ms)
 
-    def _register(self, now_ms: int) -> None:
-        assert self.front is not None
-        front = self.front
-        req = self._request("REGISTER", f"sip:{DOMAIN}", f"<{self.aor}>", call_id=f"reg-{self.user}", cseq=1,
-                            from_tag=self._token(4), extra=[
-                                ("Contact", f"<sip:{self.user}@{self.addr[0]}:{self.addr[1]}>"),
+    def _register(self, line: int, now_ms: int) -> None:
+        front = self.fronts[line]
+        assert front is not None
+        req = self._request("REGISTER", f"sip:{DOMAIN}", f"<{self.aor}>", call_id=f"reg-{self.user}-{line}",
+                            cseq=1, from_tag=self._token(4), extra=[
+                                ("Contact", f"<sip:{self.user}@{self.addr[0]}:{self.addr[1]};line={line}>"),
                                 ("Expires", str(REGISTER_EXPIRES_S))])
 
         def answered(resp: SipResponse, now_ms: int) -> None:
-            if resp.status >= 200 and self.front == front:
-                self.registered = resp.status == 200
-                self._later(REGISTER_EXPIRES_S * 500 if self.registered else FRONT_SILENT_MS,
-                            lambda: self._refresh(front))
+            if resp.status >= 200 and self.fronts[line] == front:
+                self._registered[line] = resp.status == 200
+                self._later(REGISTER_EXPIRES_S * 500 if resp.status == 200 else FRONT_SILENT_MS,
+                            lambda: self._refresh(line, front))
 
         self._start(req, front, answered, lambda now: self._front_gone(front, now), now_ms)
 
-    def _refresh(self, front: Addr) -> None:
-        if self.front == front:
-            self._register(self.world.sim.now_ms)
+    def _refresh(self, line: int, front: Addr) -> None:
+        if self.fronts[line] == front:
+            self._register(line, self.world.sim.now_ms)
 
     def _keepalive(self) -> None:
         now = self.world.sim.now_ms
         self._later(KEEPALIVE_MS, self._keepalive)
-        if self.front is None:
-            return
-        front = self.front
-        req = self._request("OPTIONS", f"sip:{front[0]}:{front[1]}", f"<sip:{front[0]}:{front[1]}>",
-                            call_id=f"ka-{self._token()}", cseq=1, from_tag=self._token(4))
-        self._start(req, front, lambda resp, now: None, lambda now: self._front_gone(front, now), now)
+        for front in self.fronts:
+            if front is None:
+                continue
+            req = self._request("OPTIONS", f"sip:{front[0]}:{front[1]}", f"<sip:{front[0]}:{front[1]}>",
+                                call_id=f"ka-{self._token()}", cseq=1, from_tag=self._token(4))
+            self._start(req, front, lambda resp, now: None, partial(self._front_gone, front), now)
 
     def _front_gone(self, front: Addr, now_ms: int) -> None:
-        if self.front == front:
-            self.registered = False
-            self._move(now_ms)
+        for line, used in enumerate(self.fronts):
+            if used == front:
+                self._registered[line] = False
+                self._move(line, now_ms)
 
     # -- calls out --
 
@@ -413,12 +426,12 @@ class CallWorld:
         self.phones[addr] = phone
         phone.start(self.sim.now_ms)
 
-    def random_front(self, avoid: Addr | None = None) -> Addr | None:
-        """The front of a random live, joined peer (not `avoid`), as a phone's next outbound proxy."""
+    def random_front(self, avoid: Sequence[Addr | None] = ()) -> Addr | None:
+        """The front of a random live, joined peer (none in `avoid`), as a phone's next outbound proxy."""
         for _ in range(8):
             node = self.sim.random_live()
             addr = (node.me.addr[0], SIP_PORT)
-            if addr != avoid and addr in self.fronts and node.state is State.JOINED:
+            if addr not in avoid and addr in self.fronts and node.state is State.JOINED:
                 return addr
         return None
 

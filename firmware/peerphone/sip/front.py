@@ -61,12 +61,13 @@ EXPIRES_DEFAULT_S = 3600
 EXPIRES_MAX_S = 3600
 TRANSACTIONS_MAX = SIP_TRANSACTIONS_MAX
 RESOLVING_MAX = SIP_RESOLVING_MAX
-OVERLAY_TIMEOUT_MS = 10_000
+OVERLAY_TIMEOUT_MS = 10_000  # an overlay request the driver never completes is given up after this
 # A registration lookup that fails, or is not answered within LOOKUP_FIRST_TIMEOUT_MS (most take
 # well under a second; under churn a few wait for the overlay's end-to-end retransmission), is
 # asked once more, on a fresh route, before the caller gets 480.
 LOOKUP_ATTEMPTS = 2
-LOOKUP_FIRST_TIMEOUT_MS = 3000  # an overlay request the driver never completes is given up after this
+LOOKUP_FIRST_TIMEOUT_MS = 3000
+FORKS_MAX = 4  # fronts of one callee tried in turn
 REACH_TIMEOUT_MS = 4000
 TIMER_C_MS = 180_000
 SERVER_GIVE_UP_MS = TIMER_C_MS + 64 * 500  # a request nothing answered by then gets a 408 (a safety net)
@@ -192,6 +193,8 @@ class _Server:
     client: "_Client | None" = None  # where we forwarded it
     answered_here: bool = False  # the final answer upstream was ours, not the next hop's
     tu_deadline_ms: int | None = None  # a safety net: unanswered this long, it gets a 408 and goes
+    alternatives: list[Link] = field(default_factory=list)  # other fronts of the callee, tried in turn
+    forks: int = 0  # branches made so far (each has its own)
 
 
 @dataclass(eq=False)
@@ -629,10 +632,18 @@ class SipFront:
                     self._answer_if(server, 404, "Not Found (not registered)" if not answer.entries else
                                     "Not Found (registration ended here)", now_ms)
                 return
-            _, newest = max(records, key=lambda r: r[0])
+            # Newest first; the others are tried in turn if it does not answer (serial forking,
+            # §16.6): a phone registered through two fronts stays reachable while one lives.
+            targets: list[Link] = []
+            for _, record in sorted(records, key=lambda r: -r[0]):
+                target = Link("UDP", record.front) if record.reachable else \
+                    Link("TUNNEL", record.front, record.node_id)
+                if target not in targets:
+                    targets.append(target)
             req.uri = aor  # the serving front knows the AOR, not our own address it may have been sent to
-            self._forward(server, req, link, Link("UDP", newest.front) if newest.reachable else
-                          Link("TUNNEL", newest.front, newest.node_id), now_ms)
+            if server is not None:
+                server.alternatives = targets[1:FORKS_MAX]
+            self._forward(server, req, link, targets[0], now_ms)
 
         resource = id_from_name(aor)
         self._ask(lambda h: OverlayFetch(h, resource, Kind.SIP_REGISTRATION), found, server, now_ms,
@@ -700,8 +711,10 @@ class SipFront:
                     and (via.branch or "").endswith("." + loop_hash):
                 self._answer_if(server, 482, None, now_ms)
                 return
-        # Stateless requests (an ACK to a 2xx) get the same branch on every retransmission (§16.11).
-        branch = f"{MAGIC}{_digest(_their_branch(req), str(self.config.node_id))[:12]}.{loop_hash}"
+        # Stateless requests (an ACK to a 2xx) get the same branch on every retransmission (§16.11);
+        # each further branch of a forked request its own.
+        fork = "" if server is None or not server.forks else f".{server.forks}"
+        branch = f"{MAGIC}{_digest(_their_branch(req), str(self.config.node_id) + fork)[:12]}.{loop_hash}"
         out = SipRequest(method=req.method, uri=req.uri, headers=list(req.headers), body=req.body)
         _set(out, "max-forwards", str(hops - 1))
         out.headers.insert(0, ("Via", self._via(downstream, branch)))
@@ -714,7 +727,17 @@ class SipFront:
         if server is None:
             self._send(data, downstream)
             return
+        server.forks += 1
         server.client = self._send_request(out, data, downstream, branch, server, None, now_ms)
+
+    def _fork(self, server: _Server, now_ms: int) -> bool:
+        """Try the callee's next front, if there is one and the request is still open."""
+        if not server.alternatives or server.answered_here or server.txn.state not in (State.TRYING,
+                                                                                         State.PROCEEDING):
+            return False
+        self.counters["sip forked to another front"] += 1
+        self._forward(server, server.request, server.link, server.alternatives.pop(0), now_ms)
+        return True
 
     def _send_request(self, req: SipRequest, data: bytes, link: Link, branch: str, server: _Server | None,
                       on_final: Callable[[int, int], None] | None, now_ms: int) -> _Client:
@@ -813,7 +836,10 @@ class SipFront:
         else:
             self._end(client)
         server = client.server
-        if server is None or server.answered_here or server.txn.state not in (State.TRYING, State.PROCEEDING):
+        if server is None or server.client is not client or server.answered_here \
+                or server.txn.state not in (State.TRYING, State.PROCEEDING):
+            return
+        if not client.heard and self._fork(server, now_ms):
             return
         aor = self._aor_of(server.request)
         if server.request.method == "MESSAGE" and not client.heard and aor is not None:
@@ -847,6 +873,8 @@ class SipFront:
         server = client.server
         if server is None or resp.status == 100:
             return  # our own CANCEL's answer; or a 100, which we sent ourselves
+        if resp.status >= 300 and resp.status < 600 and server.client is client and self._fork(server, now_ms):
+            return  # this front of the callee could not reach it: the next one may
         data = resp.to_bytes()
         if server.answered_here or server.txn.terminated:
             if client.request.method == "INVITE" and 200 <= resp.status < 300:
