@@ -141,7 +141,7 @@ def test_retransmissions_are_absorbed_while_the_overlay_is_asked_and_answered_fr
     assert world.take() == [] and len(world.held) == 1  # one store for three copies
     world.resume_overlay()
     assert world.statuses() == [200]
-    world.send(register)  # once answered, a retransmission gets the same answer, not a second store
+    world.send(register)  # once answered, a retransmission is served again: the same answer, no second store
     assert world.statuses() == [200]
     assert [type(r).__name__ for r in world.overlay_started] == ["OverlayStore", "OverlayFetch"]  # + offline ones
 
@@ -202,12 +202,17 @@ def test_register_over_tcp_is_answered_on_the_connection_and_its_transaction_end
 
 def test_transactions_over_udp_live_as_section_17_says():
     world = FrontWorld()
-    world.register("ivy", port=PHONE + 5)
-    assert world.front.transactions == 1  # the REGISTER's, for 64*T1 (Timer J)
-    world.advance(31_999)
-    assert world.front.transactions == 1
-    world.advance(1)
-    assert world.front.transactions == 0
+    register = raw_register(PHONE + 5, "ivy", PHONE + 5, domain=DOMAIN)
+    world.overlay_paused = True
+    world.send(register)
+    world.send(register)  # absorbed while the overlay stores it
+    assert world.front.transactions == 1 and world.take() == []
+    world.resume_overlay()
+    assert world.statuses() == [200]
+    assert world.front.transactions == 0  # answered as a stateless UAS would (§8.2.7): no 32 s of state
+    world.send(register)
+    assert world.statuses() == [200] and len([r for r in world.held + world.overlay_started
+                                               if type(r).__name__ == "OverlayStore"]) == 1  # and no second store
     world.send(in_dialog("BYE", f"sip:ivy@{DOMAIN}"))
     sent, link = forwarded(world, "BYE")
     world.send(answer(sent, 200), port=PHONE + 5)
@@ -232,8 +237,9 @@ def test_a_full_transaction_table_refuses_new_requests_with_retry_after_but_neve
     monkeypatch.setattr(front_module, "TRANSACTIONS_MAX", 3)
     world = FrontWorld()
     world.register("kim", port=PHONE + 7)
-    for i in range(2):
-        world.send(request("OPTIONS", OPTIONS_TO_FRONT))
+    world.overlay_paused = True  # three INVITEs wait for their lookups: three transactions
+    for i in range(3):
+        world.send(request("INVITE", f"sip:nobody{i}@{DOMAIN}"))
     world.take()
     assert world.front.transactions == 3
     world.send(request("INVITE", f"sip:kim@{DOMAIN}"))

@@ -79,6 +79,7 @@ OFFLINE_RECHECK_MS = 300_000
 MAGIC = "z9hG4bK"
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, SUBSCRIBE, NOTIFY, REGISTER, INFO, UPDATE, REFER, PRACK"
 DIALOG_CREATING = ("INVITE", "SUBSCRIBE", "REFER")
+STATELESS_ONCE_ANSWERED = ("REGISTER", "OPTIONS")  # requests we serve ourselves, idempotently
 REASONS = {100: "Trying", 200: "OK", 202: "Accepted", 400: "Bad Request", 404: "Not Found",
            408: "Request Timeout", 480: "Temporarily Unavailable", 481: "Call/Transaction Does Not Exist",
            482: "Loop Detected", 483: "Too Many Hops", 500: "Server Internal Error", 503: "Service Unavailable"}
@@ -222,6 +223,7 @@ class _Wait:
 
 
 _GATEWAYS = "advertise gateways"
+_ANSWERED = SipRequest(method="", uri="")  # what an answered server transaction keeps of its request
 Timed = Union[_Server, _Client, _Wait, str]
 
 
@@ -919,14 +921,24 @@ class SipFront:
             self._answer(server, status, reason, now_ms=now_ms)
 
     def _server_actions(self, server: _Server, actions: tuple[Action, ...], data: bytes) -> None:
-        if server.txn.state not in (State.TRYING, State.PROCEEDING):
-            server.tu_deadline_ms = None
         for action in actions:
             if action is Action.SEND_RESPONSE:
                 server.last = data
                 self._send(data, server.link)
             elif action is Action.RESEND_RESPONSE and server.last:
                 self._send(server.last, server.link)
+        if server.txn.state not in (State.TRYING, State.PROCEEDING):
+            if server.answered_here and server.request.method in STATELESS_ONCE_ANSWERED:
+                # As a stateless UAS (§8.2.7): a retransmission is served again, which for these
+                # is idempotent and cheap, instead of 32 s of state for each at 2,000/s.
+                self._end(server)
+                return
+            # Answered: from here it only repeats its answer (Timers G, J) or waits for the ACK,
+            # for up to 32 s. It lets its request go (most of the 4 KiB it holds).
+            server.tu_deadline_ms = None
+            server.request = _ANSWERED
+            server.client = None
+            server.alternatives = []
         self._schedule(server)
 
     def _respond_stateless(self, req: SipRequest, link: Link, status: int, reason: str | None = None,
