@@ -8,7 +8,7 @@ from peerphone.core.ids import id_from_name
 from peerphone.core.usages import Kind, OfflineMessage, Registration
 from peerphone.core.wire.messages import DataModel, Entry
 from peerphone.sip import front as front_module
-from peerphone.sip.front import RESOLVING_MAX, Link
+from peerphone.sip.front import RESOLVING_MAX, Forwarded, Link
 from peerphone.sip.message import SipRequest, SipResponse
 
 from tests.sip.frontworld import DOMAIN, FRONT_PORT, PHONE, FrontWorld, answer, request
@@ -56,6 +56,8 @@ def test_a_request_to_a_registered_aor_reaches_its_contact_with_via_record_route
     vias = invite.get_all("via")
     assert len(vias) == 2 and vias[0].startswith(f"SIP/2.0/UDP 127.0.0.1:{FRONT_PORT};branch=z9hG4bK")
     assert invite.get("record-route") == f"<sip:127.0.0.1:{FRONT_PORT};lr>" and invite.max_forwards() == 69
+    routed = [e for e in world.front.events() if isinstance(e, Forwarded)]
+    assert [(e.method, e.to) for e in routed] == [("INVITE", link)]
 
 
 def test_unregistered_is_404_and_options_is_answered():

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from ..core.events import RequestCompleted
 from ..core.limits import SIP_TCP_CONNECTIONS_MAX
-from ..sip.front import DeliveredOffline, FrontConfig, FrontEvent, KeptOffline, Link, Registered, SipFront
+from ..sip.front import FrontConfig, FrontEvent, Link, SipFront
 from ..sip.message import BODY_BYTES_MAX, MESSAGE_BYTES_MAX
 from .loop import DeadlineTimer
 from .udp import UdpDriver
@@ -214,7 +214,7 @@ class SipTransport(asyncio.DatagramProtocol):
         for event in front.events():
             if self.on_event is not None:
                 self.on_event(event)
-            elif isinstance(event, (Registered, KeptOffline, DeliveredOffline)):
+            else:
                 log.debug("sip: %s", event)
         self._timer.follow(front.next_deadline_ms())
 

@@ -385,6 +385,7 @@ class SimFront:
             self.world.send(self.addr, link.addr, data)
         for request in front.overlay_requests():
             sim.request(self.node, request.start, partial(self._completed, request.handle))
+        front.events()  # the report counts outcomes at the phones
         deadline = front.next_deadline_ms()
         if deadline is not None and deadline != self._timer_ms:
             self._timer_ms = deadline

@@ -174,7 +174,7 @@ class Scenario:
         self._advance(90_000)
         registered = sum(p.registered for p in world.phones.values())
         self.report.add("phones registered", registered, f"phones registered: {registered}/{spec.phones}, "
-                        f"each at a random peer's SIP front")
+                        f"two contacts each, through two random peers' SIP fronts")
 
     def calls(self, count: int, spread_ms: int) -> list[CallOutcome]:
         """`count` calls between random phones, by AOR, spread over `spread_ms`."""

@@ -168,7 +168,16 @@ class DeliveredOffline:
     aor: str
 
 
-FrontEvent = Union[Registered, KeptOffline, DeliveredOffline]
+@dataclass(frozen=True)
+class Forwarded:
+    """A request went on toward its target (an INVITE: a call routed)."""
+
+    method: str
+    call_id: str
+    to: Link
+
+
+FrontEvent = Union[Registered, KeptOffline, DeliveredOffline, Forwarded]
 Answer = Callable[[FetchAns | None, str | None, int], None]  # (answer, error, now_ms)
 
 
@@ -731,6 +740,7 @@ class SipFront:
             return
         server.forks += 1
         server.client = self._send_request(out, data, downstream, branch, server, None, now_ms)
+        self._events.append(Forwarded(req.method, req.get("call-id") or "", downstream))
 
     def _fork(self, server: _Server, now_ms: int) -> bool:
         """Try the callee's next front, if there is one and the request is still open."""
