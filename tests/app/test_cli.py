@@ -47,6 +47,9 @@ def _wait_ring(peers, timeout_s=20.0):
     ["put", "k", "v"],
     ["get", "k", "--via", "127.0.0.1:1", "--overlay", ""],
     ["frobnicate"],
+    ["sim", "--nodes", "10", "--seed", "1", "--calls", "-1"],
+    ["sim", "--nodes", "10", "--seed", "1", "--calls", "5", "--phones", "1"],
+    ["sim", "--nodes", "10", "--seed", "1", "--calls", "5", "--fail-fraction", "0.5"],
 ])
 def test_bad_arguments_give_one_line_and_status_2(args):
     result = peerphone(*args)
