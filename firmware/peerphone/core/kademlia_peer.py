@@ -40,7 +40,7 @@ from .limits import (
 )
 from .node import TIMED_OUT, Bootstrap, Direct, Entropy, Farewell, PeerConfig, PeerNode, Purpose, Rng, Route, State
 from .overlay.kademlia import KBuckets, Lookup
-from .replication import ReplicaTracker
+from .replication import ReplicaPush, ReplicaTracker
 from .rpc import Pending
 from .storage import Key
 from .wire.messages import (
@@ -81,13 +81,6 @@ class _Place(Direct):
     op: int
 
 
-@dataclass(frozen=True, slots=True)
-class _Push(Direct):
-    """A replica pushed to a node that should hold `key`."""
-
-    key: Key
-
-
 @dataclass
 class _Op:
     """A store or fetch on the closest nodes of a finished lookup."""
@@ -122,7 +115,7 @@ class KademliaPeer(PeerNode):
             _Step: self._done_step,
             Bootstrap: self._done_join,
             _Place: self._done_place,
-            _Push: self._done_push,
+            ReplicaPush: self._done_push,
         })
 
     # ------------------------------------------------------------------ commands
@@ -430,11 +423,11 @@ class KademliaPeer(PeerNode):
 
     def _push(self, node: NodeInfo, key: Key, now_ms: int) -> None:
         self._replicas.sending(key, node.node_id)
-        if not self._store_to(node, key, _Push(node, key), now_ms):
+        if not self._store_to(node, key, ReplicaPush(node, key), now_ms):
             self._replicas.sent(key, node.node_id, False)
 
     def _done_push(self, purpose: Purpose, answer: Message | None, now_ms: int) -> None:
-        assert isinstance(purpose, _Push)
+        assert isinstance(purpose, ReplicaPush)
         self._replicas.sent(purpose.key, purpose.node.node_id, answer is not None and isinstance(answer.body, StoreAns))
 
     def _republish(self, key: Key, now_ms: int) -> None:

@@ -10,9 +10,18 @@ nothing about who should hold what: that is the topology's.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
+from .node import Direct
 from .storage import Key
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaPush(Direct):
+    """A copy of `key` stored on a node that should hold one."""
+
+    key: Key
 
 
 class ReplicaTracker:

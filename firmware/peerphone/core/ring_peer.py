@@ -37,7 +37,7 @@ from .node import (
     State,
 )
 from .overlay import make_topology
-from .replication import ReplicaTracker
+from .replication import ReplicaPush, ReplicaTracker
 from .storage import Key
 from .wire.messages import (
     EMPTY,
@@ -70,11 +70,6 @@ class _FixFinger(Purpose):
 
 
 @dataclass(frozen=True, slots=True)
-class _Replicate(Direct):
-    key: Key
-
-
-@dataclass(frozen=True, slots=True)
 class _Recall(Purpose):
     """A node we once declared failed, asked who follows us on its ring."""
 
@@ -102,7 +97,7 @@ class RingPeer(PeerNode):
             _Stabilize: self._done_stabilize,
             _FixFinger: self._done_fix_finger,
             _Recall: self._done_recall,
-            _Replicate: self._done_replicate,
+            ReplicaPush: self._done_replicate,
         })
 
     def _farewell(self, now_ms: int) -> bool:
@@ -278,7 +273,7 @@ class RingPeer(PeerNode):
             self._fix_finger(self._finger_cursor, purpose.budget - 1, now_ms)
 
     def _done_replicate(self, purpose: Purpose, answer: Message | None, now_ms: int) -> None:
-        assert isinstance(purpose, _Replicate)
+        assert isinstance(purpose, ReplicaPush)
         acknowledged = answer is not None and isinstance(answer.body, StoreAns)
         self._replicas.sent(purpose.key, purpose.node.node_id, acknowledged)
         if not acknowledged:
@@ -353,7 +348,7 @@ class RingPeer(PeerNode):
             return
         for key in self.storage.keys():
             if not in_half_open(key[0], new_pred.node_id, self.me.node_id):
-                self._store_to(new_pred, key, _Replicate(new_pred, key), now_ms)
+                self._store_to(new_pred, key, ReplicaPush(new_pred, key), now_ms)
 
     def _replicate_key(self, key: Key, now_ms: int) -> None:
         if not self.topology.responsible(key[0]):
@@ -362,7 +357,7 @@ class RingPeer(PeerNode):
             if not self._replicas.needs(key, node.node_id):
                 continue
             self._replicas.sending(key, node.node_id)
-            if not self._store_to(node, key, _Replicate(node, key), now_ms):
+            if not self._store_to(node, key, ReplicaPush(node, key), now_ms):
                 self._replicas.sent(key, node.node_id, False)
 
     def _replication_pending(self) -> int:
