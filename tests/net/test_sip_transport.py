@@ -8,6 +8,8 @@ from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from peerphone.core.ids import id_from_name
 from peerphone.core.limits import Timing
 from peerphone.core.peer import PeerConfig
@@ -15,7 +17,7 @@ from peerphone.core.usages import Kind
 from peerphone.net.sip_transport import FramingError, SipTransport, StreamFramer
 from peerphone.net.udp import UdpDriver, system_node_factory
 from peerphone.sip.front import FrontConfig
-from peerphone.sip.message import BODY_BYTES_MAX, SipResponse, parse
+from peerphone.sip.message import BODY_BYTES_MAX, MESSAGE_BYTES_MAX, SipResponse, parse
 
 from tests.sip.raw import free_port
 from tests.sip.raw import register as raw_register
@@ -110,3 +112,15 @@ def test_a_refused_tcp_connection_fails_the_branch_at_once():
                 "OPTIONS", f"sip:x@127.0.0.1:{closed};transport=tcp", port, to=f"sip:x@{DOMAIN}"))
             assert answers[0].status == 480  # not after the 10-minute reach timeout: the refusal
     asyncio.run(main())
+
+
+@given(st.lists(st.binary(max_size=3000), max_size=20))
+@settings(max_examples=500)
+def test_the_framer_takes_any_bytes_without_raising_anything_but_a_framing_error_or_growing_unbounded(chunks):
+    framer = StreamFramer()
+    for chunk in chunks:
+        try:
+            framer.feed(chunk)
+        except FramingError:
+            return  # the transport closes the connection
+        assert len(framer._buffer) <= MESSAGE_BYTES_MAX + BODY_BYTES_MAX + 4
