@@ -369,3 +369,28 @@ def test_a_failure_from_one_front_of_the_callee_sends_the_request_to_the_next():
     assert link.addr[1] == 6003 and again.get_all("via")[0] != sent.get_all("via")[0]  # a branch of its own
     world.send(answer(again, 200), port=6003)
     assert world.statuses() == [200]
+
+
+def test_a_register_whose_store_a_later_one_of_the_same_phone_overtook_is_answered_200():
+    world = FrontWorld()
+    world.overlay_paused = True
+    world.send(raw_register(PHONE + 11, "ola", PHONE + 11, domain=DOMAIN))
+    world.advance(10)
+    world.send(raw_register(PHONE + 11, "ola", PHONE + 11, domain=DOMAIN))  # a new REGISTER, not a copy
+    assert len(world.held) == 2
+    world.held.reverse()  # the later store reaches the overlay first; the earlier one is then too old
+    world.resume_overlay()
+    assert world.statuses() == [200, 200]
+
+
+def test_a_register_under_a_newer_copy_that_is_not_ours_is_refused():
+    world = FrontWorld()
+    aor, contact = f"sip:pia@{DOMAIN}", f"sip:pia@127.0.0.1:{PHONE + 12}"
+    squatter = Registration(contact, ("127.0.0.1", 6009), 4242)  # newer than anything we will store
+    world.node.store(id_from_name(aor), Kind.SIP_REGISTRATION, DataModel.DICTIONARY,
+                     [Entry(front_module._contact_key(contact), squatter.to_bytes(), 10**12, 600)],
+                     now_ms=world.now_ms)
+    world.ring.flush(world.node)
+    world.ring.run(10)
+    world.send(raw_register(PHONE + 12, "pia", PHONE + 12, domain=DOMAIN))
+    assert world.statuses() == [503]  # the trust issue decides who may write it; here we do not pretend

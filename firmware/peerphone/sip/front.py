@@ -37,6 +37,7 @@ from functools import partial
 from typing import Callable, Union
 
 from ..core.deadlines import Deadlines
+from ..core.errors import ErrorCode
 from ..core.events import RequestCompleted
 from ..core.ids import id_from_name
 from ..core.limits import (
@@ -48,7 +49,7 @@ from ..core.limits import (
 )
 from ..core.peer import PeerNode
 from ..core.usages import MODEL_OF, Kind, OfflineMessage, RecordError, Registration
-from ..core.wire.messages import ARRAY_APPEND, Addr, DataModel, Entry, FetchAns
+from ..core.wire.messages import ARRAY_APPEND, Addr, DataModel, Entry, Error, FetchAns
 from . import tunnel
 from .message import SipParseError, SipRequest, SipResponse, canonical, check_request, parse
 from .transaction import T1_MS, Action, Input, State, Transaction, TransactionError, response_input
@@ -178,7 +179,7 @@ class Forwarded:
 
 
 FrontEvent = Union[Registered, KeptOffline, DeliveredOffline, Forwarded]
-Answer = Callable[[FetchAns | None, str | None, int], None]  # (answer, error, now_ms)
+Answer = Callable[[FetchAns | None, Error | None, int], None]  # (answer, error, now_ms)
 
 
 @dataclass(eq=False)
@@ -188,6 +189,7 @@ class _Binding:
     link: Link
     expires_at_ms: int
     stored_until_ms: int  # when the overlay's copy of it lapses unless refreshed
+    stamp_ms: int  # the storage time of that copy
     offline_checked_ms: int  # when we last looked for messages kept for it
 
 
@@ -232,6 +234,7 @@ class _Wait:
 
 
 _GATEWAYS = "advertise gateways"
+NO_ANSWER = Error(ErrorCode.UNREACHABLE, "no answer from the overlay")
 _ANSWERED = SipRequest(method="", uri="")  # what an answered server transaction keeps of its request
 Timed = Union[_Server, _Client, _Wait, str]
 
@@ -312,7 +315,7 @@ class SipFront:
             self.counters["sip tunnelled in"] += 1
             self.receive(whole, Link("TUNNEL", ("", 0), origin), now_ms=now_ms)
 
-    def overlay_answered(self, handle: int, answer: FetchAns | None, error: str | None, *, now_ms: int) -> None:
+    def overlay_answered(self, handle: int, answer: FetchAns | None, error: Error | None, *, now_ms: int) -> None:
         """The overlay finished request `handle` (an `answer` to a fetch, or an `error`)."""
         wait = self._waits.pop(handle, None)
         if wait is None:
@@ -327,7 +330,7 @@ class SipFront:
     def overlay_completed(self, handle: int, done: RequestCompleted, *, now_ms: int) -> None:
         """`overlay_answered` from the node's own completion event."""
         if done.error is not None:
-            self.overlay_answered(handle, None, done.error.reason, now_ms=now_ms)
+            self.overlay_answered(handle, None, done.error, now_ms=now_ms)
         else:
             self.overlay_answered(handle, done.answer if isinstance(done.answer, FetchAns) else None, None,
                                   now_ms=now_ms)
@@ -342,7 +345,7 @@ class SipFront:
         for item in self._timers.pop_due(now_ms):
             if isinstance(item, _Wait):
                 if self._waits.get(item.handle) is item:
-                    self.overlay_answered(item.handle, None, "no answer from the overlay", now_ms=now_ms)
+                    self.overlay_answered(item.handle, None, NO_ANSWER, now_ms=now_ms)
             elif isinstance(item, _Client):
                 self._guarded(partial(self._client_timer, item, now_ms), None, None, now_ms)
             elif isinstance(item, _Server):
@@ -534,15 +537,15 @@ class SipFront:
                               .to_bytes() if e else b"", stamp, e)
                         for c, params, e in changes if not self._fresh(bindings.get(c), params, e, server.link, now_ms))
 
-        def stored(_answer: FetchAns | None, error: str | None, now_ms: int) -> None:
-            if error is not None:
-                log.warning("sip: registration of %s not stored: %s", aor, error)
+        def stored(_answer: FetchAns | None, error: Error | None, now_ms: int) -> None:
+            if error is not None and not self._overtaken_by_ours(error, aor, changes, stamp, now_ms):
+                log.warning("sip: registration of %s not stored: %s", aor, error.reason)
                 self._answer(server, 503, "Service Unavailable (overlay did not store)", now_ms=now_ms)
                 return
-            self._bind(server, aor, changes, {e.key for e in entries}, now_ms)
+            self._bind(server, aor, changes, set() if error else {e.key for e in entries}, stamp, now_ms)
 
         if not entries:
-            self._bind(server, aor, changes, set(), now_ms)  # a query, or refreshes the overlay has fresh
+            self._bind(server, aor, changes, set(), stamp, now_ms)  # a query, or refreshes the overlay has fresh
             return
         resource = id_from_name(aor)
         self._ask(lambda h: OverlayStore(h, resource, Kind.SIP_REGISTRATION, MODEL_OF[Kind.SIP_REGISTRATION],
@@ -555,8 +558,18 @@ class SipFront:
                 and binding.link == self._path_to(Uri.parse(binding.contact), came_from)
                 and binding.stored_until_ms - now_ms >= expires * 750)
 
+    def _overtaken_by_ours(self, error: Error, aor: str, changes: list[tuple[str, str, int]], stamp: int,
+                           now_ms: int) -> bool:
+        """A store refused as older than what is stored, because a later REGISTER of the same
+        phone was stored here first (both were on their way): no failure. A newer copy that is
+        not ours is one."""
+        if error.code != ErrorCode.DATA_TOO_OLD:
+            return False
+        bindings = self._live_bindings(aor, now_ms)
+        return all(c in bindings and bindings[c].stamp_ms >= stamp for c, _, e in changes if e)
+
     def _bind(self, server: _Server, aor: str, changes: list[tuple[str, str, int]], stored: set[object],
-              now_ms: int) -> None:
+              stamp: int, now_ms: int) -> None:
         bindings = self._live_bindings(aor, now_ms)
         new = False
         for uri_text, params, expires in changes:
@@ -565,11 +578,12 @@ class SipFront:
                 bindings.pop(uri_text, None)
                 continue
             new = new or old is None
-            stored_until = now_ms + expires * 1000 if _contact_key(uri_text) in stored or old is None \
-                else old.stored_until_ms
+            written = old is None or _contact_key(uri_text) in stored
             bindings[uri_text] = _Binding(uri_text, params, self._path_to(Uri.parse(uri_text), server.link),
-                                          now_ms + expires * 1000, stored_until,
-                                          old.offline_checked_ms if old is not None else now_ms)
+                                          now_ms + expires * 1000,
+                                          now_ms + expires * 1000 if old is None or written else old.stored_until_ms,
+                                          stamp if old is None or written else old.stamp_ms,
+                                          now_ms if old is None else old.offline_checked_ms)
         if bindings:
             self._bindings[aor] = bindings
         else:
@@ -620,13 +634,13 @@ class SipFront:
             self._forward(server, req, link, binding.link, now_ms)
             return
 
-        def found(answer: FetchAns | None, error: str | None, now_ms: int) -> None:
+        def found(answer: FetchAns | None, error: Error | None, now_ms: int) -> None:
             if answer is None:
-                self.counters[f"sip lookup failed: {error}"] += 1
+                self.counters[f"sip lookup failed: {error.reason if error else 'no answer'}"] += 1
                 if attempt < LOOKUP_ATTEMPTS and (server is None or not server.txn.terminated):
                     self._to_aor(server, req, link, aor, now_ms, attempt + 1)  # under churn, often a stale route
                     return
-                log.info("sip: lookup of %s failed: %s", aor, error)
+                log.info("sip: lookup of %s failed: %s", aor, error.reason if error else "no answer")
                 self._answer_if(server, 480, "Temporarily Unavailable (overlay lookup failed)", now_ms)
                 return
             records = []
@@ -663,7 +677,7 @@ class SipFront:
     def _to_gateway(self, server: _Server | None, req: SipRequest, link: Link, domain: str, now_ms: int) -> None:
         """A foreign domain: to a peer that gateways to it, found in the overlay (seed 002, §3.4)."""
 
-        def found(answer: FetchAns | None, error: str | None, now_ms: int) -> None:
+        def found(answer: FetchAns | None, error: Error | None, now_ms: int) -> None:
             fronts = []
             for entry in answer.entries if answer is not None else ():
                 try:
@@ -691,9 +705,9 @@ class SipFront:
         self._timers.set(_GATEWAYS, now_ms + GATEWAY_LIFETIME_S * 1000 // 3)
 
     @staticmethod
-    def _logged(what: str, _answer: FetchAns | None, error: str | None, _now_ms: int) -> None:
+    def _logged(what: str, _answer: FetchAns | None, error: Error | None, _now_ms: int) -> None:
         if error is not None:
-            log.warning("sip: %s: %s", what, error)
+            log.warning("sip: %s: %s", what, error.reason)
 
     def _link_to(self, uri: Uri) -> Link:
         node = uri.param(TUNNEL_PARAM)  # a front that is reached through the overlay (its Record-Route)
@@ -974,9 +988,9 @@ class SipFront:
             return
         self.counters["sip tunnelled out"] += 1
         for part in tunnel.split(data, self._entropy(tunnel.MESSAGE_ID_BYTES)):
-            def failed(_answer: FetchAns | None, error: str | None, now_ms: int) -> None:
+            def failed(_answer: FetchAns | None, error: Error | None, now_ms: int) -> None:
                 if error is not None:
-                    log.info("sip: tunnel to %x failed: %s", link.node_id, error)
+                    log.info("sip: tunnel to %x failed: %s", link.node_id, error.reason)
                     self.transport_failed(link, now_ms=now_ms)
 
             self._handles += 1
@@ -1005,9 +1019,9 @@ class SipFront:
             return
         entry = Entry(ARRAY_APPEND, record, self._storage_time_ms(now_ms), OFFLINE_LIFETIME_S)
 
-        def kept(_answer: FetchAns | None, error: str | None, now_ms: int) -> None:
+        def kept(_answer: FetchAns | None, error: Error | None, now_ms: int) -> None:
             if error is not None:
-                log.warning("sip: offline message for %s not kept: %s", aor, error)
+                log.warning("sip: offline message for %s not kept: %s", aor, error.reason)
                 self._answer_if(server, 480, "Temporarily Unavailable (could not keep the message)", now_ms)
                 return
             self.counters["sip messages kept offline"] += 1
@@ -1024,9 +1038,9 @@ class SipFront:
         once its UA has taken it."""
         resource = id_from_name(aor)
 
-        def fetched(answer: FetchAns | None, error: str | None, now_ms: int) -> None:
+        def fetched(answer: FetchAns | None, error: Error | None, now_ms: int) -> None:
             if answer is None:
-                log.info("sip: offline messages of %s not fetched: %s", aor, error)
+                log.info("sip: offline messages of %s not fetched: %s", aor, error.reason if error else "")
                 return
             kept = sorted((e for e in answer.entries if isinstance(e.key, int)), key=lambda e: e.key)  # type: ignore[arg-type, return-value]
             self._deliver_next(aor, resource, kept, now_ms)
