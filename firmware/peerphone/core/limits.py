@@ -91,7 +91,7 @@ BINDINGS_MAX = 10_000
 # Server and client transactions together. At 200 calls/s over UDP a BYE's server
 # transaction lives 64*T1 (Timer J) and its client one T4: about 7,400 at once.
 SIP_TRANSACTIONS_MAX = 16_384
-SIP_RESOLVING_MAX = 4096  # requests waiting for an overlay fetch or store at once (about 4 KiB each)
+SIP_RESOLVING_MAX = 1024  # requests waiting for an overlay fetch or store at once (about 4 KiB each)
 SIP_TCP_CONNECTIONS_MAX = 256
 TUNNEL_REASSEMBLIES_MAX = 64
 
