@@ -3,8 +3,9 @@
 The overlay is the location service. REGISTER stores AOR -> contact (and this
 front's address and node id) in the overlay as a SIP registration; a request for
 an AOR of the overlay's domain is sent to the contact when the UA registered
-here, else to the front that serves it, found by an overlay fetch. That front
-hands it to its UA. A front whose callee cannot be reached says 480; a MESSAGE
+here, else to the fronts that serve it, found by an overlay fetch, newest first
+and the others in turn when one fails (serial forking, §16.6). That front hands it
+to its UA. A front whose callee cannot be reached says 480; a MESSAGE
 for an AOR that is not online is kept in the overlay and delivered when the AOR
 registers (seed 000). Requests for other domains go to the gateway configured for
 them (seed 002, §3.4), and requests from there for overlay AORs are served alike.
@@ -21,9 +22,11 @@ transaction and every request it sends a client transaction (`transaction.py`,
 §17); it sends 100 Trying to every INVITE, matches CANCEL to its INVITE, gives a
 branch `reach_timeout_ms` to answer at all (480 after that; a MESSAGE is kept
 offline instead) and an INVITE Timer C (§16.6 step 11) to answer finally (408).
-A request that does not parse is dropped and counted; one that parses but misses
-a mandatory header is answered 400. Nothing raised while handling a message
-leaves `receive`.
+REGISTER and OPTIONS, which the front serves itself, are answered as a
+stateless UAS once answered (§8.2.7): a retransmission is served again, which is
+idempotent. A request that does not parse is dropped and counted; one that parses
+but misses a mandatory header is answered 400. Nothing raised while handling a
+message leaves `receive`.
 """
 
 from __future__ import annotations
