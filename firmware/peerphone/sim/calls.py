@@ -73,7 +73,6 @@ class _Dialog:
     remote: str  # the far end's To, with its tag
     target: str  # the far end's contact
     routes: list[str]
-    cseq: int = 1
 
 
 class SimPhone:
