@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from ..core.events import RequestCompleted
 from ..core.limits import SIP_TCP_CONNECTIONS_MAX
-from ..sip.front import FrontConfig, FrontEvent, Link, SipFront
+from ..sip.front import FrontConfig, Link, SipFront
 from ..sip.message import BODY_BYTES_MAX, MESSAGE_BYTES_MAX
 from .loop import DeadlineTimer
 from .udp import UdpDriver
@@ -134,7 +134,6 @@ class SipTransport(asyncio.DatagramProtocol):
         self._streams: dict[tuple[str, int], _Stream] = {}
         self._connecting: dict[tuple[str, int], list[bytes]] = {}
         self._timer = DeadlineTimer(self._loop, self._on_timer)
-        self.on_event: Callable[[FrontEvent], None] | None = None
 
     @classmethod
     async def open(cls, host: str, port: int, config: FrontConfig, overlay: UdpDriver,
@@ -166,7 +165,7 @@ class SipTransport(asyncio.DatagramProtocol):
         return self.front.config.port
 
     def now_ms(self) -> int:
-        return int(self._loop.time() * 1000)
+        return self.overlay.now_ms()  # one clock for the peer and its front
 
     def close(self) -> None:
         self.front.close()
@@ -212,10 +211,7 @@ class SipTransport(asyncio.DatagramProtocol):
         for request in front.overlay_requests():
             self.overlay.begin(request.start, partial(self._overlay_done, request.handle))
         for event in front.events():
-            if self.on_event is not None:
-                self.on_event(event)
-            else:
-                log.debug("sip: %s", event)
+            log.debug("sip: %s", event)
         self._timer.follow(front.next_deadline_ms())
 
     def _send(self, data: bytes, link: Link) -> None:
