@@ -186,7 +186,7 @@ class Transaction:
     reliable: bool
     state: State = field(init=False)
     _due: dict[Input, int] = field(default_factory=dict, init=False)  # timer -> deadline_ms
-    _interval: dict[Input, int] = field(default_factory=dict, init=False)
+    _interval: dict[Input, tuple[int, int]] = field(default_factory=dict, init=False)  # (now, cap; 0: none)
 
     @classmethod
     def start(cls, kind: Kind, *, reliable: bool, now_ms: int) -> "Transaction":
@@ -235,7 +235,7 @@ class Transaction:
             self.state = state
             self._enter(now_ms)
             if self.kind is _NICT and state is _P and Input.E in self._due:
-                self._interval[Input.E] = T2_MS  # §17.1.2.2: in Proceeding, E fires every T2
+                self._interval[Input.E] = (T2_MS, T2_MS)  # §17.1.2.2: in Proceeding, E fires every T2
         if self._due and not self.terminated and min(self._due.values()) <= now_ms:
             actions = actions + self.expire(now_ms=now_ms)  # a zero timer on a reliable transport
         return actions
@@ -252,14 +252,10 @@ class Transaction:
                 continue
             self._due[timer] = now_ms + first
             if spec.doubles_to_ms is not None and not self.reliable:
-                self._interval[timer] = first
+                self._interval[timer] = (first, spec.doubles_to_ms)
 
     def _rearm(self, timer: Input, now_ms: int) -> None:
-        spec = _timers(self.kind, self.state if timer is not Input.E else _T)[timer]
-        interval = self._interval[timer]
-        if not (self.kind is _NICT and self.state is _P):  # Proceeding's E stays at T2
-            interval *= 2
-            if spec.doubles_to_ms:
-                interval = min(interval, spec.doubles_to_ms)
-        self._interval[timer] = interval
+        interval, cap = self._interval[timer]
+        interval = min(interval * 2, cap) if cap else interval * 2
+        self._interval[timer] = (interval, cap)
         self._due[timer] = now_ms + interval
