@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any, Callable, Coroutine, TypeVar
 
 T = TypeVar("T")
@@ -14,6 +15,22 @@ def loop_name() -> str:
     except ImportError:
         return "asyncio"
     return "uvloop"
+
+
+SOCKET_BUFFER_BYTES = 4 << 20  # bursts (a replica handover, a REGISTER storm) are queued, not dropped
+
+
+def widen_buffers(transport: asyncio.BaseTransport) -> None:
+    """Ask for socket buffers that hold a burst; the kernel caps them at net.core.[rw]mem_max
+    (the default of about 200 KB holds only some 250 datagrams)."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return
+    for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER_BYTES)
+        except OSError:
+            pass  # a smaller buffer still works
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:

@@ -17,7 +17,7 @@ from ..core.events import Event, Joined, JoinFailed, Left, NodeFailed, RequestCo
 from ..core.ids import short
 from ..core.peer import PeerConfig, PeerNode, make_peer
 from ..core.wire.messages import Addr, DataModel, Entry, Error, FetchAns, NodeInfo
-from .loop import DeadlineTimer
+from .loop import DeadlineTimer, widen_buffers
 
 log = logging.getLogger("peerphone.net")
 REQUEST_TIMEOUT_S = 10.0
@@ -44,6 +44,7 @@ class UdpDriver(asyncio.DatagramProtocol):
         transport, driver = await loop.create_datagram_endpoint(lambda: cls(make_node), local_addr=listen)
         # The node is made here, not in connection_made: uvloop may call that later.
         driver._transport = transport
+        widen_buffers(transport)
         host, port = transport.get_extra_info("sockname")[:2]
         driver.node = make_node((host, port), driver.now_ms())
         return driver
