@@ -20,6 +20,18 @@ OVERLAY = 0x5EE1
 TIMING = Timing().scaled(200)
 
 
+def build(n: int, seed: int = 7, topology: Topology = Topology.CHORD) -> "Ring":
+    """`n` peers joined one after the other, run until their tables agree with the oracle."""
+    ring = Ring(seed=seed, topology=topology)
+    first = ring.add()
+    for _ in range(n - 1):
+        ring.add(bootstrap=first.me.addr)
+        ring.run(40)
+    ring.run(5000)
+    assert ring.converged()
+    return ring
+
+
 class Ring:
     def __init__(self, seed: int = 1, latency_ms: int = 1, timing: Timing = TIMING,
                  topology: Topology = Topology.CHORD) -> None:
@@ -32,6 +44,7 @@ class Ring:
         self.dead: set[Addr] = set()
         self.wire: deque[tuple[int, bytes, Addr, Addr]] = deque()
         self.events: list[tuple[Addr, object]] = []
+        self.strays: list[tuple[bytes, Addr]] = []  # datagrams sent to an address no node has (data, to)
 
     def add(self, node_id: int | None = None, *, bootstrap: Addr | None = None, client: bool = False) -> PeerNode:
         addr = ("10.0.0.%d" % (len(self.nodes) + 1), 4000)
@@ -69,6 +82,8 @@ class Ring:
             if next_wire is not None and next_wire <= self.now_ms:
                 _, data, src, dst = self.wire.popleft()
                 node = self.nodes.get(dst)
+                if node is None:
+                    self.strays.append((data, dst))
                 if node is not None and dst not in self.dead:
                     node.receive_datagram(data, src, now_ms=self.now_ms)
                     self.flush(node)

@@ -9,7 +9,7 @@ from peerphone.core.events import Left, RequestCompleted, Tunnelled
 from peerphone.core.ids import id_from_name
 from peerphone.core.limits import DATAGRAM_BYTES_MAX, DICT_KEY_BYTES_MAX, REPLICAS, TUNNEL_BYTES_MAX, VALUE_BYTES_MAX
 from peerphone.core.overlay import Topology
-from peerphone.core.peer import State
+from peerphone.core.peer import PeerNode, State
 from peerphone.core.wire import encode
 from peerphone.core.wire.messages import (
     ARRAY_APPEND,
@@ -25,22 +25,13 @@ from peerphone.core.wire.messages import (
     Store,
 )
 
-from tests.ring import OVERLAY, Ring
+from tests.ring import OVERLAY, Ring, build
 
 
-def build(n: int, seed: int = 7, topology: Topology = Topology.CHORD) -> Ring:
-    ring = Ring(seed=seed, topology=topology)
-    first = ring.add()
-    for _ in range(n - 1):
-        ring.add(bootstrap=first.me.addr)
-        ring.run(40)
-    ring.run(5000)
-    assert ring.converged()
-    return ring
-
-
-def completed(ring: Ring, handle: int) -> RequestCompleted:
-    found = [e for _, e in ring.events if isinstance(e, RequestCompleted) and e.handle == handle]
+def completed(ring: Ring, handle: int, node: PeerNode | None = None) -> RequestCompleted:
+    """The completion of `handle` (of `node`, where several nodes made requests)."""
+    found = [e for at, e in ring.events if isinstance(e, RequestCompleted) and e.handle == handle
+             and (node is None or at == node.me.addr)]
     assert len(found) == 1, found
     return found[0]
 
@@ -50,14 +41,14 @@ def put(ring, client, key, value, via, t=1):
                      first_hop=via.me.addr)
     ring.flush(client)
     ring.run(500)
-    return completed(ring, h)
+    return completed(ring, h, client)
 
 
 def get(ring, client, key, via):
     h = client.fetch(id_from_name(key), 1, now_ms=ring.now_ms, first_hop=via.me.addr)
     ring.flush(client)
     ring.run(3000)
-    return completed(ring, h)
+    return completed(ring, h, client)
 
 
 def holders(ring, key):
@@ -125,9 +116,10 @@ def test_a_retransmitted_append_is_executed_once(topology):
     rid = id_from_name("list")
     owner = next(n for n in ring.live() if n.me.node_id == ring.responsible(rid))
     body = Store(rid, 2, DataModel.ARRAY, (Entry(ARRAY_APPEND, b"m", 1, 60),), False)
-    msg = Message(32, (12345,), (Dest(DestKind.RESOURCE, rid),), 42, Code.STORE, body)
+    sender = ring.add(client=True, bootstrap=owner.me.addr)  # answers the owner's ping: a proven sender
+    msg = Message(32, (sender.me.node_id,), (Dest(DestKind.RESOURCE, rid),), 42, Code.STORE, body)
     for _ in range(3):  # the same transaction three times, as retransmissions arrive
-        owner.receive_datagram(encode(msg, OVERLAY), ("10.9.9.9", 1), now_ms=ring.now_ms)
+        owner.receive_datagram(encode(msg, OVERLAY), sender.me.addr, now_ms=ring.now_ms)
     ring.flush(owner)
     ring.run(1000)  # a Kademlia peer answers after its lookup
     assert owner.counters["deduplicated"] == 2

@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from peerphone.core.errors import DecodeError
 from peerphone.core.ids import id_from_name
-from peerphone.core.limits import INGRESS_BURST
+from peerphone.core.limits import INGRESS_BURST, INGRESS_NETWORK_BURST
 from peerphone.core.overlay import Topology
 from peerphone.core.peer import PeerNode
 from peerphone.core.wire import decode, encode
@@ -93,9 +93,30 @@ def test_a_flood_from_one_source_is_rate_limited_but_others_are_served():
 def test_a_store_with_a_wrong_data_model_is_answered_with_an_error(topology):
     ring = Ring(seed=2, topology=topology)
     node = ring.add()
+    sender = ring.add(client=True, bootstrap=node.me.addr)
     rid = id_from_name("k")
     for model, key in ((DataModel.SINGLE, None), (DataModel.DICTIONARY, b"x")):
-        msg = Message(32, (5,), (Dest(DestKind.RESOURCE, rid),), int(model), Code.STORE,
+        msg = Message(32, (sender.me.node_id,), (Dest(DestKind.RESOURCE, rid),), int(model), Code.STORE,
                       Store(rid, 1, model, (Entry(key, b"v", 1, 60),), False))
-        node.receive_datagram(encode(msg, OVERLAY), ("10.0.0.5", 1), now_ms=0)
+        node.receive_datagram(encode(msg, OVERLAY), sender.me.addr, now_ms=0)
+        ring.flush(node)
+        ring.run(100)  # the sender answers the node's ping, then the store runs
     assert node.counters["sent.STORE_ANS"] == 1 and node.counters["sent.ERROR"] == 1
+
+
+def test_many_ports_or_many_hosts_of_one_network_are_limited_as_one_but_neighbours_never():
+    ring = Ring(seed=9)
+    node = ring.add()
+    neighbour = ring.add(bootstrap=node.me.addr)
+    ring.run(2000)
+    ping = encode(Message(32, (5,), (), 1, Code.PING, EMPTY), OVERLAY)
+    for port in range(INGRESS_BURST + 100):  # one host, a new source port each time
+        node.receive_datagram(ping, ("10.99.0.1", 1024 + port), now_ms=ring.now_ms)
+    assert node.counters["drop.rate"] == 100
+    for i in range(INGRESS_NETWORK_BURST):  # hosts of one /24, each under its own limit
+        node.receive_datagram(ping, (f"10.99.0.{2 + i % 250}", 1), now_ms=ring.now_ms)
+    allowed = INGRESS_NETWORK_BURST - INGRESS_BURST  # what the first host left of the network's burst
+    assert node.counters["drop.rate"] == 100 + INGRESS_NETWORK_BURST - allowed
+    from_neighbour = encode(Message(32, (neighbour.me.node_id,), (), 2, Code.PING, EMPTY), OVERLAY)
+    node.receive_datagram(from_neighbour, neighbour.me.addr, now_ms=ring.now_ms)
+    assert node.counters["drop.rate"] == 100 + INGRESS_NETWORK_BURST - allowed  # maintenance before strangers

@@ -16,6 +16,7 @@ from ..net.supervisor import Supervisor
 from ..net.udp import OverlayError
 from . import overlaycmd
 from .config import DEFAULT_OVERLAY, DEFAULT_PORT, DEFAULT_SIP_PORT, ConfigError
+from .logs import OncePerInterval
 from .wiring import start_peer
 
 log = logging.getLogger("peerphone")
@@ -221,6 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(OncePerInterval())
     try:
         if args.command == "lab":
             from .lab import LabSpec, run_lab

@@ -31,7 +31,7 @@ from ..core.stats import percentile
 from ..core.usages import MODEL_OF, Kind
 from ..core.wire.messages import Addr, Entry, FetchAns, StatAns
 from ..net.loop import run
-from ..net.udp import UdpDriver
+from ..net.udp import OverlayError, UdpDriver
 from ..sim.engine import Oracle
 from .config import ConfigError
 from .procs import child_env, peerphone_command, stop_process
@@ -196,8 +196,10 @@ class Lab:
         client = self.client
 
         async def one(peer: Peer) -> StatAns | None:
-            done = await client.request(lambda node, now: node.stat(peer.addr, now_ms=now))
-            return done.answer if isinstance(done.answer, StatAns) else None
+            try:
+                return await client.stat(peer.addr)
+            except OverlayError:
+                return None
 
         answers = await asyncio.gather(*(one(p) for p in self.peers))
         return {a.node_id: a for a in answers if a is not None}

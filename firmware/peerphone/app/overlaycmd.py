@@ -10,7 +10,7 @@ import time
 from ..core.ids import id_from_name, short
 from ..core.limits import LIFETIME_S_MAX, VALUE_BYTES_MAX
 from ..core.usages import MODEL_OF, Kind
-from ..core.wire.messages import ARRAY_APPEND, Entry, EntryKey, FetchAns, StatAns
+from ..core.wire.messages import ARRAY_APPEND, Entry, EntryKey, FetchAns
 from ..net.udp import OverlayError
 from .config import DEFAULT_PORT, ConfigError, parse_hostport
 from .wiring import open_client
@@ -93,13 +93,9 @@ async def stat(args: argparse.Namespace) -> int:
     via = parse_hostport(args.via, DEFAULT_PORT)
     driver = await open_client(via, args.overlay)
     try:
-        done = await asyncio.wait_for(driver.request(lambda node, now: node.stat(via, now_ms=now)),
-                                      REQUEST_TIMEOUT_S)
+        s = await driver.stat(via)
     finally:
         driver.close()
-    if done.error is not None or not isinstance(done.answer, StatAns):
-        raise OverlayError(f"stat failed: {done.error.reason if done.error else 'bad answer'}")
-    s = done.answer
     print(f"node        {s.node_id:040x}")
     print(f"predecessor {'-' if s.pred is None else format(s.pred, '040x')}")
     print(f"successors  {' '.join(short(x) for x in s.successors)}")

@@ -33,3 +33,6 @@ class ErrorCode(IntEnum):
     UNREACHABLE = 12
     BAD_REQUEST = 13
     STORAGE_FULL = 14
+    LEAVING = 15  # the answer of a node that is leaving or has left, to a ping that checks it
+    DATA_TOO_NEW = 16  # a storage time ahead of the storing peer's clock by more than the skew allowed
+    QUOTA_EXCEEDED = 17  # the writer holds as much here as one writer may

@@ -3,6 +3,7 @@ sender does can make these tables grow past their limit."""
 
 from __future__ import annotations
 
+import ipaddress
 from collections import OrderedDict
 from typing import Generic, Hashable, TypeVar
 
@@ -34,6 +35,17 @@ class BoundedLru(Generic[K, V]):
 
     def pop(self, key: K) -> V | None:
         return self._items.pop(key, None)
+
+
+def network_of(host: str) -> str:
+    """The network a host sits in for rate limits: its /24 (IPv4) or /64 (IPv6), where one
+    sender can take any address it likes."""
+    if ":" not in host:
+        return host.rpartition(".")[0]
+    try:
+        return ipaddress.IPv6Address(host.split("%")[0]).exploded[:19]
+    except ValueError:
+        return host
 
 
 class TokenBuckets(Generic[K]):

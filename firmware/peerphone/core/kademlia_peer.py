@@ -38,9 +38,20 @@ from .limits import (
     SUCCESSORS_REPORTED,
     K,
 )
-from .node import TIMED_OUT, Bootstrap, Direct, Entropy, Farewell, PeerConfig, PeerNode, Purpose, Rng, Route, State
+from .node import (
+    TIMED_OUT,
+    Bootstrap,
+    Direct,
+    Entropy,
+    Farewell,
+    PeerConfig,
+    PeerNode,
+    Purpose,
+    Rng,
+    Route,
+    State,
+)
 from .overlay.kademlia import KBuckets, Lookup
-from .replication import ReplicaPush, ReplicaTracker
 from .rpc import Pending
 from .storage import Key
 from .wire.messages import (
@@ -96,14 +107,14 @@ class _Op:
 
 
 class KademliaPeer(PeerNode):
-    def __init__(self, me: NodeInfo, config: PeerConfig, *, rng: Rng, entropy: Entropy, now_ms: int) -> None:
-        super().__init__(me, config, rng=rng, entropy=entropy, now_ms=now_ms)
+    def __init__(self, me: NodeInfo, config: PeerConfig, *, rng: Rng, entropy: Entropy, now_ms: int,
+                 wall_offset_ms: int = 0) -> None:
+        super().__init__(me, config, rng=rng, entropy=entropy, now_ms=now_ms, wall_offset_ms=wall_offset_ms)
         self.table = KBuckets(me, K)
         self._runs: dict[int, tuple[Lookup, Then]] = {}
         self._ops: dict[int, _Op] = {}
         self._next_id = 1
         self._proxying: set[tuple[int, int]] = set()  # (origin, txid) of client requests we run
-        self._replicas = ReplicaTracker()
         self._republish_ms: dict[Key, int] = {}  # when each key was last stored or republished
         self._checked: set[int] = set()  # oldest members of full buckets pinged this round
         self._rounds = 0
@@ -115,7 +126,6 @@ class KademliaPeer(PeerNode):
             _Step: self._done_step,
             Bootstrap: self._done_join,
             _Place: self._done_place,
-            ReplicaPush: self._done_push,
         })
 
     # ------------------------------------------------------------------ commands
@@ -218,10 +228,12 @@ class KademliaPeer(PeerNode):
         return Code.CLOSEST_ANS, ClosestAns(tuple(self.table.closest(body.target, K, avoid=(sender.node_id,))))
 
     def _on_leave(self, msg: Message, sender: NodeInfo, now_ms: int) -> tuple[Code, Body]:
-        if sender.node_id in self.table:
-            self.table.remove(sender.node_id)
-            self._replicas.dirty = True
+        self._check_departure(sender, now_ms)
         return Code.LEAVE_ANS, EMPTY
+
+    def _departed(self, node: NodeInfo, now_ms: int) -> None:
+        if self.table.remove(node.node_id) is not None:
+            self._replicas.dirty = True
 
     # ------------------------------------------------------------------ contacts
 
@@ -422,13 +434,8 @@ class KademliaPeer(PeerNode):
         return [n for n in others[:self.config.replicas - 1] if self._replicas.needs(key, n.node_id)]
 
     def _push(self, node: NodeInfo, key: Key, now_ms: int) -> None:
-        self._replicas.sending(key, node.node_id)
-        if not self._store_to(node, key, ReplicaPush(node, key), now_ms):
-            self._replicas.sent(key, node.node_id, False)
-
-    def _done_push(self, purpose: Purpose, answer: Message | None, now_ms: int) -> None:
-        assert isinstance(purpose, ReplicaPush)
-        self._replicas.sent(purpose.key, purpose.node.node_id, answer is not None and isinstance(answer.body, StoreAns))
+        self._replicas.want(key, node)
+        self._push_replicas(now_ms)
 
     def _republish(self, key: Key, now_ms: int) -> None:
         self._republish_ms[key] = now_ms

@@ -18,13 +18,18 @@ SIGNATURE_BYTES_MAX = 512
 VALUE_BYTES_MAX = 512  # with a 20-hop via list and a dictionary key, a store still fits one datagram
 DICT_KEY_BYTES_MAX = 64
 TUNNEL_BYTES_MAX = 640  # a Tunnel with a 20-hop via list still fits one datagram (647 measured); SIP is cut into parts
-STAT_COUNTERS_MAX = 64
+STAT_ITEMS_PER_PAGE = 12  # fingers and counters per STAT answer page: one datagram with room to spare
 
 # Storage.
 STORED_RESOURCES_MAX = 100_000
 STORED_BYTES_MAX = 64 * 1024 * 1024  # value bytes held for others: a Pi has RAM to spare, not gigabytes
 ENTRIES_PER_RESOURCE_MAX = 64
 LIFETIME_S_MAX = 7 * 24 * 3600
+WRITER_RESOURCES_MAX = STORED_RESOURCES_MAX // 10  # resources one writer may create on one peer
+REGISTRATION_LIFETIME_S_MAX = 3600  # what the registrar grants; a stored registration lives no longer
+# A storage time further ahead of the storing peer's clock would win over every later
+# write for that long (a store at 2**53 ms locked a number for its lifetime).
+STORAGE_TIME_AHEAD_MAX_MS = 60_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +63,8 @@ class Timing:
 
 # Replication: the responsible node and its next two successors (issue 2).
 REPLICAS = 3
+REPLICA_PUSHES_IN_FLIGHT_MAX = 32  # copies on their way at once: a handover of thousands is paced
+FULL_BACKOFF_MS = 60_000  # a peer that said it is full gets no copies for this long
 SUCCESSORS_KEPT = 8
 PEER_TABLE_MAX = 4096
 GRAVEYARD_MAX = 64
@@ -66,6 +73,12 @@ PENDING_TRANSACTIONS_MAX = 4096
 FORWARDS_TRACKED_MAX = 4096  # forwarded requests awaiting their hop ack
 PROXIES_MAX = 1024  # client requests a Kademlia peer runs lookups for at once
 HOP_ATTEMPTS_MAX = 3  # next hops tried for one forwarded request before the origin's retransmission
+# Return routability (issue 11): addresses that answered one of our nonces, requests from
+# unproven senders waiting for theirs, and the nonces out at once.
+PROVEN_MAX = 4096
+HELD_MAX = 256
+HELD_PER_SOURCE_MAX = 4
+VERIFYING_MAX = 64
 
 # Kademlia (Maymounkov and Mazieres, IPTPS 2002).
 K = 20      # bucket size, and how many closest nodes a lookup settles on (§2.3)
@@ -95,7 +108,11 @@ SIP_RESOLVING_MAX = 1024  # requests waiting for an overlay fetch or store at on
 SIP_TCP_CONNECTIONS_MAX = 256
 TUNNEL_REASSEMBLIES_MAX = 64
 
-# Ingress rate limit per source address (token bucket).
+# Ingress rate limits (token buckets) for senders that have not answered our nonces: per
+# host (any port) and per network (/24, /64); proven neighbours are not limited, so a flood
+# never silences the maintenance that keeps a peer in its neighbours' tables.
 INGRESS_RATE_PER_S = 5000
 INGRESS_BURST = 1000
+INGRESS_NETWORK_RATE_PER_S = 10_000
+INGRESS_NETWORK_BURST = 2000
 RATE_SOURCES_MAX = 4096

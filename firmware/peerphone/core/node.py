@@ -20,35 +20,52 @@ Node states (a table, STYLE.md habit 7):
     JOINED  --leave()-->  LEAVING --handover answered or timed out--> LEFT
 
 A peer answers overlay requests only when JOINED or LEAVING; PING, STAT and CLOSEST always.
+
+Return routability (STYLE.md habit 4, issue 11): answers to our own requests carry our
+nonce (the transaction id), so they are believed; a request is a claim. A request from a
+sender we have not proven, (id, address) in our tables or answering one of our nonces,
+is held while a ping checks it, and only then changes a table, gets an answer or moves
+on; a ping itself is answered at once, no larger than it came. Claims about third
+parties (a leaving node's neighbours, a newcomer announced) are checked the same way
+before the topology is offered them; a node's leaving, by asking it.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Callable, NamedTuple, Protocol, Sequence
 
 from .errors import DecodeError, ErrorCode, LocalProtocolError
 from .events import Event, Joined, JoinFailed, Left, NodeFailed, RequestCompleted, Tunnelled
-from .ingress import BoundedLru, TokenBuckets
+from .ingress import BoundedLru, TokenBuckets, network_of
 from .limits import (
     DATAGRAM_BYTES_MAX,
+    HELD_MAX,
+    HELD_PER_SOURCE_MAX,
     HOP_ATTEMPTS_MAX,
     INGRESS_BURST,
+    INGRESS_NETWORK_BURST,
+    INGRESS_NETWORK_RATE_PER_S,
     INGRESS_RATE_PER_S,
     PEER_TABLE_MAX,
+    PROVEN_MAX,
     RATE_SOURCES_MAX,
     REPLICAS,
-    STAT_COUNTERS_MAX,
+    STAT_ITEMS_PER_PAGE,
+    STORAGE_TIME_AHEAD_MAX_MS,
     SUCCESSORS_KEPT,
     TTL_INITIAL,
+    VERIFYING_MAX,
     VIA_ENTRIES_MAX,
     Timing,
 )
 from .overlay import Topology
+from .replication import ReplicaTracker
 from .rpc import AnswerCache, Hop, HopTracker, Pending, Transactions
 from .storage import Key, Storage
+from .usages import lifetime_max_s
 from .wire import check_body, decode, encode
 from .wire.messages import (
     EMPTY,
@@ -63,6 +80,7 @@ from .wire.messages import (
     Fetch,
     Message,
     NodeInfo,
+    Stat,
     StatAns,
     Store,
     StoreAns,
@@ -142,6 +160,31 @@ class Farewell(Direct):
     """A leave notice or a handover store: leaving waits for these."""
 
 
+@dataclass(frozen=True, slots=True)
+class ReplicaPush(Direct):
+    """A copy of `key` stored on a node that should hold one (replication.py paces them)."""
+
+    key: Key
+
+
+@dataclass(frozen=True, slots=True)
+class Departure(Direct):
+    """A node said it leaves: asked, it answers LEAVING or nothing; a plain answer means
+    somebody else said it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Verify(Purpose):
+    """A ping to the address a node claims. Its transaction id is a fresh nonce, so only
+    the node living there can answer it; silence proves nothing about the node's id (an
+    impostor may have named it), so it is not a failure. `offer`: a claim about a
+    neighbour, handed to the topology once proven."""
+
+    node: NodeInfo
+    offer: bool
+
+
+_FULL = (ErrorCode.STORAGE_FULL, ErrorCode.QUOTA_EXCEEDED)
 STAMP_ME: Addr = ("", 0)  # "answer me directly"; the first hop writes in the address it saw
 TIMED_OUT = Error(ErrorCode.UNREACHABLE, "timed out")
 _SENT = {code: "sent." + code.name for code in Code}
@@ -154,16 +197,28 @@ _OVERLAY_CODES = frozenset({Code.JOIN, Code.LEAVE, Code.UPDATE, Code.FIND, Code.
 Handler = Callable[[Message, NodeInfo, int], tuple[Code, Body]]
 
 
+def _writer_of(msg: Message, sender: NodeInfo) -> str:
+    """Whom a store counts against: the host the origin sent from (as the first hop saw it)."""
+    if len(msg.via) == 1:
+        return sender.addr[0]
+    if msg.reply_to is not None and msg.reply_to[0]:
+        return msg.reply_to[0]
+    return f"node {msg.via[0]:x}"
+
+
 class PeerNode:
     """What every topology shares. Subclasses provide routing (`_hop_for`,
     `_address_of`), membership (`join`, `leave`, `_maintain`, `_node_failed`),
     replication (`_after_store`) and `_stat_topology`; they add their own request
     handlers and purposes to the two dispatch tables."""
 
-    def __init__(self, me: NodeInfo, config: PeerConfig, *, rng: Rng, entropy: Entropy, now_ms: int) -> None:
+    def __init__(self, me: NodeInfo, config: PeerConfig, *, rng: Rng, entropy: Entropy, now_ms: int,
+                 wall_offset_ms: int = 0) -> None:
         self.me = me
+        self._wall_offset_ms = wall_offset_ms  # writers' storage times are wall-clock ms: ours is now_ms plus this
         self.config = config
         self.storage = Storage()
+        self._replicas = ReplicaTracker()
         self.state = State.IDLE
         self.counters: Counter[str] = Counter()
         self._rng = rng
@@ -173,13 +228,18 @@ class PeerNode:
         self._hops = HopTracker(config.timing.hop_ack_timeout_ms)
         self._answers = AnswerCache(config.timing.dedup_window_ms)
         self._recent: BoundedLru[int, Addr] = BoundedLru(PEER_TABLE_MAX)  # return paths
-        self._rate = TokenBuckets[Addr](INGRESS_RATE_PER_S, INGRESS_BURST, RATE_SOURCES_MAX)
+        self._host_rate = TokenBuckets[str](INGRESS_RATE_PER_S, INGRESS_BURST, RATE_SOURCES_MAX)
+        self._network_rate = TokenBuckets[str](INGRESS_NETWORK_RATE_PER_S, INGRESS_NETWORK_BURST, RATE_SOURCES_MAX)
         self._outbox: list[tuple[bytes, Addr]] = []
         self._events: list[Event] = []
         self._next_handle = 1
         self._maintenance_ms: int | None = None
         self._in_flight: set[tuple[str, int]] = set()  # (task, node id): one probe at a time
         self._admitting: Addr | None = None
+        self._proven: BoundedLru[Addr, int] = BoundedLru(PROVEN_MAX)  # address -> the id that answered there
+        self._held: dict[Addr, list[Message]] = {}
+        self._held_count = 0
+        self._verifying: set[Addr] = set()
         self._request_handlers: dict[Code, Handler] = {
             Code.PING: self._on_ping,
             Code.STORE: self._on_store,
@@ -191,6 +251,9 @@ class PeerNode:
             User: self._done_user,
             Probe: self._done_probe,
             Farewell: self._done_farewell,
+            Departure: self._done_departure,
+            ReplicaPush: self._replica_pushed,
+            Verify: self._done_verify,
         }
 
     # ------------------------------------------------------------------ driver side
@@ -230,7 +293,8 @@ class PeerNode:
         if len(data) > DATAGRAM_BYTES_MAX:
             self._drop("oversize")
             return
-        if not self._rate.allow(addr, now_ms=now_ms):
+        if self._proven.get(addr) is None and not (self._host_rate.allow(addr[0], now_ms=now_ms)
+                                                   and self._network_rate.allow(network_of(addr[0]), now_ms=now_ms)):
             self._drop("rate")
             return
         try:
@@ -289,14 +353,16 @@ class PeerNode:
         Routed to that node by every topology (not through Kademlia's resource lookups)."""
         return self._originate(Code.TUNNEL, Tunnel(payload), Dest(DestKind.NODE, node_id), now_ms, None)
 
-    def stat(self, peer: Addr, *, now_ms: int) -> int:
-        """Diagnostics of the peer at `peer` (an empty destination list: whoever receives it)."""
+    def stat(self, peer: Addr, *, now_ms: int, page: int = 0) -> int:
+        """One page of the diagnostics of the peer at `peer` (an empty destination list:
+        whoever receives it); its answer says how many pages there are."""
         handle = self._new_handle()
-        self._request(Code.STAT, EMPTY, (), User(handle), now_ms, target=peer)
+        self._request(Code.STAT, Stat(page), (), User(handle), now_ms, target=peer)
         return handle
 
     def stat_local(self) -> StatAns:
-        return self._stat_body()
+        """Our diagnostics, every finger and counter in one answer (it is not sent)."""
+        return self._stat_body(None)
 
     # ------------------------------------------------------------------ topology hooks
 
@@ -343,6 +409,13 @@ class PeerNode:
     def _after_store(self, key: Key, body: Store, now_ms: int) -> None:
         """A store succeeded here: replicate it as the topology does."""
 
+    def _offered(self, node: NodeInfo, now_ms: int) -> None:
+        """A node somebody told us about proved it lives at its address: the topology may
+        take it as a neighbour, as it would one it found itself."""
+
+    def _departed(self, node: NodeInfo, now_ms: int) -> None:
+        """A node that said it leaves confirmed it: forget it as the topology does."""
+
     def _stat_topology(self) -> tuple[int | None, tuple[int, ...], tuple[int, ...]]:
         """(predecessor, successors, fingers) as the topology understands them."""
         raise NotImplementedError
@@ -363,17 +436,99 @@ class PeerNode:
         if msg.via[-1] == self.me.node_id:
             self._drop("loop")
             return
-        self._recent.put(sender.node_id, addr)
+        if msg.code is Code.PING and msg.dest in ((), ((DestKind.NODE, self.me.node_id),)):
+            self._perform(msg, sender, addr, now_ms)  # at once, no larger than it came: how senders prove themselves
+            return
         if self.config.client or (msg.code in _OVERLAY_CODES and self.state not in (State.JOINED, State.LEAVING)):
             self._drop("state")
             return
+        if not self._is_proven(sender):
+            self._hold(msg, sender, now_ms)
+            return
+        self._recent.put(sender.node_id, addr)
         self._heard_from(sender, msg, now_ms)
         self._route_request(msg, sender, addr, now_ms)
         if msg.hop_ack:  # after the request moved on: the ack is not on the critical path
             self._send(Message(1, (self.me.node_id,), (), msg.txid, Code.HOP_ACK, EMPTY), addr)
 
     def _heard_from(self, sender: NodeInfo, msg: Message, now_ms: int) -> None:
-        """A peer's request reached us (Kademlia learns its contacts from these)."""
+        """A proven peer's request reached us (Kademlia learns its contacts from these)."""
+
+    # ------------------------------------------------------------------ return routability
+
+    def _is_proven(self, node: NodeInfo) -> bool:
+        """`node` answered a nonce of ours at its address: it is in our tables, or was checked."""
+        return self._address_of(node.node_id) == node.addr or self._proven.get(node.addr) == node.node_id
+
+    def _hold(self, msg: Message, sender: NodeInfo, now_ms: int) -> None:
+        """Keep a request from an unproven sender until it answers our ping (bounded, per source
+        and in all); the previous hop hears at once that it arrived."""
+        held = self._held.get(sender.addr, [])
+        if self._held_count >= HELD_MAX or len(held) >= HELD_PER_SOURCE_MAX:
+            self._drop("unproven")
+            return
+        self._held[sender.addr] = [*held, msg]
+        self._held_count += 1
+        if msg.hop_ack:
+            self._send(Message(1, (self.me.node_id,), (), msg.txid, Code.HOP_ACK, EMPTY), sender.addr)
+        if not self._verify(sender, now_ms):
+            dropped = self._held.pop(sender.addr, [])
+            self._held_count -= len(dropped)
+            self.counters["drop.unproven"] += len(dropped)
+
+    def _verify(self, node: NodeInfo, now_ms: int, *, offer: bool = False) -> bool:
+        """Ping `node` at its address unless it is proven (then an offer goes through at once)
+        or a ping to that address is out; False when too many are out."""
+        if node.node_id == self.me.node_id:
+            return False
+        if self._is_proven(node):
+            if offer:
+                self._offered(node, now_ms)
+            return True
+        if node.addr in self._verifying:
+            return True
+        if len(self._verifying) >= VERIFYING_MAX:
+            self.counters["verify_busy"] += 1
+            return False
+        self._verifying.add(node.addr)
+        self._request(Code.PING, EMPTY, (Dest(DestKind.NODE, node.node_id),), Verify(node, offer), now_ms,
+                      target=node.addr)
+        return True
+
+    def _done_verify(self, purpose: Purpose, answer: Message | None, now_ms: int) -> None:
+        assert isinstance(purpose, Verify)
+        node = purpose.node
+        self._verifying.discard(node.addr)
+        held = self._held.pop(node.addr, [])
+        self._held_count -= len(held)
+        if answer is None or answer.code is not Code.PING_ANS or not answer.via or answer.via[-1] != node.node_id:
+            self.counters["unproven"] += 1
+            self.counters["drop.unproven"] += len(held)
+            return
+        self._proven.put(node.addr, node.node_id)
+        if purpose.offer:
+            self._offered(node, now_ms)
+        for msg in held:
+            self._receive_request(msg, node.addr, now_ms)
+
+    def _check_departure(self, node: NodeInfo, now_ms: int) -> None:
+        """`node` says it leaves: ask it (at the address we know for it)."""
+        addr = self._address_of(node.node_id)
+        if addr is None or ("departure", node.node_id) in self._in_flight:
+            return
+        self._in_flight.add(("departure", node.node_id))
+        self._request(Code.PING, EMPTY, (Dest(DestKind.NODE, node.node_id),), Departure(NodeInfo(node.node_id, addr)),
+                      now_ms, target=addr)
+
+    def _done_departure(self, purpose: Purpose, answer: Message | None, now_ms: int) -> None:
+        assert isinstance(purpose, Departure)
+        self._in_flight.discard(("departure", purpose.node.node_id))
+        if answer is None:
+            return  # _finish declared it failed: gone either way
+        if isinstance(answer.body, Error) and answer.body.code == ErrorCode.LEAVING:
+            self._departed(purpose.node, now_ms)
+        else:
+            self.counters["forged_leave"] += 1
 
     def _route_request(self, msg: Message, sender: NodeInfo, addr: Addr, now_ms: int) -> None:
         hop = self._next_hop(msg.dest, sender=sender.node_id)
@@ -438,12 +593,16 @@ class PeerNode:
     def _answer(self, req: Message, code: Code, body: Body, addr: Addr, now_ms: int, *, cache: bool = True) -> None:
         """Answer `req`. The answer's via list is the request's path ending with us, so
         the origin learns the hop count and who answered (PathTrack, RFC 6940 §6.5.4)."""
-        if req.reply_to is not None and len(req.via) > 1:
+        # Straight to the origin only on the word of a neighbour in our tables: the first hop
+        # stamped the address once the origin proved it; anyone else gets the answer itself.
+        if (req.reply_to is not None and len(req.via) > 1 and self._address_of(req.via[-1]) == addr
+                and req.reply_to[0] and 0 < req.reply_to[1] < 65536):
             back: tuple[Dest, ...] = (Dest(DestKind.NODE, req.via[0]),)
             addr = req.reply_to
         else:
             back = tuple(Dest(DestKind.NODE, v) for v in reversed(req.via))
-        path = (*req.via, self.me.node_id)
+        # A ping's answer names only us: no larger than the ping, whoever sent it.
+        path = (self.me.node_id,) if req.code is Code.PING else (*req.via, self.me.node_id)
         answer = Message(TTL_INITIAL, path, back, req.txid, code, body)
         data = encode(answer, self.config.overlay_id)
         if len(data) > DATAGRAM_BYTES_MAX:
@@ -470,6 +629,8 @@ class PeerNode:
             if pending is None:
                 self._drop("unknown_transaction")
                 return
+            if pending.target is not None and msg.via and msg.code is not Code.ERROR:
+                self._proven.put(pending.target, msg.via[-1])  # it answered our nonce there
             self._finish(pending.purpose, msg, now_ms)
             return
         nxt = rest[0]
@@ -483,13 +644,22 @@ class PeerNode:
     # ------------------------------------------------------------------ request handlers
 
     def _on_ping(self, msg: Message, sender: NodeInfo, now_ms: int) -> tuple[Code, Body]:
+        if self.state in (State.LEAVING, State.LEFT):
+            return Code.ERROR, Error(ErrorCode.LEAVING, "leaving")
         return Code.PING_ANS, EMPTY
 
     def _on_store(self, msg: Message, sender: NodeInfo, now_ms: int) -> tuple[Code, Body]:
         body = msg.body
         assert isinstance(body, Store)
-        result = self.storage.store(body, now_ms=now_ms)
+        if any(e.storage_time_ms > now_ms + self._wall_offset_ms + STORAGE_TIME_AHEAD_MAX_MS for e in body.entries):
+            self.counters["refused.data_too_new"] += 1
+            return Code.ERROR, Error(ErrorCode.DATA_TOO_NEW, "storage time ahead of the storing peer's clock")
+        cap_s = lifetime_max_s(body.kind)
+        if any(e.lifetime_s > cap_s for e in body.entries):
+            body = replace(body, entries=tuple(replace(e, lifetime_s=min(e.lifetime_s, cap_s)) for e in body.entries))
+        result = self.storage.store(body, now_ms=now_ms, writer=None if body.replica else _writer_of(msg, sender))
         if isinstance(result, Error):
+            self.counters[f"refused.{ErrorCode(result.code).name.lower()}"] += 1
             return Code.ERROR, result
         self._after_store((body.resource, body.kind), body, now_ms)
         return Code.STORE_ANS, StoreAns(len(result))
@@ -505,13 +675,19 @@ class PeerNode:
         return Code.TUNNEL_ANS, EMPTY
 
     def _on_stat(self, msg: Message, sender: NodeInfo, now_ms: int) -> tuple[Code, Body]:
-        return Code.STAT_ANS, self._stat_body()
+        assert isinstance(msg.body, Stat)
+        return Code.STAT_ANS, self._stat_body(msg.body.page)
 
-    def _stat_body(self) -> StatAns:
-        counters = tuple(sorted(self.counters.items()))[:STAT_COUNTERS_MAX]
+    def _stat_body(self, page: int | None) -> StatAns:
+        """Page `page` of our diagnostics (None: all of it)."""
+        counters = tuple(sorted(self.counters.items()))
         pred, successors, fingers = self._stat_topology()
+        pages = max(1, -(-max(len(counters), len(fingers)) // STAT_ITEMS_PER_PAGE))
+        if page is not None:
+            start = page * STAT_ITEMS_PER_PAGE
+            counters, fingers = counters[start:start + STAT_ITEMS_PER_PAGE], fingers[start:start + STAT_ITEMS_PER_PAGE]
         return StatAns(self.me.node_id, pred, successors, fingers, len(self.storage), self._replication_pending(),
-                       counters)
+                       counters, page or 0, pages)
 
     # ------------------------------------------------------------------ requests we send
 
@@ -659,6 +835,24 @@ class PeerNode:
         for part in self._split_to_fit(body, node.node_id):
             self._request(Code.STORE, part, (Dest(DestKind.NODE, node.node_id),), purpose, now_ms, target=node.addr)
         return True
+
+    def _push_replicas(self, now_ms: int) -> None:
+        """Send the copies the topology wants, as many as the window lets out."""
+        self._replicas.push_due(lambda key, node: self._store_to(node, key, ReplicaPush(node, key), now_ms),
+                                now_ms=now_ms)
+
+    def _replica_pushed(self, purpose: Purpose, answer: Message | None, now_ms: int) -> None:
+        """A copy's push ended: book it, back off a node that is full, send the next (any other
+        failure asks for a new look at every key next round)."""
+        assert isinstance(purpose, ReplicaPush)
+        held = answer is not None and isinstance(answer.body, StoreAns)
+        self._replicas.sent(purpose.key, purpose.node.node_id, held)
+        full = answer is not None and isinstance(answer.body, Error) and answer.body.code in _FULL
+        if full:
+            self._replicas.refused_full(purpose.node.node_id, now_ms=now_ms)
+        elif not held:
+            self._replicas.dirty = True
+        self._push_replicas(now_ms)
 
     def _split_to_fit(self, body: Store, node_id: int) -> list[Store]:
         """Halve a replica store until each part fits one datagram."""

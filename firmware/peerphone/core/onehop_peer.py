@@ -45,8 +45,9 @@ class _Sync(Purpose):
 class OneHopPeer(RingPeer):
     topology: OneHop
 
-    def __init__(self, me: NodeInfo, config: PeerConfig, *, rng: Rng, entropy: Entropy, now_ms: int) -> None:
-        super().__init__(me, config, rng=rng, entropy=entropy, now_ms=now_ms)
+    def __init__(self, me: NodeInfo, config: PeerConfig, *, rng: Rng, entropy: Entropy, now_ms: int,
+                 wall_offset_ms: int = 0) -> None:
+        super().__init__(me, config, rng=rng, entropy=entropy, now_ms=now_ms, wall_offset_ms=wall_offset_ms)
         assert isinstance(self.topology, OneHop)
         self._request_handlers.update({Code.ANNOUNCE: self._on_announce, Code.MEMBERS: self._on_members})
         self._answer_handlers.update({_Notice: self._done_notice, _Sync: self._done_sync})
@@ -60,12 +61,15 @@ class OneHopPeer(RingPeer):
             self._announce(Announce((sender,), ()), now_ms)  # we are its successor: we tell everyone
         return answer
 
-    def _on_leave(self, msg: Message, sender: NodeInfo, now_ms: int) -> tuple[Code, Body]:
-        was_pred = self.topology.pred is not None and sender.node_id == self.topology.pred.node_id
-        answer = super()._on_leave(msg, sender, now_ms)
+    def _departed(self, node: NodeInfo, now_ms: int) -> None:
+        was_pred = self.topology.pred is not None and node.node_id == self.topology.pred.node_id
+        super()._departed(node, now_ms)
         if was_pred:
-            self._announce(Announce((), (sender.node_id,)), now_ms)
-        return answer
+            self._announce(Announce((), (node.node_id,)), now_ms)
+
+    def _offered(self, node: NodeInfo, now_ms: int) -> None:
+        self.topology.learn([node])
+        super()._offered(node, now_ms)
 
     def _node_failed(self, node_id: int, now_ms: int) -> None:
         was_succ = node_id != self.me.node_id and node_id == self.topology.succ.node_id
@@ -83,10 +87,14 @@ class OneHopPeer(RingPeer):
     def _on_announce(self, msg: Message, sender: NodeInfo, now_ms: int) -> tuple[Code, Body]:
         body = msg.body
         assert isinstance(body, Announce)
-        self.topology.learn(body.joined)
+        # News, not facts: a newcomer joins our table once it answers us, a failed node
+        # leaves it once it does not (a forged announcement moves nothing).
+        for node in body.joined:
+            self._verify(node, now_ms, offer=True)
         for node_id in body.failed:
-            if node_id != self.me.node_id and self.topology.remove(node_id):
-                self._replicas.dirty = True
+            addr = self.topology.address_of(node_id)
+            if node_id != self.me.node_id and addr is not None:
+                self._probe(NodeInfo(node_id, addr), now_ms)
         return Code.ANNOUNCE_ANS, EMPTY
 
     def _done_notice(self, purpose: Purpose, answer: Message | None, now_ms: int) -> None:

@@ -12,6 +12,8 @@ from .wire.messages import NodeInfo
 __all__ = ["PeerConfig", "PeerNode", "State", "make_peer"]
 
 
-def make_peer(me: NodeInfo, config: PeerConfig, *, rng: Rng, entropy: Entropy, now_ms: int) -> PeerNode:
+def make_peer(me: NodeInfo, config: PeerConfig, *, rng: Rng, entropy: Entropy, now_ms: int,
+              wall_offset_ms: int = 0) -> PeerNode:
+    """`wall_offset_ms`: the wall clock (which writers stamp values with) minus `now_ms`."""
     cls = {Topology.KADEMLIA: KademliaPeer, Topology.ONEHOP: OneHopPeer}.get(config.topology, RingPeer)
-    return cls(me, config, rng=rng, entropy=entropy, now_ms=now_ms)
+    return cls(me, config, rng=rng, entropy=entropy, now_ms=now_ms, wall_offset_ms=wall_offset_ms)

@@ -37,7 +37,6 @@ from .node import (
     State,
 )
 from .overlay import make_topology
-from .replication import ReplicaPush, ReplicaTracker
 from .storage import Key
 from .wire.messages import (
     EMPTY,
@@ -53,7 +52,6 @@ from .wire.messages import (
     Message,
     NodeInfo,
     Store,
-    StoreAns,
     UpdateAns,
 )
 
@@ -77,15 +75,15 @@ class _Recall(Purpose):
 
 
 class RingPeer(PeerNode):
-    def __init__(self, me: NodeInfo, config: PeerConfig, *, rng: Rng, entropy: Entropy, now_ms: int) -> None:
-        super().__init__(me, config, rng=rng, entropy=entropy, now_ms=now_ms)
+    def __init__(self, me: NodeInfo, config: PeerConfig, *, rng: Rng, entropy: Entropy, now_ms: int,
+                 wall_offset_ms: int = 0) -> None:
+        super().__init__(me, config, rng=rng, entropy=entropy, now_ms=now_ms, wall_offset_ms=wall_offset_ms)
         self.topology = make_topology(config.topology, me, config.successors_kept)
         # Nodes declared failed, asked again now and then: after a partition heals they
         # are how two rings that each repaired themselves find and merge into one.
         self._graveyard: BoundedLru[int, tuple[NodeInfo, int]] = BoundedLru(GRAVEYARD_MAX)
         self._finger_cursor = 0
         self._probe_cursor = 0
-        self._replicas = ReplicaTracker()
         self._request_handlers.update({
             Code.JOIN: self._on_join,
             Code.LEAVE: self._on_leave,
@@ -97,7 +95,6 @@ class RingPeer(PeerNode):
             _Stabilize: self._done_stabilize,
             _FixFinger: self._done_fix_finger,
             _Recall: self._done_recall,
-            ReplicaPush: self._done_replicate,
         })
 
     def _farewell(self, now_ms: int) -> bool:
@@ -183,19 +180,35 @@ class RingPeer(PeerNode):
         return Code.UPDATE_ANS, UpdateAns(self.topology.pred, tuple(self.topology.successors))
 
     def _on_leave(self, msg: Message, sender: NodeInfo, now_ms: int) -> tuple[Code, Body]:
-        assert isinstance(msg.body, Leave)
-        was_succ = sender.node_id == self.topology.succ.node_id
-        was_pred = self.topology.pred is not None and sender.node_id == self.topology.pred.node_id
-        self.topology.remove(sender.node_id)
-        if was_succ:
-            heirs = [n for n in (*msg.body.successors, *self.topology.successors)
-                     if n.node_id not in (self.me.node_id, sender.node_id)]
-            if heirs:
-                self.topology.adopt_successors(heirs[0], heirs[1:])
-        if was_pred and msg.body.pred is not None:
-            self.topology.set_pred(msg.body.pred)
-        self._replicas.dirty = True
+        """A neighbour says it leaves: believed once it confirms; the neighbours it names, each
+        once it proves itself, are offered to the ring to close the gap."""
+        body = msg.body
+        assert isinstance(body, Leave)
+        self._check_departure(sender, now_ms)
+        for node in (*body.successors, *((body.pred,) if body.pred is not None else ())):
+            if node.node_id != sender.node_id:
+                self._verify(node, now_ms, offer=True)
         return Code.LEAVE_ANS, EMPTY
+
+    def _departed(self, node: NodeInfo, now_ms: int) -> None:
+        was_succ = node.node_id == self.topology.succ.node_id
+        self.topology.remove(node.node_id)
+        self._replicas.dirty = True
+        if was_succ and self.state is State.JOINED:
+            self._stabilize(now_ms)
+
+    def _offered(self, node: NodeInfo, now_ms: int) -> None:
+        """Where Chord would take `node`: as successor when it falls between us and ours, as
+        predecessor by notify."""
+        if self.state is not State.JOINED:
+            return
+        if self.topology.alone or in_open(node.node_id, self.me.node_id, self.topology.succ.node_id):
+            if self.topology.adopt_successors(node, self.topology.successors):
+                self._replicas.dirty = True
+            self._stabilize(now_ms)
+        old_pred = self.topology.pred
+        if self.topology.notify(node):
+            self._pred_changed(old_pred, now_ms)
 
     def _on_find(self, msg: Message, sender: NodeInfo, now_ms: int) -> tuple[Code, Body]:
         return Code.FIND_ANS, FindAns(self.me)
@@ -272,13 +285,6 @@ class RingPeer(PeerNode):
         if purpose.budget > 1 and self._finger_cursor != 0:
             self._fix_finger(self._finger_cursor, purpose.budget - 1, now_ms)
 
-    def _done_replicate(self, purpose: Purpose, answer: Message | None, now_ms: int) -> None:
-        assert isinstance(purpose, ReplicaPush)
-        acknowledged = answer is not None and isinstance(answer.body, StoreAns)
-        self._replicas.sent(purpose.key, purpose.node.node_id, acknowledged)
-        if not acknowledged:
-            self._replicas.dirty = True
-
     def _maintain(self, now_ms: int) -> None:
         """Chord §4.6: stabilize, check neighbours, fix fingers; then replication."""
         if self.topology.alone and self.topology.pred is not None:
@@ -348,17 +354,15 @@ class RingPeer(PeerNode):
             return
         for key in self.storage.keys():
             if not in_half_open(key[0], new_pred.node_id, self.me.node_id):
-                self._store_to(new_pred, key, ReplicaPush(new_pred, key), now_ms)
+                self._replicas.want(key, new_pred)
+        self._push_replicas(now_ms)
 
     def _replicate_key(self, key: Key, now_ms: int) -> None:
         if not self.topology.responsible(key[0]):
             return
         for node in self.topology.replica_targets():
-            if not self._replicas.needs(key, node.node_id):
-                continue
-            self._replicas.sending(key, node.node_id)
-            if not self._store_to(node, key, ReplicaPush(node, key), now_ms):
-                self._replicas.sent(key, node.node_id, False)
+            self._replicas.want(key, node)
+        self._push_replicas(now_ms)
 
     def _replication_pending(self) -> int:
         targets = [n.node_id for n in self.topology.replica_targets()]

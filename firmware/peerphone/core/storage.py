@@ -4,15 +4,20 @@ A store is all or nothing: an entry older (by the writer's `storage_time_ms`) th
 the one held rejects the whole request, so a delayed retransmission or a stale
 replica never rolls a value back. An equal time replaces, which makes replica
 pushes idempotent. A lifetime of 0 removes the entry.
+
+Each resource remembers who created it (the writer: an address now, an identity once
+data is signed); one writer may create at most a tenth of the resources a peer holds,
+so one client filling the overlay is refused long before the others are.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterator
 
 from .errors import ErrorCode
-from .limits import ENTRIES_PER_RESOURCE_MAX, STORED_BYTES_MAX, STORED_RESOURCES_MAX
+from .limits import ENTRIES_PER_RESOURCE_MAX, STORED_BYTES_MAX, STORED_RESOURCES_MAX, WRITER_RESOURCES_MAX
 from .wire.messages import ARRAY_APPEND, DataModel, Entry, EntryKey, Error, FetchAns, Store
 
 Key = tuple[int, int]  # (resource id, kind)
@@ -27,14 +32,18 @@ class _Held:
 @dataclass(slots=True)
 class _Resource:
     model: DataModel
+    writer: str | None  # who created it; None for a copy pushed by a peer
     entries: dict[EntryKey, _Held] = field(default_factory=dict)
 
 
 class Storage:
-    def __init__(self, resources_max: int = STORED_RESOURCES_MAX, bytes_max: int = STORED_BYTES_MAX) -> None:
+    def __init__(self, resources_max: int = STORED_RESOURCES_MAX, bytes_max: int = STORED_BYTES_MAX,
+                 writer_resources_max: int = WRITER_RESOURCES_MAX) -> None:
         self._resources_max = resources_max
         self._bytes_max = bytes_max
+        self._writer_resources_max = writer_resources_max
         self._data: dict[Key, _Resource] = {}
+        self._by_writer: Counter[str] = Counter()
         self.bytes_held = 0
 
     def __len__(self) -> int:
@@ -46,14 +55,17 @@ class Storage:
     def keys(self) -> Iterator[Key]:
         return iter(list(self._data))
 
-    def store(self, req: Store, *, now_ms: int) -> tuple[Entry, ...] | Error:
-        """The entries as stored (array appends get their index), or why not."""
+    def store(self, req: Store, *, now_ms: int, writer: str | None = None) -> tuple[Entry, ...] | Error:
+        """The entries as stored (array appends get their index), or why not. `writer`: who
+        asks (None: a peer's copy, which no writer's quota counts)."""
         key = (req.resource, req.kind)
         held = self._data.get(key)
         if held is not None and held.model is not req.model:
             return Error(ErrorCode.MODEL_MISMATCH, "kind is stored with another data model")
         if held is None and len(self._data) >= self._resources_max:
             return Error(ErrorCode.STORAGE_FULL, "storage full")
+        if held is None and writer is not None and self._by_writer[writer] >= self._writer_resources_max:
+            return Error(ErrorCode.QUOTA_EXCEEDED, "this writer's quota here is used up")
         entries = held.entries if held is not None else {}
         for e in req.entries:
             old = entries.get(e.key)
@@ -68,7 +80,9 @@ class Storage:
         if self.bytes_held - replaced + added > self._bytes_max:
             return Error(ErrorCode.STORAGE_FULL, "storage full")
         if held is None:
-            held = self._data[key] = _Resource(req.model)
+            held = self._data[key] = _Resource(req.model, writer)
+            if writer is not None:
+                self._by_writer[writer] += 1
         for e in resolved:
             old = held.entries.pop(e.key, None)
             if old is not None:
@@ -77,7 +91,7 @@ class Storage:
                 held.entries[e.key] = _Held(e, now_ms + e.lifetime_s * 1000)
                 self.bytes_held += len(e.value)
         if not held.entries:
-            del self._data[key]
+            self._drop(key)
         return resolved
 
     @staticmethod
@@ -116,8 +130,15 @@ class Storage:
                 self.bytes_held -= len(held.entries.pop(entry_key).entry.value)
                 removed += 1
             if not held.entries:
-                del self._data[key]
+                self._drop(key)
         return removed
+
+    def _drop(self, key: Key) -> None:
+        writer = self._data.pop(key).writer
+        if writer is not None:
+            self._by_writer[writer] -= 1
+            if self._by_writer[writer] <= 0:
+                del self._by_writer[writer]
 
     @staticmethod
     def _remaining(held: _Held, now_ms: int) -> Entry:

@@ -11,7 +11,14 @@ import json
 from dataclasses import dataclass
 from enum import IntEnum
 
-from .limits import CONTENT_TYPE_CHARS_MAX, HOST_CHARS_MAX, URI_CHARS_MAX, VALUE_BYTES_MAX
+from .limits import (
+    CONTENT_TYPE_CHARS_MAX,
+    HOST_CHARS_MAX,
+    LIFETIME_S_MAX,
+    REGISTRATION_LIFETIME_S_MAX,
+    URI_CHARS_MAX,
+    VALUE_BYTES_MAX,
+)
 from .wire.messages import Addr, DataModel
 
 
@@ -25,6 +32,11 @@ class Kind(IntEnum):
 
 MODEL_OF = {Kind.BLOB: DataModel.SINGLE, Kind.LIST: DataModel.ARRAY, Kind.MAP: DataModel.DICTIONARY,
             Kind.SIP_REGISTRATION: DataModel.DICTIONARY, Kind.OFFLINE_MESSAGE: DataModel.ARRAY}
+
+
+def lifetime_max_s(kind: int) -> int:
+    """The longest a value of `kind` may be stored for; a longer lifetime is cut to it."""
+    return REGISTRATION_LIFETIME_S_MAX if kind == Kind.SIP_REGISTRATION else LIFETIME_S_MAX
 
 
 class RecordError(ValueError):

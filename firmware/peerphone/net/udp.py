@@ -11,12 +11,13 @@ import asyncio
 import logging
 import os
 import random
+import time
 from typing import Any, Callable
 
 from ..core.events import Event, Joined, JoinFailed, Left, NodeFailed, RequestCompleted, Tunnelled
 from ..core.ids import short
 from ..core.peer import PeerConfig, PeerNode, make_peer
-from ..core.wire.messages import Addr, DataModel, Entry, Error, FetchAns, NodeInfo
+from ..core.wire.messages import Addr, DataModel, Entry, Error, FetchAns, NodeInfo, StatAns
 from .loop import DeadlineTimer, widen_buffers
 
 log = logging.getLogger("peerphone.net")
@@ -76,7 +77,11 @@ class UdpDriver(asyncio.DatagramProtocol):
         node = self.node
         assert node is not None and self._transport is not None
         for data, addr in node.datagrams_to_send():
-            self._transport.sendto(data, addr)
+            try:
+                self._transport.sendto(data, addr)
+            except (OSError, ValueError) as e:  # an address the kernel refuses must not cost the rest
+                node.counters["drop.unsendable"] += 1
+                log.debug("cannot send to %s: %s", addr, e)
         for event in node.events():
             self._on_event(event)
         self._timer.follow(node.next_deadline_ms())
@@ -139,6 +144,17 @@ class UdpDriver(asyncio.DatagramProtocol):
             raise OverlayError("fetch: unexpected answer")
         return done.answer
 
+    async def stat(self, peer: Addr, timeout_s: float = REQUEST_TIMEOUT_S) -> StatAns:
+        """The diagnostics of the peer at `peer`, every page of them."""
+        parts: list[StatAns] = []
+        while not parts or len(parts) < parts[-1].pages:  # the last page knows best: counters come and go
+            page = len(parts)
+            done = await self._checked(lambda node, now: node.stat(peer, now_ms=now, page=page), "stat", timeout_s)
+            if not isinstance(done.answer, StatAns) or done.answer.page != page:
+                raise OverlayError("stat: unexpected answer")
+            parts.append(done.answer)
+        return StatAns.merged(parts)
+
     async def tunnel(self, node_id: int, payload: bytes, timeout_s: float = REQUEST_TIMEOUT_S) -> None:
         await self._checked(lambda node, now: node.tunnel(node_id, payload, now_ms=now), "tunnel", timeout_s)
 
@@ -176,6 +192,7 @@ def system_node_factory(config: PeerConfig, advertise_host: str | None = None) -
 
     def make(bound: Addr, now_ms: int) -> PeerNode:
         me = NodeInfo(int.from_bytes(os.urandom(20), "big"), (advertise_host or bound[0], bound[1]))
-        return make_peer(me, config, rng=random.Random(os.urandom(16)), entropy=os.urandom, now_ms=now_ms)
+        return make_peer(me, config, rng=random.Random(os.urandom(16)), entropy=os.urandom, now_ms=now_ms,
+                         wall_offset_ms=time.time_ns() // 1_000_000 - now_ms)
 
     return make

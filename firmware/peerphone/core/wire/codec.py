@@ -24,7 +24,7 @@ from ..limits import (
     PROTOCOL_VERSION,
     REASON_CHARS_MAX,
     SIGNATURE_BYTES_MAX,
-    STAT_COUNTERS_MAX,
+    STAT_ITEMS_PER_PAGE,
     TTL_INITIAL,
     TUNNEL_BYTES_MAX,
     VALUE_BYTES_MAX,
@@ -53,6 +53,7 @@ from .messages import (
     MembersAns,
     Message,
     NodeInfo,
+    Stat,
     StatAns,
     Store,
     StoreAns,
@@ -71,7 +72,7 @@ _UNPACK_LIMITS: dict[str, Any] = dict(
     strict_map_key=True,
     max_bin_len=DATAGRAM_BYTES_MAX,
     max_str_len=DATAGRAM_BYTES_MAX,
-    max_array_len=max(BODY_ITEMS_MAX, VIA_ENTRIES_MAX, DEST_ENTRIES_MAX, ENTRIES_PER_RESOURCE_MAX, STAT_COUNTERS_MAX),
+    max_array_len=max(BODY_ITEMS_MAX, VIA_ENTRIES_MAX, DEST_ENTRIES_MAX, ENTRIES_PER_RESOURCE_MAX),
     max_map_len=0,
     max_ext_len=0,
 )
@@ -235,8 +236,13 @@ def _counter(x: Any) -> tuple[str, int]:
     return _str(name, 32), _uint(value, _U64)
 
 
+def _stat(x: Any) -> Stat:
+    (page,) = _fixed(x, 1)
+    return Stat(_uint(page, 0xFFFF))
+
+
 def _stat_ans(x: Any) -> StatAns:
-    node_id, pred, successors, fingers, values, pending, counters = _fixed(x, 7)
+    node_id, pred, successors, fingers, values, pending, counters, page, pages = _fixed(x, 9)
     return StatAns(
         _id(node_id),
         _opt(_id, pred),
@@ -244,7 +250,9 @@ def _stat_ans(x: Any) -> StatAns:
         tuple(_id(f) for f in _array(fingers, BODY_ITEMS_MAX)),
         _uint(values, _U64),
         _uint(pending, _U64),
-        tuple(_counter(c) for c in _array(counters, STAT_COUNTERS_MAX)),
+        tuple(_counter(c) for c in _array(counters, STAT_ITEMS_PER_PAGE)),
+        _uint(page, 0xFFFF),
+        _uint(pages, 0xFFFF),
     )
 
 
@@ -298,7 +306,7 @@ _BODY_DECODERS: dict[Code, Callable[[Any], Body]] = {
     Code.STORE_ANS: _store_ans,
     Code.FETCH: _fetch,
     Code.FETCH_ANS: _fetch_ans,
-    Code.STAT: _empty,
+    Code.STAT: _stat,
     Code.STAT_ANS: _stat_ans,
     Code.HOP_ACK: _empty,
     Code.ANNOUNCE: _announce,
@@ -340,7 +348,11 @@ def _encode_body(body: Body) -> list[Any]:
             body.values,
             body.replication_pending,
             [list(c) for c in body.counters],
+            body.page,
+            body.pages,
         ]
+    if isinstance(body, Stat):
+        return [body.page]
     if isinstance(body, Announce):
         return [[_enc_node(n) for n in body.joined], [_enc_id(f) for f in body.failed]]
     if isinstance(body, Members):

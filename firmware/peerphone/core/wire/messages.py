@@ -150,16 +150,32 @@ class FetchAns:
 
 
 @dataclass(frozen=True, slots=True)
+class Stat:
+    page: int
+
+
+@dataclass(frozen=True, slots=True)
 class StatAns:
-    """Diagnostics (RFC 6940 §10.7 in spirit): what a lab or an operator needs to see."""
+    """Diagnostics (RFC 6940 §10.7 in spirit): what a lab or an operator needs to see. The
+    fingers and counters come a page at a time (each page one datagram, however many there
+    are); `merged` puts the pages back together."""
 
     node_id: int
     pred: int | None
     successors: tuple[int, ...]
-    fingers: tuple[int, ...]  # the distinct nodes of the finger table
+    fingers: tuple[int, ...]  # the distinct nodes of the finger table (this page's)
     values: int
     replication_pending: int
-    counters: tuple[tuple[str, int], ...]
+    counters: tuple[tuple[str, int], ...]  # this page's
+    page: int = 0
+    pages: int = 1
+
+    @staticmethod
+    def merged(parts: "list[StatAns]") -> "StatAns":
+        """One answer of all pages (of one node, `parts` in page order)."""
+        first = parts[0]
+        return StatAns(first.node_id, first.pred, first.successors, tuple(f for p in parts for f in p.fingers),
+                       first.values, first.replication_pending, tuple(c for p in parts for c in p.counters))
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,8 +225,8 @@ class Error:
     reason: str
 
 
-Body = Union[Empty, JoinAns, UpdateAns, Leave, FindAns, Store, StoreAns, Fetch, FetchAns, StatAns, Announce, Members,
-             MembersAns, Closest, ClosestAns, Tunnel, Error]
+Body = Union[Empty, JoinAns, UpdateAns, Leave, FindAns, Store, StoreAns, Fetch, FetchAns, Stat, StatAns, Announce,
+             Members, MembersAns, Closest, ClosestAns, Tunnel, Error]
 
 
 @dataclass(frozen=True, slots=True)
