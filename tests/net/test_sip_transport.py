@@ -108,6 +108,8 @@ def test_a_refused_tcp_connection_fails_the_branch_at_once():
     async def main() -> None:
         closed = free_port(socket.SOCK_STREAM)  # nothing listens there
         async with transport_on_overlay(reach_timeout_ms=600_000) as (sip, _):
+            registered = await udp_exchange(sip.port, lambda port: raw_register(port, "ora", port, domain=DOMAIN))
+            assert registered[0].status == 200  # a phone of this front may send anywhere through it
             answers = await udp_exchange(sip.port, lambda port: raw_request(
                 "OPTIONS", f"sip:x@127.0.0.1:{closed};transport=tcp", port, to=f"sip:x@{DOMAIN}"))
             assert answers[0].status == 480  # not after the 10-minute reach timeout: the refusal

@@ -46,8 +46,8 @@ class FrontWorld:
 
     # -- into the front --
 
-    def send(self, data: bytes, port: int = PHONE, transport: str = "UDP") -> None:
-        self.front.receive(data, Link(transport, ("127.0.0.1", port)), now_ms=self.now_ms)
+    def send(self, data: bytes, port: int = PHONE, transport: str = "UDP", host: str = "127.0.0.1") -> None:
+        self.front.receive(data, Link(transport, (host, port)), now_ms=self.now_ms)
         self._pump()
 
     def advance(self, ms: int) -> None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from peerphone.core.ids import id_from_name
 from peerphone.core.usages import Kind, OfflineMessage, Registration
 from peerphone.core.wire.messages import DataModel, Entry
 from peerphone.sip import front as front_module
-from peerphone.sip.front import RESOLVING_MAX, Forwarded, Link
+from peerphone.sip.front import RESOLVING_MAX, RESOLVING_PER_SOURCE_MAX, Forwarded, Link
 from peerphone.sip.message import SipRequest, SipResponse
 
 from tests.sip.frontworld import DOMAIN, FRONT_PORT, PHONE, FrontWorld, answer, request
@@ -55,7 +57,8 @@ def test_a_request_to_a_registered_aor_reaches_its_contact_with_via_record_route
     assert invite.uri == f"sip:bob@127.0.0.1:{PHONE + 1}"  # the Request-URI is now the contact
     vias = invite.get_all("via")
     assert len(vias) == 2 and vias[0].startswith(f"SIP/2.0/UDP 127.0.0.1:{FRONT_PORT};branch=z9hG4bK")
-    assert invite.get("record-route") == f"<sip:127.0.0.1:{FRONT_PORT};lr>" and invite.max_forwards() == 69
+    assert re.fullmatch(f"<sip:127.0.0.1:{FRONT_PORT};pp-rr=[0-9a-f]{{16}};lr>", invite.get("record-route") or "")
+    assert invite.max_forwards() == 69
     routed = [e for e in world.front.events() if isinstance(e, Forwarded)]
     assert [(e.method, e.to) for e in routed] == [("INVITE", link)]
 
@@ -227,6 +230,7 @@ def test_transactions_over_udp_live_as_section_17_says():
 
 def test_a_refused_tcp_connection_fails_the_branch_at_once():
     world = FrontWorld()
+    world.register("kit", port=PHONE + 5)  # a phone of ours may send anywhere through us
     world.send(request("OPTIONS", f"sip:joe@127.0.0.1:{PHONE + 6};transport=tcp", to=f"sip:joe@{DOMAIN}"))
     _, link = forwarded(world, "OPTIONS")
     assert link.transport == "TCP"
@@ -289,15 +293,17 @@ def test_fuzzed_requests_never_break_the_front(edits, method):
     assert [(r.status, r.get("call-id")) for r in world.responses()] == [(200, "probe@test")]
 
 
-def test_a_flood_of_requests_stays_within_the_front_s_bounds():
+def test_a_flood_of_requests_stays_within_the_front_s_bounds_and_no_source_takes_them_all():
     world = FrontWorld()
     world.overlay_paused = True
-    flood = RESOLVING_MAX + 1000
-    for i in range(flood):  # bounded: INVITEs for AORs nobody registered, no pause between
-        world.send(request("INVITE", f"sip:u{i}@{DOMAIN}"))
+    for i in range(RESOLVING_MAX):  # bounded: INVITEs for AORs nobody registered, no pause between
+        world.send(request("INVITE", f"sip:u{i}@{DOMAIN}"), host="127.0.0.66")
+    assert world.front.resolving == RESOLVING_PER_SOURCE_MAX  # the rest is left for others
+    for i in range(2000):
+        world.send(request("INVITE", f"sip:v{i}@{DOMAIN}"), host=f"127.0.0.{67 + i % 2}")
     assert world.front.resolving == RESOLVING_MAX and len(world.held) == RESOLVING_MAX
     busy = [r for r in world.responses() if r.status == 503]
-    assert len(busy) == flood - RESOLVING_MAX and all(r.get("retry-after") for r in busy)
+    assert len(busy) == 2000 and all(r.get("retry-after") for r in busy)  # RESOLVING_MAX of them admitted
     world.resume_overlay()
     assert world.front.resolving == 0
     world.send(request("OPTIONS", OPTIONS_TO_FRONT, call_id="probe"))
@@ -388,7 +394,7 @@ def test_a_register_under_a_newer_copy_that_is_not_ours_is_refused():
     aor, contact = f"sip:pia@{DOMAIN}", f"sip:pia@127.0.0.1:{PHONE + 12}"
     squatter = Registration(contact, ("127.0.0.1", 6009), 4242)  # newer than anything we will store
     world.node.store(id_from_name(aor), Kind.SIP_REGISTRATION, DataModel.DICTIONARY,
-                     [Entry(front_module._contact_key(contact), squatter.to_bytes(), 10**12, 600)],
+                     [Entry(front_module._contact_key(contact), squatter.to_bytes(), world.now_ms + 30_000, 600)],
                      now_ms=world.now_ms)
     world.ring.flush(world.node)
     world.ring.run(10)

@@ -29,6 +29,10 @@ log = logging.getLogger("peerphone.sip")
 
 TCP_CONNECTIONS_MAX = SIP_TCP_CONNECTIONS_MAX
 TCP_IDLE_TIMEOUT_S = 3600 + 60  # a TCP phone refreshes its registration within this
+# A connection that has not yet carried one whole SIP message is closed sooner, and is the
+# first to go when the table is full: holding idle connections locks nobody out.
+TCP_SILENT_TIMEOUT_S = 10.0
+TCP_CONNECTIONS_PER_HOST_MAX = 32
 TCP_CONNECT_TIMEOUT_S = 4.0
 PORT_ATTEMPTS = 20  # port 0: tries to find one free for both UDP and TCP
 
@@ -84,6 +88,7 @@ class _Stream(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.framer = StreamFramer()
         self.idle: asyncio.TimerHandle | None = None
+        self.spoke = False  # a whole SIP message came (or we opened it to send one)
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -103,6 +108,9 @@ class _Stream(asyncio.Protocol):
             assert self.transport is not None
             self.transport.close()
             return
+        if messages and not self.spoke:
+            self.spoke = True
+            self._touch()
         for message in messages:
             assert self.addr is not None
             self.owner.received(message, Link("TCP", self.addr))
@@ -116,7 +124,8 @@ class _Stream(asyncio.Protocol):
         if self.idle is not None:
             self.idle.cancel()
         assert self.transport is not None
-        self.idle = asyncio.get_running_loop().call_later(TCP_IDLE_TIMEOUT_S, self.transport.close)
+        timeout_s = TCP_IDLE_TIMEOUT_S if self.spoke else TCP_SILENT_TIMEOUT_S
+        self.idle = asyncio.get_running_loop().call_later(timeout_s, self.transport.close)
 
     def write(self, data: bytes) -> None:
         assert self.transport is not None
@@ -251,9 +260,20 @@ class SipTransport(asyncio.DatagramProtocol):
         """A connection is up (accepted, or opened by us): send what waited for it."""
         assert stream.addr is not None
         queued = self._connecting.pop(stream.addr, None)
-        if queued is None and len(self._streams) >= TCP_CONNECTIONS_MAX:
-            self.front.counters["sip dropped: too many TCP connections"] += 1
+        if queued is not None:
+            stream.spoke = True
+        elif sum(1 for addr in self._streams if addr[0] == stream.addr[0]) >= TCP_CONNECTIONS_PER_HOST_MAX:
+            self.front.counters["sip dropped: too many TCP connections from one host"] += 1
             return False
+        elif len(self._streams) >= TCP_CONNECTIONS_MAX:
+            silent = next((s for s in self._streams.values() if not s.spoke), None)
+            if silent is None:
+                self.front.counters["sip dropped: too many TCP connections"] += 1
+                return False
+            self.front.counters["sip closed: a silent TCP connection, for a new one"] += 1
+            self.forget(silent)
+            if silent.transport is not None:
+                silent.transport.close()
         self._streams[stream.addr] = stream
         for data in queued or ():
             stream.write(data)

@@ -47,6 +47,7 @@ from ..core.limits import (
     BINDINGS_MAX,
     CONTACTS_PER_AOR_MAX,
     LIFETIME_S_MAX,
+    REGISTRATION_LIFETIME_S_MAX,
     SIP_RESOLVING_MAX,
     SIP_TRANSACTIONS_MAX,
 )
@@ -54,6 +55,7 @@ from ..core.peer import PeerNode
 from ..core.usages import MODEL_OF, Kind, OfflineMessage, RecordError, Registration
 from ..core.wire.messages import ARRAY_APPEND, Addr, DataModel, Entry, Error, FetchAns
 from . import tunnel
+from .bindings import Binding, Bindings, instance_of
 from .message import SipParseError, SipRequest, SipResponse, canonical, check_request, parse
 from .transaction import T1_MS, Action, Input, State, Transaction, TransactionError, response_input
 from .transaction import Kind as TxKind
@@ -62,9 +64,10 @@ from .uri import NameAddr, Uri, Via
 log = logging.getLogger("peerphone.sip")
 
 EXPIRES_DEFAULT_S = 3600
-EXPIRES_MAX_S = 3600
+EXPIRES_MAX_S = REGISTRATION_LIFETIME_S_MAX
 TRANSACTIONS_MAX = SIP_TRANSACTIONS_MAX
 RESOLVING_MAX = SIP_RESOLVING_MAX
+RESOLVING_PER_SOURCE_MAX = RESOLVING_MAX // 2
 OVERLAY_TIMEOUT_MS = 10_000  # an overlay request the driver never completes is given up after this
 # A registration lookup that fails, or is not answered within LOOKUP_FIRST_TIMEOUT_MS (most take
 # well under a second; under churn a few wait for the overlay's end-to-end retransmission), is
@@ -78,13 +81,14 @@ SERVER_GIVE_UP_MS = TIMER_C_MS + 64 * 500  # a request nothing answered by then 
 RETRY_AFTER_S = 5
 GATEWAY_LIFETIME_S = 180
 TUNNEL_PARAM = "pp-node"  # on our Record-Route when we are reached through the overlay: our node id
+ROUTE_TOKEN_PARAM = "pp-rr"  # on our Record-Route: proof, when it comes back as a Route, that we recorded it
 OFFLINE_LIFETIME_S = min(LIFETIME_S_MAX, 7 * 24 * 3600)
 OFFLINE_RECHECK_MS = 300_000
 MAGIC = "z9hG4bK"
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, SUBSCRIBE, NOTIFY, REGISTER, INFO, UPDATE, REFER, PRACK"
 DIALOG_CREATING = ("INVITE", "SUBSCRIBE", "REFER")
 STATELESS_ONCE_ANSWERED = ("REGISTER", "OPTIONS")  # requests we serve ourselves, idempotently
-REASONS = {100: "Trying", 200: "OK", 202: "Accepted", 400: "Bad Request", 404: "Not Found",
+REASONS = {100: "Trying", 200: "OK", 202: "Accepted", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
            408: "Request Timeout", 480: "Temporarily Unavailable", 481: "Call/Transaction Does Not Exist",
            482: "Loop Detected", 483: "Too Many Hops", 500: "Server Internal Error", 503: "Service Unavailable"}
 
@@ -186,17 +190,6 @@ Answer = Callable[[FetchAns | None, Error | None, int], None]  # (answer, error,
 
 
 @dataclass(eq=False)
-class _Binding:
-    contact: str
-    params: str  # the Contact's header parameters but expires, echoed in the 200 (+sip.instance...)
-    link: Link
-    expires_at_ms: int
-    stored_until_ms: int  # when the overlay's copy of it lapses unless refreshed
-    stamp_ms: int  # the storage time of that copy
-    offline_checked_ms: int  # when we last looked for messages kept for it
-
-
-@dataclass(eq=False)
 class _Server:
     """A request we received: its server transaction, and the answer it got."""
 
@@ -233,6 +226,7 @@ class _Wait:
     handle: int
     then: Answer
     server_key: tuple[str, str] | None  # a request waiting for the overlay (bounded by RESOLVING_MAX)
+    source: str  # who sent that request (see _source_of), "" for the front's own work
     deadline_ms: int
 
 
@@ -240,6 +234,7 @@ _GATEWAYS = "advertise gateways"
 NO_ANSWER = Error(ErrorCode.UNREACHABLE, "no answer from the overlay")
 _ANSWERED = SipRequest(method="", uri="")  # what an answered server transaction keeps of its request
 Timed = Union[_Server, _Client, _Wait, str]
+Change = tuple[str, str, int]  # of a registration: (contact URI, its other parameters, expires; 0 removes)
 
 
 class SipFront:
@@ -249,12 +244,15 @@ class SipFront:
         across fronts); the simulator's fronts share one clock and leave it 0."""
         self.config = config
         self._entropy = entropy
+        self._route_secret = entropy(16).hex()
         self._wall_offset_ms = wall_offset_ms
-        self._bindings: dict[str, dict[str, _Binding]] = {}
+        self._bindings = Bindings(BINDINGS_MAX, CONTACTS_PER_AOR_MAX)
+        self._delivering: set[str] = set()  # AORs whose kept messages are being delivered: once at a time
         self._servers: dict[tuple[str, str], _Server] = {}
         self._clients: dict[tuple[str, str], _Client] = {}
         self._waits: dict[int, _Wait] = {}
         self._resolving = 0
+        self._resolving_from: Counter[str] = Counter()  # the same, per source: none may take it all
         self._handles = 0
         self._timers: Deadlines[Timed] = Deadlines()
         self._my_hosts = {config.advertise_host.lower(), "127.0.0.1", "localhost"}
@@ -326,6 +324,9 @@ class SipFront:
         self._timers.discard(wait)
         if wait.server_key is not None:
             self._resolving -= 1
+            self._resolving_from[wait.source] -= 1
+            if self._resolving_from[wait.source] <= 0:
+                del self._resolving_from[wait.source]
         server = self._servers.get(wait.server_key) if wait.server_key else None
         self._guarded(lambda: wait.then(answer, error, now_ms), server.request if server else None,
                       server.link if server else None, now_ms)
@@ -429,11 +430,21 @@ class SipFront:
     def _route(self, server: _Server | None, req: SipRequest, link: Link, now_ms: int) -> None:
         """Where a new request goes (§16.4, §16.5); `server` is None for a stateless one (an ACK)."""
         routes = req.get_all("route")
-        if routes and self._is_me(NameAddr.parse(routes[0]).uri):
+        recorded = False
+        if routes and self._is_me(ours := NameAddr.parse(routes[0]).uri):
+            recorded = ours.param(ROUTE_TOKEN_PARAM) == self._route_token(req)
             _drop_first(req, "route")
             routes = routes[1:]
+        # Not an open relay: our phones may send anywhere through us, and so may a dialog we
+        # recorded a route for; anyone else only to this domain's AORs, to contacts registered
+        # here and to gateways.
+        relay = recorded or link.transport == "TUNNEL" or self._bindings.is_phone(_source_of(link))
         if routes:
-            self._forward(server, req, link, self._link_to(NameAddr.parse(routes[0]).uri), now_ms)
+            nxt = NameAddr.parse(routes[0]).uri
+            if relay or self._may_reach(nxt):
+                self._forward(server, req, link, self._link_to(nxt), now_ms)
+            else:
+                self._refuse_relay(server, now_ms)
             return
         uri = Uri.parse(req.uri)
         if self._is_me(uri) and uri.user is None:
@@ -443,11 +454,26 @@ class SipFront:
         elif uri.host == self.config.domain or (self._is_me(uri) and uri.user):
             self._to_aor(server, req, link, f"sip:{uri.user}@{self.config.domain}", now_ms)
         elif _is_address(uri.host):
-            self._forward(server, req, link, self._link_to(uri), now_ms)  # in-dialog, straight to a contact
+            if relay or self._may_reach(uri):
+                self._forward(server, req, link, self._link_to(uri), now_ms)  # in-dialog, straight to a contact
+            else:
+                self._refuse_relay(server, now_ms)
         elif uri.host in self.config.gateways:
             self._forward(server, req, link, Link("UDP", self.config.gateways[uri.host]), now_ms)
         else:
             self._to_gateway(server, req, link, uri.host, now_ms)
+
+    def _may_reach(self, uri: Uri) -> bool:
+        """Where a stranger's request may go next: a phone registered here, or a gateway."""
+        return (self._bindings.is_contact(uri.host, uri.port or 5060) or uri.host in self.config.gateways
+                or (uri.host, uri.port or 5060) in self.config.gateways.values())
+
+    def _refuse_relay(self, server: _Server | None, now_ms: int) -> None:
+        self.counters["sip refused: not a relay"] += 1
+        self._answer_if(server, 403, "Forbidden (not a relay for you)", now_ms)
+
+    def _route_token(self, req: SipRequest) -> str:
+        return _digest(self._route_secret, req.get("call-id") or "")[:16]
 
     def _to_me(self, server: _Server | None, req: SipRequest, link: Link, uri: Uri, now_ms: int) -> None:
         if server is None:
@@ -482,14 +508,17 @@ class SipFront:
              timeout_ms: int = OVERLAY_TIMEOUT_MS) -> bool:
         """Start an overlay request; `then` gets its outcome. False when too many requests wait
         already (the caller's request has been answered 503)."""
+        source = _source_of(server.link) if server is not None else ""
         if server is not None:
-            if self._resolving >= RESOLVING_MAX:  # a flood must not grow the waiting without end
+            # A flood must not grow the waiting without end, nor one sender take all of it.
+            if self._resolving >= RESOLVING_MAX or self._resolving_from[source] >= RESOLVING_PER_SOURCE_MAX:
                 self._answer(server, 503, "Service Unavailable (busy)", [("Retry-After", str(RETRY_AFTER_S))],
                              now_ms=now_ms)
                 return False
             self._resolving += 1
+            self._resolving_from[source] += 1
         self._handles += 1
-        wait = _Wait(self._handles, then, server.key if server else None, now_ms + timeout_ms)
+        wait = _Wait(self._handles, then, server.key if server else None, source, now_ms + timeout_ms)
         self._waits[wait.handle] = wait
         self._timers.set(wait, wait.deadline_ms)
         self._requests.append(make(wait.handle))
@@ -512,8 +541,8 @@ class SipFront:
         aor = f"sip:{to.uri.user}@{self.config.domain}"
         contacts = req.get_all("contact")
         default_expires = _int_or(req.get("expires"), EXPIRES_DEFAULT_S)
-        bindings = self._live_bindings(aor, now_ms)
-        changes: list[tuple[str, str, int]] = []  # (contact URI, its other parameters, expires)
+        bindings = self._bindings.live(aor, now_ms=now_ms)
+        changes: list[Change] = []
         if contacts == ["*"]:
             if default_expires != 0:
                 self._answer(server, 400, "Bad Request (* needs Expires: 0)", now_ms=now_ms)
@@ -524,16 +553,14 @@ class SipFront:
                 contact = NameAddr.parse(text)
                 expires = min(_int_or(contact.param("expires"), default_expires), EXPIRES_MAX_S)
                 changes.append((str(contact.uri), _params_but_expires(contact), max(0, expires)))
-        if sum(1 for c, _, e in changes if e > 0 and c not in bindings) + len(bindings) > CONTACTS_PER_AOR_MAX:
-            self._answer(server, 503, "Service Unavailable (too many contacts)", now_ms=now_ms)
+            changes += _replaced_instances(bindings, changes)
+        refusal = self._bindings.refusal(aor, [c for c, _, e in changes if e > 0], _source_of(server.link),
+                                         now_ms=now_ms)
+        if refusal is not None:
+            self.counters[f"sip registrations refused: {refusal}"] += 1
+            self._answer(server, 503, f"Service Unavailable ({refusal})", [("Retry-After", str(RETRY_AFTER_S))],
+                         now_ms=now_ms)
             return
-        if aor not in self._bindings and len(self._bindings) >= BINDINGS_MAX:
-            for stale in list(self._bindings):
-                self._live_bindings(stale, now_ms)  # drops what has expired
-            if len(self._bindings) >= BINDINGS_MAX:
-                self._answer(server, 503, "Service Unavailable (registrar full)",
-                             [("Retry-After", str(RETRY_AFTER_S))], now_ms=now_ms)
-                return
         stamp = self._storage_time_ms(now_ms)
         front = (self.config.advertise_host, self.config.port)
         entries = tuple(Entry(_contact_key(c), Registration(c, front, self.config.node_id, self.config.reachable)
@@ -554,43 +581,41 @@ class SipFront:
         self._ask(lambda h: OverlayStore(h, resource, Kind.SIP_REGISTRATION, MODEL_OF[Kind.SIP_REGISTRATION],
                                          entries), stored, server, now_ms)
 
-    def _fresh(self, binding: _Binding | None, params: str, expires: int, came_from: Link, now_ms: int) -> bool:
+    def _fresh(self, binding: Binding | None, params: str, expires: int, came_from: Link, now_ms: int) -> bool:
         """A refresh the overlay need not hear of: the same binding, whose stored copy still has
         three quarters of the new lifetime to live (a phone refreshing often costs no store)."""
         return (binding is not None and expires > 0 and binding.params == params
                 and binding.link == self._path_to(Uri.parse(binding.contact), came_from)
                 and binding.stored_until_ms - now_ms >= expires * 750)
 
-    def _overtaken_by_ours(self, error: Error, aor: str, changes: list[tuple[str, str, int]], stamp: int,
+    def _overtaken_by_ours(self, error: Error, aor: str, changes: list[Change], stamp: int,
                            now_ms: int) -> bool:
         """A store refused as older than what is stored, because a later REGISTER of the same
         phone was stored here first (both were on their way): no failure. A newer copy that is
         not ours is one."""
         if error.code != ErrorCode.DATA_TOO_OLD:
             return False
-        bindings = self._live_bindings(aor, now_ms)
+        bindings = self._bindings.live(aor, now_ms=now_ms)
         return all(c in bindings and bindings[c].stamp_ms >= stamp for c, _, e in changes if e)
 
-    def _bind(self, server: _Server, aor: str, changes: list[tuple[str, str, int]], stored: set[object],
+    def _bind(self, server: _Server, aor: str, changes: list[Change], stored: set[object],
               stamp: int, now_ms: int) -> None:
-        bindings = self._live_bindings(aor, now_ms)
+        bindings = self._bindings.live(aor, now_ms=now_ms)
         new = False
         for uri_text, params, expires in changes:
-            old = bindings.get(uri_text)
+            old = bindings.pop(uri_text, None)
             if not expires:
-                bindings.pop(uri_text, None)
+                self._bindings.remove(aor, uri_text)
                 continue
             new = new or old is None
             written = old is None or _contact_key(uri_text) in stored
-            bindings[uri_text] = _Binding(uri_text, params, self._path_to(Uri.parse(uri_text), server.link),
-                                          now_ms + expires * 1000,
-                                          now_ms + expires * 1000 if old is None or written else old.stored_until_ms,
-                                          stamp if old is None or written else old.stamp_ms,
-                                          now_ms if old is None else old.offline_checked_ms)
-        if bindings:
-            self._bindings[aor] = bindings
-        else:
-            self._bindings.pop(aor, None)
+            binding = Binding(uri_text, params, self._path_to(Uri.parse(uri_text), server.link),
+                              _source_of(server.link), now_ms + expires * 1000,
+                              now_ms + expires * 1000 if old is None or written else old.stored_until_ms,
+                              stamp if old is None or written else old.stamp_ms,
+                              now_ms if old is None else old.offline_checked_ms)
+            self._bindings.put(aor, binding)
+            bindings[uri_text] = binding
         current = [("Contact", f"<{b.contact}>{b.params};expires={max(0, (b.expires_at_ms - now_ms) // 1000)}")
                    for b in bindings.values()]
         date = formatdate(self._storage_time_ms(now_ms) / 1000, usegmt=True)
@@ -601,7 +626,7 @@ class SipFront:
         # Messages kept for this AOR are looked for when it comes online here, and now and then
         # while it stays (one kept because its phone did not answer), not on every refresh.
         due = [b for b in bindings.values() if b.offline_checked_ms <= now_ms - OFFLINE_RECHECK_MS]
-        if new or due:
+        if (new or due) and aor not in self._delivering:
             for b in bindings.values():
                 b.offline_checked_ms = now_ms
             self._deliver_offline(aor, now_ms)
@@ -615,23 +640,11 @@ class SipFront:
             return self._link_to(contact)
         return came_from
 
-    def _live_bindings(self, aor: str, now_ms: int) -> dict[str, _Binding]:
-        bindings = self._bindings.get(aor, {})
-        for contact in [c for c, b in bindings.items() if b.expires_at_ms <= now_ms]:
-            del bindings[contact]
-        if not bindings:
-            self._bindings.pop(aor, None)
-        return bindings
-
-    def _local_binding(self, aor: str, now_ms: int) -> _Binding | None:
-        bindings = self._live_bindings(aor, now_ms)
-        return max(bindings.values(), key=lambda b: b.expires_at_ms) if bindings else None
-
     # ------------------------------------------------------------------ location and routing (§16.5)
 
     def _to_aor(self, server: _Server | None, req: SipRequest, link: Link, aor: str, now_ms: int,
                 attempt: int = 1) -> None:
-        binding = self._local_binding(aor, now_ms)
+        binding = self._bindings.best(aor, now_ms=now_ms)
         if binding is not None:
             req.uri = binding.contact
             self._forward(server, req, link, binding.link, now_ms)
@@ -749,8 +762,9 @@ class SipFront:
         if req.method in DIALOG_CREATING and _tag(req.get("to")) == "":
             transport = ";transport=tcp" if "TCP" in (upstream.transport, downstream.transport) else ""
             node = "" if self.config.reachable else f";{TUNNEL_PARAM}={self.config.node_id:x}"
-            out.headers.insert(1, ("Record-Route",
-                                   f"<sip:{self.config.advertise_host}:{self.config.port}{transport}{node};lr>"))
+            token = f";{ROUTE_TOKEN_PARAM}={self._route_token(req)}"
+            out.headers.insert(1, ("Record-Route", f"<sip:{self.config.advertise_host}:{self.config.port}"
+                                                   f"{transport}{node}{token};lr>"))
         data = out.to_bytes()
         if server is None:
             self._send(data, downstream)
@@ -997,7 +1011,7 @@ class SipFront:
                     self.transport_failed(link, now_ms=now_ms)
 
             self._handles += 1
-            wait = _Wait(self._handles, failed, None, 0)
+            wait = _Wait(self._handles, failed, None, "", 0)
             self._waits[wait.handle] = wait  # no deadline of ours: the overlay's transaction ends it
             self._requests.append(OverlayTunnel(wait.handle, link.node_id, part))
 
@@ -1040,9 +1054,11 @@ class SipFront:
         """Fetch what was kept for `aor` and send it, one MESSAGE after the other, removing each
         once its UA has taken it."""
         resource = id_from_name(aor)
+        self._delivering.add(aor)
 
         def fetched(answer: FetchAns | None, error: Error | None, now_ms: int) -> None:
             if answer is None:
+                self._delivering.discard(aor)
                 log.info("sip: offline messages of %s not fetched: %s", aor, error.reason if error else "")
                 return
             kept = sorted((e for e in answer.entries if isinstance(e.key, int)), key=lambda e: e.key)  # type: ignore[arg-type, return-value]
@@ -1051,7 +1067,7 @@ class SipFront:
         self._ask(lambda h: OverlayFetch(h, resource, Kind.OFFLINE_MESSAGE), fetched, None, now_ms)
 
     def _deliver_next(self, aor: str, resource: int, kept: list[Entry], now_ms: int) -> None:
-        binding = self._local_binding(aor, now_ms)
+        binding = self._bindings.best(aor, now_ms=now_ms)
         while kept and binding is not None:
             entry = kept.pop(0)
             try:
@@ -1072,8 +1088,9 @@ class SipFront:
 
             self._send_message(binding, aor, message, delivered, now_ms)
             return
+        self._delivering.discard(aor)
 
-    def _send_message(self, binding: _Binding, aor: str, message: OfflineMessage,
+    def _send_message(self, binding: Binding, aor: str, message: OfflineMessage,
                       on_final: Callable[[int, int], None], now_ms: int) -> None:
         """Send a kept MESSAGE to the UA ourselves (a UAC transaction, §17.1.2)."""
         branch = f"{MAGIC}{self._entropy(8).hex()}"
@@ -1093,6 +1110,19 @@ def ack_for_failure(request: SipRequest, resp: SipResponse) -> bytes:
         ("Call-ID", request.get("call-id") or ""), ("CSeq", f"{request.cseq()[0]} ACK"),
         *[("Route", r) for r in request.get_all("route")]])
     return ack.to_bytes()
+
+
+def _source_of(link: Link) -> str:
+    """Who a registration is counted against: the sending host, or the node a tunnel came from."""
+    return f"node {link.node_id:x}" if link.transport == "TUNNEL" else link.addr[0]
+
+
+def _replaced_instances(bindings: dict[str, Binding], changes: list[Change]) -> list[Change]:
+    """RFC 5626 §6: a phone (one instance and reg-id) registering from a new contact drops
+    the binding it had; the overlay's copy of that goes too."""
+    named = {c for c, _, _ in changes}
+    instances = {instance_of(params) for _, params, e in changes if e > 0} - {""}
+    return [(b.contact, "", 0) for b in bindings.values() if b.instance in instances and b.contact not in named]
 
 
 def _their_branch(req: SipRequest) -> str:

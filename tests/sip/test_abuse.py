@@ -1,0 +1,90 @@
+"""Fronts and peers as real processes, against abuse and bad luck (issue 11)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+from peerphone.app.config import DEFAULT_OVERLAY, parse_hostport
+from peerphone.app.wiring import open_client
+from peerphone.core.ids import id_from_name
+from peerphone.core.limits import SIP_TCP_CONNECTIONS_MAX
+from peerphone.core.usages import MODEL_OF, Kind, Registration
+from peerphone.core.wire.messages import Entry
+from peerphone.net.udp import OverlayError
+
+from tests.procs import stop
+from tests.sip.raw import exchange, free_port, register, request
+from tests.sip.world import DOMAIN, start_overlay, start_phone
+
+pytestmark = pytest.mark.sip
+
+
+@pytest.fixture(scope="module")
+def overlay():
+    peers = start_overlay(3)
+    yield peers
+    stop(peers)
+
+
+async def _squat(via: str, aor: str) -> str:
+    """Store a registration for `aor` stamped 2**53 ms (year 285,000) with a week to live."""
+    driver = await open_client(parse_hostport(via, 0), DEFAULT_OVERLAY)
+    try:
+        await driver.joined
+        squatter = Registration(f"sip:thief@127.0.0.1:{free_port()}", ("127.0.0.1", 9), 1)
+        entry = Entry(b"squat", squatter.to_bytes(), 2**53, 7 * 24 * 3600)
+        await driver.store(id_from_name(aor), Kind.SIP_REGISTRATION, MODEL_OF[Kind.SIP_REGISTRATION], [entry])
+    except OverlayError as e:
+        return str(e)
+    finally:
+        driver.close()
+    return "stored"
+
+
+def test_a_far_future_registration_is_refused_and_bob_registers(overlay):
+    aor = f"sip:bob@{DOMAIN}"
+    assert "storage time ahead" in asyncio.run(_squat(overlay[0].addr, aor))
+    host, port = overlay[1].sip.split(":")
+    assert exchange((host, int(port)), lambda me: register(me, "bob", free_port())) == "SIP/2.0 200 OK"
+
+
+def test_held_tcp_connections_and_a_register_flood_lock_no_phone_out(overlay):
+    host, port = overlay[2].sip.split(":")
+    front = (host, int(port))
+    held = []
+    try:
+        for i in range(SIP_TCP_CONNECTIONS_MAX):  # every slot, from eight hosts, and never a word
+            held.append(socket.create_connection(front, timeout=5, source_address=(f"127.0.0.{10 + i // 32}", 0)))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as flood:
+            flood.bind(("127.0.0.66", 0))
+            me = flood.getsockname()[1]
+            for i in range(2000):
+                flood.sendto(register(me, f"flood{i}", me), front)
+        tcp_phone = start_phone("tia", overlay[2].sip, "--sip-transport", "tcp")
+        udp_phone = start_phone("uma", overlay[2].sip)
+        tcp_phone.stop()
+        udp_phone.stop()
+    finally:
+        for connection in held:
+            connection.close()
+
+
+def test_the_front_relays_nothing_for_a_stranger(overlay):
+    host, port = overlay[1].sip.split(":")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as victim, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
+        victim.bind(("127.0.0.9", 0))
+        victim.settimeout(1.0)
+        stranger.bind(("127.0.0.77", 0))
+        stranger.settimeout(5.0)
+        me = stranger.getsockname()[1]
+        target = f"sip:someone@127.0.0.9:{victim.getsockname()[1]}"
+        stranger.sendto(request("INVITE", target, me).replace(b"127.0.0.1", b"127.0.0.77"), (host, int(port)))
+        statuses = []
+        while not statuses or statuses[-1] < 200:
+            statuses.append(int(stranger.recv(65536).split(b" ")[1]))
+        assert statuses[-1] == 403
+        with pytest.raises(socket.timeout):
+            victim.recv(65536)
