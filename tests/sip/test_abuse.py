@@ -43,6 +43,19 @@ async def _squat(via: str, aor: str) -> str:
     return "stored"
 
 
+async def _newest_front(via: str, aor: str) -> str:
+    """HOST:PORT of the front of `aor`'s newest registration: the one callers try first."""
+    driver = await open_client(parse_hostport(via, 0), DEFAULT_OVERLAY)
+    try:
+        await driver.joined
+        found = await driver.fetch(id_from_name(aor), Kind.SIP_REGISTRATION)
+    finally:
+        driver.close()
+    newest = max(found.entries, key=lambda e: e.storage_time_ms)
+    host, port = Registration.from_bytes(newest.value).front
+    return f"{host}:{port}"
+
+
 def test_a_far_future_registration_is_refused_and_bob_registers(overlay):
     aor = f"sip:bob@{DOMAIN}"
     assert "storage time ahead" in asyncio.run(_squat(overlay[0].addr, aor))
@@ -88,3 +101,30 @@ def test_the_front_relays_nothing_for_a_stranger(overlay):
         assert statuses[-1] == 403
         with pytest.raises(socket.timeout):
             victim.recv(65536)
+
+
+def test_a_phone_at_two_fronts_outlives_one_and_a_call_through_the_dead_one_ends_on_both_sides():
+    peers = start_overlay(4)
+    phones = []
+    try:
+        alice = start_phone("alice9", peers[0].sip)
+        phones.append(alice)
+        bob = start_phone("bob9", peers[1].sip, "--proxy", peers[2].sip)
+        phones.append(bob)
+        fronts = {line.rsplit(" ", 1)[1] for line in bob.seen if line.startswith("registered ")}
+        while fronts != {peers[1].sip, peers[2].sip}:  # each account says so once, in either order
+            fronts.add(bob.expect(r"^registered sip:bob9@\S+ at (\S+)$").group(1))
+        alice.send(f"call sip:bob9@{DOMAIN} tone=1000 seconds=8")
+        bob.expect(r"^incoming call from .*sip:alice9@")
+        bob.expect(r"^call established with .*sip:alice9@")  # the ACK came: the call is up on both sides
+        carrying = asyncio.run(_newest_front(peers[3].addr, f"sip:bob9@{DOMAIN}"))
+        next(p for p in peers[1:3] if p.sip == carrying).proc.kill()  # the front of this call dies mid-call
+        assert alice.expect(r"^call ended \((\d+)", timeout=40).group(1) == "200"  # her BYE found another way
+        bob.expect(r"^call ended", timeout=5)
+        alice.send(f"call sip:bob9@{DOMAIN} tone=1000 seconds=1")  # and Bob is reachable still
+        bob.expect(r"^incoming call from .*sip:alice9@", timeout=30)
+        alice.expect(r"^call ended \(200", timeout=40)
+    finally:
+        for phone in phones:
+            phone.stop()
+        stop(peers)

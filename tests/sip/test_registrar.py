@@ -4,7 +4,10 @@ no relaying for strangers."""
 
 from __future__ import annotations
 
-from peerphone.core.usages import Kind
+from peerphone.core.ids import id_from_name
+from peerphone.core.storage import Storage
+from peerphone.core.usages import Kind, Registration
+from peerphone.core.wire.messages import DataModel, Entry
 from peerphone.sip import front as front_module
 from peerphone.sip.message import SipRequest
 
@@ -89,3 +92,40 @@ def test_a_stranger_cannot_relay_through_the_front_but_our_phones_and_recorded_d
     world.send(_invite(ELSEWHERE, route=f"{forged}, <sip:127.0.0.9:6000;lr>", call_id="dialog-1",
                        dialog=True), host=STRANGER)
     assert world.requests() == [] and world.front.counters["sip refused: not a relay"] == 4
+
+
+def test_a_binding_the_overlay_lost_is_stored_again_within_a_cycle():
+    world = FrontWorld()
+    aor = f"sip:max@{DOMAIN}"
+    world.register("max", port=PHONE + 6, expires=600)
+    world.node.storage = Storage()  # every holder of the record died before passing it on
+    assert world.fetch(aor, Kind.SIP_REGISTRATION).entries == ()
+    world.advance(front_module.AUDIT_CYCLE_MS + front_module.AUDIT_TICK_MS)
+    entries = world.fetch(aor, Kind.SIP_REGISTRATION).entries
+    assert [Registration.from_bytes(e.value).contact for e in entries] == [f"sip:max@127.0.0.1:{PHONE + 6}"]
+    assert world.front.counters["sip bindings stored again (the overlay had lost them)"] == 1
+    world.advance(front_module.AUDIT_CYCLE_MS)
+    assert world.front.counters["sip bindings stored again (the overlay had lost them)"] == 1  # nothing lost since
+
+
+def test_a_bye_whose_recorded_front_died_finds_the_far_end_through_its_other_front():
+    world = FrontWorld()
+    world.register("ned", port=PHONE + 7)  # the caller, a phone of ours
+    bob = f"sip:bob@{DOMAIN}"
+    contact = "sip:bob@127.0.0.1:7000"
+    for node, port in ((101, 6001), (102, 6002)):  # Bob registered through two other fronts
+        record = Registration(contact, ("127.0.0.1", port), node)
+        world.node.store(id_from_name(bob), Kind.SIP_REGISTRATION, DataModel.DICTIONARY,
+                         [Entry(bytes([node]), record.to_bytes(), world.now_ms, 600)], now_ms=world.now_ms)
+        world.ring.flush(world.node)
+    world.ring.run(10)
+    bye = request("BYE", contact, port=PHONE + 7, to=bob,
+                  extra=f"Route: <sip:127.0.0.1:{FRONT_PORT};lr>, <sip:127.0.0.1:6001;lr>\r\n")
+    world.send(bye.replace(f"To: <{bob}>".encode(), f"To: <{bob}>;tag=b0b".encode()), port=PHONE + 7)
+    assert [link.addr for m, link in world.requests()] == [("127.0.0.1", 6001)]  # along the recorded route
+    world.advance(front_module.REACH_TIMEOUT_MS + 100)  # that front is dead: nothing answers
+    rerouted = [(m, link) for m, link in world.requests() if link.addr != ("127.0.0.1", 6001)]
+    assert [(m.method, m.uri, link.addr) for m, link in rerouted] == [("BYE", bob, ("127.0.0.1", 6002))]
+    assert rerouted[0][0].get_all("route") == []
+    world.send(answer(rerouted[0][0], 200), port=6002)
+    assert world.statuses()[-1:] == [200]

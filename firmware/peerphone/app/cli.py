@@ -61,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                                        "recorded; messages and presence changes are printed. Runs until "
                                        "SIGINT/SIGTERM.")
     phone.add_argument("--aor", required=True, metavar="sip:USER@DOMAIN", help="the address of record to answer")
-    phone.add_argument("--proxy", metavar="HOST:PORT", help="register at this SIP front instead of running a peer")
+    phone.add_argument("--proxy", metavar="HOST:PORT", action="append",
+                       help="register at this SIP front instead of running a peer; give it again to register "
+                            "at more fronts too, so calls reach the phone while one of them lives")
     phone.add_argument("--record-dir", metavar="DIR", help="record every answered call to DIR/call-N.wav")
     phone.add_argument("--watch", action="append", default=[], metavar="URI", help="show URI's presence")
     phone.add_argument("--sip-transport", choices=["udp", "tcp"], default="udp", help="default %(default)s")

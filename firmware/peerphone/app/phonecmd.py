@@ -67,8 +67,9 @@ async def phone(args: argparse.Namespace) -> int:
     if record_dir is not None:
         record_dir.mkdir(parents=True, exist_ok=True)
     supervisor = Supervisor()
+    backups: list[tuple[str, int]] = []
     if args.proxy:
-        proxy = parse_hostport(args.proxy, 5060)
+        proxy, *backups = [parse_hostport(p, 5060) for p in args.proxy]
     else:
         args.domain = args.domain or aor.host
         _driver, front = await start_peer(args, supervisor)
@@ -84,7 +85,7 @@ async def phone(args: argparse.Namespace) -> int:
         # Inside the supervisor's run: our own front serves the REGISTER with tasks it spawns.
         try:
             handset = Handset(aor.aor, proxy, transport=args.sip_transport, record_dir=record_dir,
-                              bind_host=_local_address(proxy))
+                              bind_host=_local_address(proxy), backups=backups)
             await handset.start()
         except HandsetError as e:
             failed.append(str(e))

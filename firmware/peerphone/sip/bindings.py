@@ -113,6 +113,9 @@ class Bindings:
             if binding is not None and binding.expires_at_ms <= now_ms:
                 self.remove(aor, contact)
 
+    def aors(self) -> list[str]:
+        return list(self._by_aor)
+
     def is_phone(self, source: str) -> bool:
         """A phone registered here sends from this host (behind a NAT: from that NAT)."""
         return self._per_source[source] > 0

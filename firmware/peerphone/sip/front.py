@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from functools import partial
@@ -84,6 +84,11 @@ TUNNEL_PARAM = "pp-node"  # on our Record-Route when we are reached through the 
 ROUTE_TOKEN_PARAM = "pp-rr"  # on our Record-Route: proof, when it comes back as a Route, that we recorded it
 OFFLINE_LIFETIME_S = min(LIFETIME_S_MAX, 7 * 24 * 3600)
 OFFLINE_RECHECK_MS = 300_000
+# Every binding's copy in the overlay is looked at about this often, and stored again if it
+# is gone (its holders all died before they passed it on): a live phone stays reachable.
+AUDIT_CYCLE_MS = 10_000
+AUDIT_TICK_MS = 1000
+AUDITS_PER_TICK_MAX = 100
 MAGIC = "z9hG4bK"
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, SUBSCRIBE, NOTIFY, REGISTER, INFO, UPDATE, REFER, PRACK"
 DIALOG_CREATING = ("INVITE", "SUBSCRIBE", "REFER")
@@ -203,6 +208,7 @@ class _Server:
     tu_deadline_ms: int | None = None  # a safety net: unanswered this long, it gets a 408 and goes
     alternatives: list[Link] = field(default_factory=list)  # other fronts of the callee, tried in turn
     forks: int = 0  # branches made so far (each has its own)
+    rerouted: bool = False  # an in-dialog request sent round a dead hop by its AOR (once)
 
 
 @dataclass(eq=False)
@@ -231,6 +237,7 @@ class _Wait:
 
 
 _GATEWAYS = "advertise gateways"
+_AUDIT = "audit bindings"
 NO_ANSWER = Error(ErrorCode.UNREACHABLE, "no answer from the overlay")
 _ANSWERED = SipRequest(method="", uri="")  # what an answered server transaction keeps of its request
 Timed = Union[_Server, _Client, _Wait, str]
@@ -248,6 +255,9 @@ class SipFront:
         self._wall_offset_ms = wall_offset_ms
         self._bindings = Bindings(BINDINGS_MAX, CONTACTS_PER_AOR_MAX)
         self._delivering: set[str] = set()  # AORs whose kept messages are being delivered: once at a time
+        self._audit_queue: deque[str] = deque()  # AORs whose overlay copies are looked at next
+        self._audit_per_tick = 1
+        self._audit_cycle_ms = now_ms  # when the next round of looking starts
         self._servers: dict[tuple[str, str], _Server] = {}
         self._clients: dict[tuple[str, str], _Client] = {}
         self._waits: dict[int, _Wait] = {}
@@ -354,6 +364,8 @@ class SipFront:
                 self._guarded(partial(self._client_timer, item, now_ms), None, None, now_ms)
             elif isinstance(item, _Server):
                 self._guarded(partial(self._server_timer, item, now_ms), None, None, now_ms)
+            elif item == _AUDIT:
+                self._guarded(partial(self._audit, now_ms), None, None, now_ms)
             else:
                 self._advertise_gateways(now_ms)
 
@@ -563,8 +575,9 @@ class SipFront:
             return
         stamp = self._storage_time_ms(now_ms)
         front = (self.config.advertise_host, self.config.port)
-        entries = tuple(Entry(_contact_key(c), Registration(c, front, self.config.node_id, self.config.reachable)
-                              .to_bytes() if e else b"", stamp, e)
+        me = self.config.node_id
+        entries = tuple(Entry(_contact_key(c, me), Registration(c, front, me, self.config.reachable).to_bytes()
+                              if e else b"", stamp, e)
                         for c, params, e in changes if not self._fresh(bindings.get(c), params, e, server.link, now_ms))
 
         def stored(_answer: FetchAns | None, error: Error | None, now_ms: int) -> None:
@@ -608,7 +621,7 @@ class SipFront:
                 self._bindings.remove(aor, uri_text)
                 continue
             new = new or old is None
-            written = old is None or _contact_key(uri_text) in stored
+            written = old is None or _contact_key(uri_text, self.config.node_id) in stored
             binding = Binding(uri_text, params, self._path_to(Uri.parse(uri_text), server.link),
                               _source_of(server.link), now_ms + expires * 1000,
                               now_ms + expires * 1000 if old is None or written else old.stored_until_ms,
@@ -616,6 +629,8 @@ class SipFront:
                               now_ms if old is None else old.offline_checked_ms)
             self._bindings.put(aor, binding)
             bindings[uri_text] = binding
+            if _AUDIT not in self._timers:
+                self._timers.set(_AUDIT, now_ms + AUDIT_TICK_MS)
         current = [("Contact", f"<{b.contact}>{b.params};expires={max(0, (b.expires_at_ms - now_ms) // 1000)}")
                    for b in bindings.values()]
         date = formatdate(self._storage_time_ms(now_ms) / 1000, usegmt=True)
@@ -631,6 +646,45 @@ class SipFront:
                 b.offline_checked_ms = now_ms
             self._deliver_offline(aor, now_ms)
 
+    def _audit(self, now_ms: int) -> None:
+        """Look at the overlay's copies of the next few AORs registered here (all of them once
+        per AUDIT_CYCLE_MS) and store again what has gone missing."""
+        if not self._audit_queue and now_ms >= self._audit_cycle_ms:
+            self._audit_queue.extend(self._bindings.aors())
+            ticks = AUDIT_CYCLE_MS // AUDIT_TICK_MS
+            self._audit_per_tick = min(AUDITS_PER_TICK_MAX, -(-len(self._audit_queue) // ticks))
+            self._audit_cycle_ms = now_ms + AUDIT_CYCLE_MS
+        for _ in range(min(self._audit_per_tick, len(self._audit_queue))):
+            aor = self._audit_queue.popleft()
+            if self._bindings.live(aor, now_ms=now_ms):
+                self._audit_one(aor, now_ms)
+        if len(self._bindings):
+            self._timers.set(_AUDIT, now_ms + AUDIT_TICK_MS)
+
+    def _audit_one(self, aor: str, now_ms: int) -> None:
+        resource = id_from_name(aor)
+
+        def fetched(answer: FetchAns | None, _error: Error | None, now_ms: int) -> None:
+            if answer is None:
+                return  # asked again next cycle
+            held = {e.key for e in answer.entries}
+            front = (self.config.advertise_host, self.config.port)
+            stamp = self._storage_time_ms(now_ms)
+            me = self.config.node_id
+            lost = [b for b in self._bindings.live(aor, now_ms=now_ms).values()
+                    if _contact_key(b.contact, me) not in held]
+            if not lost:
+                return
+            self.counters["sip bindings stored again (the overlay had lost them)"] += len(lost)
+            entries = tuple(Entry(_contact_key(b.contact, me), Registration(b.contact, front, me,
+                                                                            self.config.reachable).to_bytes(),
+                                  stamp, max(1, (b.expires_at_ms - now_ms) // 1000)) for b in lost)
+            self._ask(partial(OverlayStore, resource=resource, kind=Kind.SIP_REGISTRATION,
+                              model=MODEL_OF[Kind.SIP_REGISTRATION], entries=entries),
+                      partial(self._logged, f"registration of {aor} not stored again"), None, now_ms)
+
+        self._ask(lambda h: OverlayFetch(h, resource, Kind.SIP_REGISTRATION), fetched, None, now_ms)
+
     def _path_to(self, contact: Uri, came_from: Link) -> Link:
         """How to reach a registered UA: its TCP connection, its contact, or (behind NAT, where the
         contact names an address we did not hear it from) where its REGISTER came from."""
@@ -643,7 +697,7 @@ class SipFront:
     # ------------------------------------------------------------------ location and routing (§16.5)
 
     def _to_aor(self, server: _Server | None, req: SipRequest, link: Link, aor: str, now_ms: int,
-                attempt: int = 1) -> None:
+                attempt: int = 1, avoid: Link | None = None) -> None:
         binding = self._bindings.best(aor, now_ms=now_ms)
         if binding is not None:
             req.uri = binding.contact
@@ -654,7 +708,7 @@ class SipFront:
             if answer is None:
                 self.counters[f"sip lookup failed: {error.reason if error else 'no answer'}"] += 1
                 if attempt < LOOKUP_ATTEMPTS and (server is None or not server.txn.terminated):
-                    self._to_aor(server, req, link, aor, now_ms, attempt + 1)  # under churn, often a stale route
+                    self._to_aor(server, req, link, aor, now_ms, attempt + 1, avoid)  # under churn, often a stale route
                     return
                 log.info("sip: lookup of %s failed: %s", aor, error.reason if error else "no answer")
                 self._answer_if(server, 480, "Temporarily Unavailable (overlay lookup failed)", now_ms)
@@ -679,7 +733,7 @@ class SipFront:
             for _, record in sorted(records, key=lambda r: -r[0]):
                 target = Link("UDP", record.front) if record.reachable else \
                     Link("TUNNEL", record.front, record.node_id)
-                if target not in targets:
+                if target not in targets and target != avoid:
                     targets.append(target)
             req.uri = aor  # the serving front knows the AOR, not our own address it may have been sent to
             if server is not None:
@@ -882,7 +936,7 @@ class SipFront:
         if server is None or server.client is not client or server.answered_here \
                 or server.txn.state not in (State.TRYING, State.PROCEEDING):
             return
-        if not client.heard and self._fork(server, now_ms):
+        if not client.heard and (self._fork(server, now_ms) or self._reroute_in_dialog(server, client.link, now_ms)):
             return
         aor = self._aor_of(server.request)
         if server.request.method == "MESSAGE" and not client.heard and aor is not None:
@@ -891,6 +945,21 @@ class SipFront:
             return
         self._answer(server, 408 if client.heard else 480,
                      None if client.heard else "Temporarily Unavailable (callee not reachable)", now_ms=now_ms)
+
+    def _reroute_in_dialog(self, server: _Server, dead: Link, now_ms: int) -> bool:
+        """A request inside a dialog whose recorded next hop is silent (a front that died
+        mid-call): find the far end again by its AOR, through whichever of its fronts lives.
+        A dialog's route is fixed in RFC 3261; an overlay of fronts has another way round."""
+        req = server.request
+        to = NameAddr.parse(req.get("to") or "").uri
+        if server.rerouted or _tag(req.get("to")) == "" or to.host != self.config.domain or to.user is None:
+            return False
+        server.rerouted = True
+        self.counters["sip in-dialog requests rerouted by AOR"] += 1
+        for _ in req.get_all("route"):
+            _drop_first(req, "route")
+        self._to_aor(server, req, server.link, f"sip:{to.user}@{self.config.domain}", now_ms, avoid=dead)
+        return True
 
     def _cancel_branch(self, client: _Client, now_ms: int) -> None:
         """CANCEL an INVITE we sent (§9.1): its Request-URI, Call-ID, From, To, CSeq number,
@@ -1161,8 +1230,10 @@ def _gateway_key(domain: str) -> int:
     return id_from_name(f"sip-gateway:{domain}")
 
 
-def _contact_key(contact: str) -> bytes:
-    return hashlib.sha1(contact.encode()).digest()
+def _contact_key(contact: str, front_node: int) -> bytes:
+    """A contact's entry under its AOR, one per front: a phone registered at two fronts has
+    two records, and loses one when a front dies, not both."""
+    return hashlib.sha1(f"{contact}\x00{front_node:x}".encode()).digest()
 
 
 def _is_address(host: str) -> bool:

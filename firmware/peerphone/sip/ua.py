@@ -18,12 +18,13 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 log = logging.getLogger("peerphone.ua")
 
 POLL_S = 0.005
 REGISTER_TIMEOUT_S = 10.0
+SESSION_EXPIRES_S = 90  # RFC 4028 section 4: the smallest Min-SE
 CODECS = ("PCMU/8000", "G722/16000")  # a pure tone stays pure through these (speex does not, REAL-PARTS.md)
 
 
@@ -52,8 +53,10 @@ class Handset:
     """A SIP phone for one AOR. Lines about what happens go to `say` (stdout by default)."""
 
     def __init__(self, aor: str, proxy: tuple[str, int], *, register: bool = True, bind_host: str = "127.0.0.1",
-                 transport: str = "udp", record_dir: Path | None = None,
+                 transport: str = "udp", record_dir: Path | None = None, backups: Sequence[tuple[str, int]] = (),
                  say: Callable[[str], None] = lambda line: print(line, flush=True)) -> None:
+        """`backups`: more fronts to register at, each its own flow (RFC 5626 in spirit): calls
+        reach the phone through whichever lives. Calls it makes go through `proxy`."""
         why = available()
         if why is not None:
             raise HandsetError(why)
@@ -62,6 +65,7 @@ class Handset:
         self.pj = pj
         self.aor = aor
         self.proxy = proxy
+        self.backups = list(backups)
         self.register = register
         self.bind_host = bind_host
         self.transport = transport
@@ -70,6 +74,7 @@ class Handset:
         self._loop = asyncio.get_running_loop()
         self._ep: Any = None
         self._account: Any = None
+        self._backup_accounts: list[Any] = []
         self._calls: dict[int, _Call] = {}
         self._buddies: dict[str, Any] = {}
         self._registered: asyncio.Future[int] = self._loop.create_future()
@@ -112,20 +117,12 @@ class Handset:
         for priority, name in zip((255, 254), CODECS):
             ep.codecSetPriority(name, priority)
         self._poller = asyncio.ensure_future(self._poll())
-        acfg = pj.AccountConfig()
-        acfg.idUri = self.aor
-        proxy = f"sip:{self.proxy[0]}:{self.proxy[1]};lr" + (";transport=tcp" if self.transport == "tcp" else "")
-        acfg.sipConfig.proxies.append(proxy)
-        if self.register:
-            acfg.regConfig.registrarUri = proxy.replace(";lr", "")
-            acfg.regConfig.timeoutSec = 300
-        acfg.mediaConfig.transportConfig.boundAddress = self.bind_host
-        acfg.natConfig.contactRewriteUse = 0
-        acfg.natConfig.viaRewriteUse = 0
-        acfg.natConfig.sdpNatRewriteUse = 0
-        acfg.presConfig.publishEnabled = False
-        self._account = _Account(self)
-        self._account.create(acfg)
+        self._account = _Account(self, self.proxy, primary=True)
+        self._account.create(self._account_config(self.proxy))
+        for backup in self.backups if self.register else ():
+            account = _Account(self, backup, primary=False)
+            account.create(self._account_config(backup))
+            self._backup_accounts.append(account)
         if self.register:
             try:
                 code = await asyncio.wait_for(asyncio.shield(self._registered), REGISTER_TIMEOUT_S)
@@ -137,6 +134,25 @@ class Handset:
                                    f"no answer to REGISTER from {self.proxy[0]}:{self.proxy[1]}")
             self.set_online(True)  # what watchers of our presence see (pjsua2 serves their SUBSCRIBEs)
             self.say(f"registered {self.aor} at {self.proxy[0]}:{self.proxy[1]}")
+
+    def _account_config(self, proxy: tuple[str, int]) -> Any:
+        acfg = self.pj.AccountConfig()
+        acfg.idUri = self.aor
+        uri = f"sip:{proxy[0]}:{proxy[1]};lr" + (";transport=tcp" if self.transport == "tcp" else "")
+        acfg.sipConfig.proxies.append(uri)
+        if self.register:
+            acfg.regConfig.registrarUri = uri.replace(";lr", "")
+            acfg.regConfig.timeoutSec = 300
+        acfg.mediaConfig.transportConfig.boundAddress = self.bind_host
+        acfg.natConfig.contactRewriteUse = 0
+        acfg.natConfig.viaRewriteUse = 0
+        acfg.natConfig.sdpNatRewriteUse = 0
+        acfg.presConfig.publishEnabled = False
+        # Session timers (RFC 4028) at their shortest: a call whose route died (its front
+        # crashed) ends on both sides within this, instead of staying half open.
+        acfg.callConfig.timerSessExpiresSec = SESSION_EXPIRES_S
+        acfg.callConfig.timerMinSESec = SESSION_EXPIRES_S
+        return acfg
 
     async def _poll(self) -> None:
         """The one task that drives pjsua2 (every callback runs inside libHandleEvents)."""
@@ -156,9 +172,9 @@ class Handset:
         if self._account is not None:
             self.set_online(False)  # watchers see us go
         registered = self._registered.done() and self._registered.result() // 100 == 2
-        if self._account is not None and registered:
+        for account in ([self._account] if registered else []) + self._backup_accounts:
             try:
-                self._account.setRegistration(False)
+                account.setRegistration(False)
             except Exception:
                 pass
         await asyncio.sleep(0.3)  # let the BYEs and the unREGISTER leave
@@ -166,6 +182,9 @@ class Handset:
             call.release()
         self._calls.clear()
         self._buddies.clear()
+        for account in self._backup_accounts:
+            account.shutdown()
+        self._backup_accounts.clear()
         if self._account is not None:
             self._account.shutdown()
             self._account = None
@@ -202,12 +221,12 @@ class Handset:
                 await asyncio.wait_for(asyncio.shield(call.ended), 5.0)
         return report
 
-    def _incoming(self, call_id: int) -> None:
+    def _incoming(self, call_id: int, account: Any) -> None:
         record = None
         if self.record_dir is not None:
             self._calls_answered += 1
             record = self.record_dir / f"call-{self._calls_answered}.wav"
-        call = _Call(self, call_id, record=record)
+        call = _Call(self, call_id, record=record, account=account)
         self._calls[call_id] = call
         remote = call.getInfo().remoteUri
         self.say(f"incoming call from {remote}")
@@ -298,21 +317,27 @@ def _make_classes() -> tuple[type, type, type]:
     import pjsua2 as pj
 
     class Account(pj.Account):  # type: ignore[misc]
-        def __init__(self, handset: Handset) -> None:
+        def __init__(self, handset: Handset, proxy: tuple[str, int], *, primary: bool) -> None:
             super().__init__()
             self.handset = handset
+            self.proxy = proxy
+            self.primary = primary
+            self.registered = False
 
         @_callback
         def onRegState(self, prm: Any) -> None:
             fut = self.handset._registered
-            if not fut.done():
+            if self.primary and not fut.done():
                 fut.set_result(prm.code)
             elif prm.code // 100 != 2:
-                log.warning("registration of %s: %s %s", self.handset.aor, prm.code, prm.reason)
+                log.warning("registration of %s at %s:%d: %s %s", self.handset.aor, *self.proxy, prm.code, prm.reason)
+            elif not self.primary and not self.registered and prm.expiration > 0:
+                self.handset.say(f"registered {self.handset.aor} at {self.proxy[0]}:{self.proxy[1]}")
+            self.registered = prm.code // 100 == 2 and prm.expiration > 0
 
         @_callback
         def onIncomingCall(self, prm: Any) -> None:
-            self.handset._incoming(prm.callId)
+            self.handset._incoming(prm.callId, self)
 
         @_callback
         def onInstantMessage(self, prm: Any) -> None:
@@ -329,11 +354,11 @@ def _make_classes() -> tuple[type, type, type]:
 
     class Call(pj.Call):  # type: ignore[misc]
         def __init__(self, handset: Handset, call_id: int | None, *, play: Path | None = None,
-                     record: Path | None = None) -> None:
+                     record: Path | None = None, account: Any = None) -> None:
             if call_id is None:
-                super().__init__(handset._account)
+                super().__init__(account or handset._account)
             else:
-                super().__init__(handset._account, call_id)
+                super().__init__(account or handset._account, call_id)
             self.handset = handset
             self.call_id = self.getId() if call_id is not None else -1
             self.play, self.record = play, record
@@ -359,6 +384,8 @@ def _make_classes() -> tuple[type, type, type]:
             if ci.lastStatusCode == 180 and self.ringing_ms is None and ci.role == pj.PJSIP_ROLE_UAC:
                 self.ringing_ms = elapsed
             if ci.state == pj.PJSIP_INV_STATE_CONFIRMED:
+                if ci.role == pj.PJSIP_ROLE_UAS:  # the caller's side says so in `call`
+                    self.handset.say(f"call established with {ci.remoteUri}")
                 self.confirmed_ms = elapsed
                 self.status = 200
                 self.reason = "OK"
