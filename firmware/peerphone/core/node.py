@@ -237,6 +237,7 @@ class PeerNode:
         self._in_flight: set[tuple[str, int]] = set()  # (task, node id): one probe at a time
         self._admitting: Addr | None = None
         self._proven: BoundedLru[Addr, int] = BoundedLru(PROVEN_MAX)  # address -> the id that answered there
+        self._heard: BoundedLru[int, int] = BoundedLru(PEER_TABLE_MAX)  # node id -> when a proven datagram came
         self._held: dict[Addr, list[Message]] = {}
         self._held_count = 0
         self._verifying: set[Addr] = set()
@@ -279,7 +280,7 @@ class PeerNode:
             self._retransmit(pending, now_ms)
         for pending in expired:
             self.counters["timeouts"] += 1
-            self._finish(pending.purpose, None, now_ms)
+            self._finish(pending.purpose, None, now_ms, silent_since_ms=pending.started_ms)
         if self._maintenance_ms is not None and now_ms >= self._maintenance_ms:
             interval = self._timing.maintenance_interval_ms
             self._maintenance_ms = now_ms + int(interval * (0.75 + 0.5 * self._rng.random()))  # no lockstep
@@ -288,24 +289,27 @@ class PeerNode:
             self.storage.expire(now_ms=now_ms)
             self._answers.expire(now_ms=now_ms)
 
-    def receive_datagram(self, data: bytes, addr: Addr, *, now_ms: int) -> None:
-        """The ingress pipeline: each stage may drop, and counts why (STYLE.md habit 4)."""
+    def receive_datagram(self, data: bytes, addr: Addr, *, now_ms: int) -> bool:
+        """The ingress pipeline: each stage may drop, and counts why (STYLE.md habit 4).
+        False when it was dropped before decoding: nothing changed, a driver under a flood
+        need not look for output."""
         if len(data) > DATAGRAM_BYTES_MAX:
             self._drop("oversize")
-            return
+            return False
         if self._proven.get(addr) is None and not (self._host_rate.allow(addr[0], now_ms=now_ms)
                                                    and self._network_rate.allow(network_of(addr[0]), now_ms=now_ms)):
             self._drop("rate")
-            return
+            return False
         try:
             msg = decode(data, self.config.overlay_id)
         except DecodeError as e:
             self._drop(e.reason)
-            return
+            return False
         if msg.code.is_request:
             self._receive_request(msg, addr, now_ms)
         else:
             self._receive_answer(msg, now_ms)
+        return True
 
     # ------------------------------------------------------------------ commands
 
@@ -446,6 +450,7 @@ class PeerNode:
             self._hold(msg, sender, now_ms)
             return
         self._recent.put(sender.node_id, addr)
+        self._heard.put(sender.node_id, now_ms)
         self._heard_from(sender, msg, now_ms)
         self._route_request(msg, sender, addr, now_ms)
         if msg.hop_ack:  # after the request moved on: the ack is not on the critical path
@@ -629,6 +634,8 @@ class PeerNode:
             if pending is None:
                 self._drop("unknown_transaction")
                 return
+            if msg.via:
+                self._heard.put(msg.via[-1], now_ms)
             if pending.target is not None and msg.via and msg.code is not Code.ERROR:
                 self._proven.put(pending.target, msg.via[-1])  # it answered our nonce there
             self._finish(pending.purpose, msg, now_ms)
@@ -775,9 +782,16 @@ class PeerNode:
         self.counters[_BYTES[msg.code]] += len(data)
         self._outbox.append((data, addr))
 
-    def _finish(self, purpose: Purpose, answer: Message | None, now_ms: int, *, timed_out: bool = True) -> None:
+    def _finish(self, purpose: Purpose, answer: Message | None, now_ms: int, *, timed_out: bool = True,
+                silent_since_ms: int | None = None) -> None:
+        """`silent_since_ms`: when the request that timed out was first sent. A node we heard
+        from since is alive, only lossy (its socket flooded, say): not declared failed."""
         if answer is None and timed_out and isinstance(purpose, Direct):
-            self._node_failed(purpose.node.node_id, now_ms)
+            heard_ms = self._heard.get(purpose.node.node_id)
+            if silent_since_ms is not None and heard_ms is not None and heard_ms > silent_since_ms:
+                self.counters["alive_but_lossy"] += 1
+            else:
+                self._node_failed(purpose.node.node_id, now_ms)
         self._answer_handlers[type(purpose)](purpose, answer, now_ms)
 
     # ------------------------------------------------------------------ answers to our requests

@@ -58,8 +58,8 @@ class UdpDriver(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: Any) -> None:
         if self.node is None:
             return
-        self.node.receive_datagram(data, (addr[0], addr[1]), now_ms=self.now_ms())
-        self._pump()
+        if self.node.receive_datagram(data, (addr[0], addr[1]), now_ms=self.now_ms()):
+            self._pump()
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable from a dead peer: the transaction layer notices the silence.
