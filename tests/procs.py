@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 
 from peerphone.app.procs import stop_process
+from peerphone.core.wire.messages import StatAns
 
 START_TIMEOUT_S = 20
 
@@ -119,3 +120,20 @@ def stop(peers: list[PeerProc]) -> None:
         if p.proc.poll() is None:
             p.proc.kill()
         p.line_proc.stop()
+
+
+def stat_all(addrs: list[str]) -> list[StatAns]:
+    """The diagnostics of the peers at `addrs` (HOST:PORT), through a client of the first."""
+    from peerphone.app.config import DEFAULT_OVERLAY, parse_hostport
+    from peerphone.app.wiring import open_client
+    from peerphone.net.loop import run
+
+    async def ask() -> list[StatAns]:
+        driver = await open_client(parse_hostport(addrs[0], 0), DEFAULT_OVERLAY)
+        try:
+            await driver.joined
+            return [await driver.stat(parse_hostport(a, 0)) for a in addrs]
+        finally:
+            driver.close()
+
+    return run(ask())

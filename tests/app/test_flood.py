@@ -1,32 +1,26 @@
-"""A peer flooded from many source ports stays in its neighbours' tables (issue 11): the
-flood is limited per host, proven neighbours are not, so maintenance goes on. Real peer
-processes on loopback; the flood is bounded and stops by itself."""
+"""Floods against real peer processes on loopback (issue 11): a peer flooded from many source
+ports stays in its neighbours' tables, and after a storm of REGISTERs the overlay settles.
+Every flood is bounded and stops by itself."""
 
 from __future__ import annotations
 
-import asyncio
+import shutil
 import socket
+import subprocess
 import time
+from pathlib import Path
 
-from peerphone.app.config import DEFAULT_OVERLAY, overlay_id, parse_hostport
-from peerphone.app.wiring import open_client
+import pytest
+from peerphone.app.config import DEFAULT_OVERLAY, overlay_id
 from peerphone.core.wire import encode
-from peerphone.core.wire.messages import EMPTY, Code, Message, StatAns
+from peerphone.core.wire.messages import EMPTY, Code, Message
 
-from tests.procs import stop
-from tests.sip.world import start_overlay
+from tests.procs import stat_all, stop
+from tests.sip.raw import free_port
+from tests.sip.world import DOMAIN, start_overlay
 
 FLOOD_S = 5.0
 PORTS = 256
-
-
-async def _stats(addrs: list[str]) -> list[StatAns]:
-    driver = await open_client(parse_hostport(addrs[0], 0), DEFAULT_OVERLAY)
-    try:
-        await driver.joined
-        return [await driver.stat(parse_hostport(a, 0)) for a in addrs]
-    finally:
-        driver.close()
 
 
 def _flood(target: str) -> int:
@@ -57,11 +51,54 @@ def test_a_peer_flooded_from_many_ports_stays_in_its_neighbours_tables():
     try:
         victim = peers[0]
         sent = _flood(victim.addr)
-        stats = asyncio.run(_stats([p.addr for p in peers]))
+        stats = stat_all([p.addr for p in peers])
         flooded = next(s for s in stats if s.node_id == victim.node_id)
         others = [s for s in stats if s.node_id != victim.node_id]
         assert dict(flooded.counters).get("drop.rate", 0) > sent // 2  # the flood was there, and held back
         assert all(victim.node_id in (s.pred, *s.successors) for s in others)
         assert all(dict(s.counters).get("node_failed", 0) == 0 for s in stats)  # nobody was taken for dead
+    finally:
+        stop(peers)
+
+
+STORM_XML = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="register storm">
+  <send retrans="500"><![CDATA[
+REGISTER sip:[field1] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:[field0]@[field1]>;tag=[call_number]
+To: <sip:[field0]@[field1]>
+Call-ID: [call_id]
+CSeq: 1 REGISTER
+Contact: <sip:[field0]@[local_ip]:[local_port]>
+Max-Forwards: 70
+Expires: 600
+Content-Length: 0
+
+  ]]></send>
+  <recv response="200" optional="false"/>
+</scenario>
+"""
+
+
+@pytest.mark.skipif(shutil.which("sipp") is None, reason="SIPp (Debian sip-tester) is installed by tools/setup --test")
+def test_after_a_register_storm_the_overlay_settles_and_nobody_is_taken_for_dead(tmp_path: Path):
+    peers = start_overlay(4)
+    try:
+        (tmp_path / "storm.xml").write_text(STORM_XML)
+        (tmp_path / "users.csv").write_text("SEQUENTIAL\n" + "".join(f"s{i};{DOMAIN}\n" for i in range(3000)))
+        subprocess.run(["sipp", "-sf", "storm.xml", "-inf", "users.csv", peers[0].sip, "-i", "127.0.0.1",
+                        "-p", str(free_port()), "-r", "1500", "-m", "6000", "-l", "3000", "-nostdin",
+                        "-timeout", "60s"], cwd=tmp_path, capture_output=True, timeout=120)
+        deadline = time.monotonic() + 60
+        while True:  # bounded: the replica pushes end, or the test fails
+            stats = stat_all([p.addr for p in peers])
+            if all(s.replication_pending == 0 for s in stats):
+                break
+            assert time.monotonic() < deadline, [s.replication_pending for s in stats]
+            time.sleep(1.0)
+        assert sum(s.values for s in stats) >= 3000  # the storm was stored (each value on 3 peers)
+        assert all(dict(s.counters).get("node_failed", 0) == 0 for s in stats)
+        assert not [line for p in peers for line in p.line_proc.stderr if " failed" in line and "node " in line]
     finally:
         stop(peers)
