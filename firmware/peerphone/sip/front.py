@@ -67,7 +67,7 @@ EXPIRES_DEFAULT_S = 3600
 EXPIRES_MAX_S = REGISTRATION_LIFETIME_S_MAX
 TRANSACTIONS_MAX = SIP_TRANSACTIONS_MAX
 RESOLVING_MAX = SIP_RESOLVING_MAX
-RESOLVING_PER_SOURCE_MAX = RESOLVING_MAX // 2
+RESOLVING_PER_SOURCE_MAX = RESOLVING_MAX * 3 // 4  # a quarter is always left for the others
 OVERLAY_TIMEOUT_MS = 10_000  # an overlay request the driver never completes is given up after this
 # A registration lookup that fails, or is not answered within LOOKUP_FIRST_TIMEOUT_MS (most take
 # well under a second; under churn a few wait for the overlay's end-to-end retransmission), is
@@ -85,10 +85,11 @@ ROUTE_TOKEN_PARAM = "pp-rr"  # on our Record-Route: proof, when it comes back as
 OFFLINE_LIFETIME_S = min(LIFETIME_S_MAX, 7 * 24 * 3600)
 OFFLINE_RECHECK_MS = 300_000
 # Every binding's copy in the overlay is looked at about this often, and stored again if it
-# is gone (its holders all died before they passed it on): a live phone stays reachable.
-AUDIT_CYCLE_MS = 10_000
+# is gone (its holders all died before they passed it on): a live phone stays reachable. The
+# phones' own requests come first: no looking while a quarter of the wait queue is in use.
+AUDIT_CYCLE_MS = 30_000
 AUDIT_TICK_MS = 1000
-AUDITS_PER_TICK_MAX = 100
+AUDITS_PER_TICK_MAX = 50
 MAGIC = "z9hG4bK"
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, SUBSCRIBE, NOTIFY, REGISTER, INFO, UPDATE, REFER, PRACK"
 DIALOG_CREATING = ("INVITE", "SUBSCRIBE", "REFER")
@@ -654,7 +655,8 @@ class SipFront:
             ticks = AUDIT_CYCLE_MS // AUDIT_TICK_MS
             self._audit_per_tick = min(AUDITS_PER_TICK_MAX, -(-len(self._audit_queue) // ticks))
             self._audit_cycle_ms = now_ms + AUDIT_CYCLE_MS
-        for _ in range(min(self._audit_per_tick, len(self._audit_queue))):
+        busy = self._resolving > RESOLVING_MAX // 4
+        for _ in range(0 if busy else min(self._audit_per_tick, len(self._audit_queue))):
             aor = self._audit_queue.popleft()
             if self._bindings.live(aor, now_ms=now_ms):
                 self._audit_one(aor, now_ms)
