@@ -32,6 +32,7 @@ before the topology is offered them; a node's leaving, by asking it.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from dataclasses import dataclass, replace
 from enum import Enum
@@ -39,6 +40,7 @@ from typing import Callable, NamedTuple, Protocol, Sequence
 
 from .errors import DecodeError, ErrorCode, LocalProtocolError
 from .events import Event, Joined, JoinFailed, Left, NodeFailed, RequestCompleted, Tunnelled
+from .ids import RING
 from .ingress import BoundedLru, TokenBuckets, network_of
 from .limits import (
     DATAGRAM_BYTES_MAX,
@@ -718,15 +720,21 @@ class PeerNode:
     def _check_fits(self, code: Code, body: Body, resource: int) -> None:
         """Refuse a request a peer would drop: one outside the codec's bounds, or one
         that would outgrow a datagram on its way, as every hop adds to the via list."""
-        widest = Message(TTL_INITIAL, (self.me.node_id,) * VIA_ENTRIES_MAX,
-                         (Dest(DestKind.NODE, resource), Dest(DestKind.RESOURCE, resource)), 0, code, body, None,
-                         ("0000:0000:0000:0000:0000:0000:0000:0000", 65535), True)
-        if len(encode(widest, self.config.overlay_id)) > DATAGRAM_BYTES_MAX:
-            raise LocalProtocolError("request exceeds one datagram")
         try:
-            check_body(code, body)
+            body_bytes = check_body(code, body)
         except DecodeError as e:
             raise LocalProtocolError(f"request out of bounds ({e.reason})") from e
+        if self._widest_envelope_bytes + body_bytes > DATAGRAM_BYTES_MAX:
+            raise LocalProtocolError("request exceeds one datagram")
+
+    @functools.cached_property
+    def _widest_envelope_bytes(self) -> int:
+        """What a request's envelope can grow to on its way (a full via list, two
+        destinations, the longest reply-to), without its body."""
+        widest = Message(TTL_INITIAL, (RING - 1,) * VIA_ENTRIES_MAX,
+                         (Dest(DestKind.NODE, RING - 1), Dest(DestKind.RESOURCE, RING - 1)), 2**64 - 1, Code.ERROR,
+                         EMPTY, None, ("0000:0000:0000:0000:0000:0000:0000:0000", 65535), True)
+        return len(encode(widest, self.config.overlay_id)) - check_body(Code.PING, EMPTY)
 
     def _request(self, code: Code, body: Body, dest: tuple[Dest, ...], purpose: Purpose, now_ms: int, *,
                  target: Addr | None = None, transmissions_max: int | None = None) -> None:

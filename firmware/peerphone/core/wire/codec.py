@@ -440,12 +440,14 @@ def decode(data: bytes, overlay_id: int) -> Message:
 
 
 
-def check_body(code: Code, body: Body) -> None:
-    """DecodeError if a peer would refuse `body` as the body of `code`: the bounds
-    of the decoder, checked on what we are about to send."""
+def check_body(code: Code, body: Body) -> int:
+    """The bytes `body` takes in a message; DecodeError if a peer would refuse it as the
+    body of `code` (the bounds of the decoder, checked on what we are about to send)."""
     try:
-        _BODY_DECODERS[code](msgpack.unpackb(msgpack.packb(_encode_body(body)), **_UNPACK_LIMITS))
+        packed: bytes = msgpack.packb(_encode_body(body))
+        _BODY_DECODERS[code](msgpack.unpackb(packed, **_UNPACK_LIMITS))
     except DecodeError:
         raise
     except Exception:
         raise DecodeError("field") from None
+    return len(packed)
