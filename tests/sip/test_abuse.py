@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 
 import pytest
 from peerphone.app.config import DEFAULT_OVERLAY, parse_hostport
 from peerphone.app.wiring import open_client
 from peerphone.core.ids import id_from_name
-from peerphone.core.limits import SIP_TCP_CONNECTIONS_MAX
+from peerphone.core.limits import REPLICAS, SIP_TCP_CONNECTIONS_MAX
 from peerphone.core.usages import MODEL_OF, Kind, Registration
 from peerphone.core.wire.messages import Entry
 from peerphone.net.udp import OverlayError
+from peerphone.sim.engine import Oracle
+from peerphone.sip import front as front_module
 
 from tests.procs import stop
 from tests.sip.raw import exchange, free_port, register, request
@@ -128,3 +131,32 @@ def test_a_phone_at_two_fronts_outlives_one_and_a_call_through_the_dead_one_ends
         for phone in phones:
             phone.stop()
         stop(peers)
+
+
+def test_when_every_holder_of_bob_s_record_dies_at_once_his_front_stores_it_again():
+    peers = start_overlay(7)
+    phones = []
+    try:
+        aor = f"sip:bob8@{DOMAIN}"
+        holders = set(Oracle(sorted(p.node_id for p in peers)).replica_set(id_from_name(aor), REPLICAS))
+        spare = [p for p in peers if p.node_id not in holders]  # Bob's front and Alice's live on
+        alice = start_phone("alice8", spare[0].sip)
+        phones.append(alice)
+        bob = start_phone("bob8", spare[1].sip)
+        phones.append(bob)
+        for peer in peers:
+            if peer.node_id in holders:
+                peer.proc.kill()  # all three at once: nobody is left to hand the record on
+        deadline = time.monotonic() + front_module.AUDIT_CYCLE_MS / 1000 + 60
+        while True:  # bounded: Bob is found again once his front has looked, or the test fails
+            alice.send(f"call {aor} tone=1000 seconds=1")
+            ended = alice.expect(r"^(call ended|call to \S+ failed)", timeout=40).group(0)
+            if ended.startswith("call ended"):
+                break
+            assert time.monotonic() < deadline, alice.seen[-5:]
+            time.sleep(2.0)
+        bob.expect(r"^incoming call from .*sip:alice8@")
+    finally:
+        for phone in phones:
+            phone.stop()
+        stop([p for p in peers if p.proc.poll() is None])
