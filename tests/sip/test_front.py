@@ -395,7 +395,7 @@ def test_a_register_under_a_newer_copy_that_is_not_ours_is_refused():
     aor, contact = f"sip:pia@{DOMAIN}", f"sip:pia@127.0.0.1:{PHONE + 12}"
     squatter = Registration(contact, ("127.0.0.1", 6009), 4242)  # newer than anything we will store
     world.node.store(id_from_name(aor), Kind.SIP_REGISTRATION, DataModel.DICTIONARY,
-                     [Entry(front_module._contact_key(contact, world.front.config.node_id), squatter.to_bytes(),
+                     [Entry(front_module._contact_key(contact), squatter.to_bytes(),
                             world.now_ms + 30_000, 600)],
                      now_ms=world.now_ms)
     world.ring.flush(world.node)

@@ -577,7 +577,7 @@ class SipFront:
         stamp = self._storage_time_ms(now_ms)
         front = (self.config.advertise_host, self.config.port)
         me = self.config.node_id
-        entries = tuple(Entry(_contact_key(c, me), Registration(c, front, me, self.config.reachable).to_bytes()
+        entries = tuple(Entry(_contact_key(c), Registration(c, front, me, self.config.reachable).to_bytes()
                               if e else b"", stamp, e)
                         for c, params, e in changes if not self._fresh(bindings.get(c), params, e, server.link, now_ms))
 
@@ -622,7 +622,7 @@ class SipFront:
                 self._bindings.remove(aor, uri_text)
                 continue
             new = new or old is None
-            written = old is None or _contact_key(uri_text, self.config.node_id) in stored
+            written = old is None or _contact_key(uri_text) in stored
             binding = Binding(uri_text, params, self._path_to(Uri.parse(uri_text), server.link),
                               _source_of(server.link), now_ms + expires * 1000,
                               now_ms + expires * 1000 if old is None or written else old.stored_until_ms,
@@ -674,11 +674,11 @@ class SipFront:
             stamp = self._storage_time_ms(now_ms)
             me = self.config.node_id
             lost = [b for b in self._bindings.live(aor, now_ms=now_ms).values()
-                    if _contact_key(b.contact, me) not in held]
+                    if _contact_key(b.contact) not in held]
             if not lost:
                 return
             self.counters["sip bindings stored again (the overlay had lost them)"] += len(lost)
-            entries = tuple(Entry(_contact_key(b.contact, me), Registration(b.contact, front, me,
+            entries = tuple(Entry(_contact_key(b.contact), Registration(b.contact, front, me,
                                                                             self.config.reachable).to_bytes(),
                                   stamp, max(1, (b.expires_at_ms - now_ms) // 1000)) for b in lost)
             self._ask(partial(OverlayStore, resource=resource, kind=Kind.SIP_REGISTRATION,
@@ -1232,10 +1232,12 @@ def _gateway_key(domain: str) -> int:
     return id_from_name(f"sip-gateway:{domain}")
 
 
-def _contact_key(contact: str, front_node: int) -> bytes:
-    """A contact's entry under its AOR, one per front: a phone registered at two fronts has
-    two records, and loses one when a front dies, not both."""
-    return hashlib.sha1(f"{contact}\x00{front_node:x}".encode()).digest()
+def _contact_key(contact: str) -> bytes:
+    """A contact's entry under its AOR: the newest front it registered through replaces the
+    others (a phone that moves leaves no record behind). A phone at two fronts gives each a
+    contact of its own (the handset's accounts do), so it has two records and loses one
+    with a front, not both."""
+    return hashlib.sha1(contact.encode()).digest()
 
 
 def _is_address(host: str) -> bool:

@@ -119,9 +119,9 @@ class Handset:
         self._poller = asyncio.ensure_future(self._poll())
         self._account = _Account(self, self.proxy, primary=True)
         self._account.create(self._account_config(self.proxy))
-        for backup in self.backups if self.register else ():
+        for line, backup in enumerate(self.backups if self.register else (), start=2):
             account = _Account(self, backup, primary=False)
-            account.create(self._account_config(backup))
+            account.create(self._account_config(backup, line))
             self._backup_accounts.append(account)
         if self.register:
             try:
@@ -135,9 +135,13 @@ class Handset:
             self.set_online(True)  # what watchers of our presence see (pjsua2 serves their SUBSCRIBEs)
             self.say(f"registered {self.aor} at {self.proxy[0]}:{self.proxy[1]}")
 
-    def _account_config(self, proxy: tuple[str, int]) -> Any:
+    def _account_config(self, proxy: tuple[str, int], line: int = 1) -> Any:
+        """One account per front; each after the first has a contact of its own (`;line=N`),
+        so the overlay keeps a registration record per front."""
         acfg = self.pj.AccountConfig()
         acfg.idUri = self.aor
+        if line > 1:
+            acfg.sipConfig.contactUriParams = f";line={line}"
         uri = f"sip:{proxy[0]}:{proxy[1]};lr" + (";transport=tcp" if self.transport == "tcp" else "")
         acfg.sipConfig.proxies.append(uri)
         if self.register:
