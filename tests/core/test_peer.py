@@ -6,8 +6,16 @@ Most tests here are the conformance suite: they run against every topology.
 import pytest
 from peerphone.core.errors import LocalProtocolError
 from peerphone.core.events import Left, RequestCompleted, Tunnelled
-from peerphone.core.ids import id_from_name
-from peerphone.core.limits import DATAGRAM_BYTES_MAX, DICT_KEY_BYTES_MAX, REPLICAS, TUNNEL_BYTES_MAX, VALUE_BYTES_MAX
+from peerphone.core.ids import RING, id_from_name
+from peerphone.core.limits import (
+    DATAGRAM_BYTES_MAX,
+    DICT_KEY_BYTES_MAX,
+    REPLICAS,
+    TTL_INITIAL,
+    TUNNEL_BYTES_MAX,
+    VALUE_BYTES_MAX,
+    VIA_ENTRIES_MAX,
+)
 from peerphone.core.overlay import Topology
 from peerphone.core.peer import PeerNode, State
 from peerphone.core.wire import encode
@@ -23,6 +31,7 @@ from peerphone.core.wire.messages import (
     Message,
     StatAns,
     Store,
+    Tunnel,
 )
 
 from tests.ring import OVERLAY, Ring, build
@@ -297,3 +306,12 @@ def test_a_tunnel_beyond_its_bound_is_refused_at_the_origin():
     ring = build(3)
     with pytest.raises(LocalProtocolError):
         ring.live()[0].tunnel(ring.live()[1].me.node_id, b"x" * (TUNNEL_BYTES_MAX + 1), now_ms=ring.now_ms)
+
+
+def test_a_tunnel_at_its_bound_is_sent_and_fits_a_datagram_with_a_full_via_list():
+    ring = build(3)
+    origin = ring.live()[0]
+    origin.tunnel(ring.live()[1].me.node_id, b"x" * TUNNEL_BYTES_MAX, now_ms=ring.now_ms)  # no LocalProtocolError
+    widest = Message(TTL_INITIAL, (RING - 1,) * VIA_ENTRIES_MAX, (Dest(DestKind.NODE, RING - 1),), 2**64 - 1,
+                     Code.TUNNEL, Tunnel(b"x" * TUNNEL_BYTES_MAX), None, ("0" * 39, 65535), True)
+    assert len(encode(widest, OVERLAY)) <= DATAGRAM_BYTES_MAX

@@ -17,7 +17,9 @@ REASON_CHARS_MAX = 128
 SIGNATURE_BYTES_MAX = 512
 VALUE_BYTES_MAX = 512  # with a 20-hop via list and a dictionary key, a store still fits one datagram
 DICT_KEY_BYTES_MAX = 64
-TUNNEL_BYTES_MAX = 640  # a Tunnel with a 20-hop via list still fits one datagram (647 measured); SIP is cut into parts
+# A Tunnel with a 20-hop via list and a 64-bit transaction id fits one datagram (1,193 bytes
+# measured); SIP is cut into parts of this size.
+TUNNEL_BYTES_MAX = 632
 STAT_ITEMS_PER_PAGE = 12  # fingers and counters per STAT answer page: one datagram with room to spare
 
 # Storage.

@@ -199,6 +199,16 @@ _OVERLAY_CODES = frozenset({Code.JOIN, Code.LEAVE, Code.UPDATE, Code.FIND, Code.
 Handler = Callable[[Message, NodeInfo, int], tuple[Code, Body]]
 
 
+@functools.cache
+def _widest_envelope_bytes(overlay_id: int, code: Code) -> int:
+    """What a request's envelope can grow to on its way (a full via list, two destinations,
+    the longest reply-to, a 64-bit transaction id), without its body."""
+    widest = Message(TTL_INITIAL, (RING - 1,) * VIA_ENTRIES_MAX,
+                     (Dest(DestKind.NODE, RING - 1), Dest(DestKind.RESOURCE, RING - 1)), 2**64 - 1, code, EMPTY,
+                     None, ("0000:0000:0000:0000:0000:0000:0000:0000", 65535), True)
+    return len(encode(widest, overlay_id)) - check_body(Code.PING, EMPTY)
+
+
 def _writer_of(msg: Message, sender: NodeInfo) -> str:
     """Whom a store counts against: the host the origin sent from (as the first hop saw it)."""
     if len(msg.via) == 1:
@@ -724,17 +734,8 @@ class PeerNode:
             body_bytes = check_body(code, body)
         except DecodeError as e:
             raise LocalProtocolError(f"request out of bounds ({e.reason})") from e
-        if self._widest_envelope_bytes + body_bytes > DATAGRAM_BYTES_MAX:
+        if _widest_envelope_bytes(self.config.overlay_id, code) + body_bytes > DATAGRAM_BYTES_MAX:
             raise LocalProtocolError("request exceeds one datagram")
-
-    @functools.cached_property
-    def _widest_envelope_bytes(self) -> int:
-        """What a request's envelope can grow to on its way (a full via list, two
-        destinations, the longest reply-to), without its body."""
-        widest = Message(TTL_INITIAL, (RING - 1,) * VIA_ENTRIES_MAX,
-                         (Dest(DestKind.NODE, RING - 1), Dest(DestKind.RESOURCE, RING - 1)), 2**64 - 1, Code.ERROR,
-                         EMPTY, None, ("0000:0000:0000:0000:0000:0000:0000:0000", 65535), True)
-        return len(encode(widest, self.config.overlay_id)) - check_body(Code.PING, EMPTY)
 
     def _request(self, code: Code, body: Body, dest: tuple[Dest, ...], purpose: Purpose, now_ms: int, *,
                  target: Addr | None = None, transmissions_max: int | None = None) -> None:
