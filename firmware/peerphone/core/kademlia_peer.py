@@ -415,7 +415,7 @@ class KademliaPeer(PeerNode):
                 bits = bits << 53 | int(self._rng.random() * (1 << 53))
             target = self.table.id_in_bucket(index, bits)
             self._lookup(target, lambda lookup, now_ms: None, now_ms)
-        if self._replicas.take_dirty():
+        if self._replicas.take_dirty(now_ms=now_ms):
             for key in self.storage.keys():
                 for node in self._missing_copies(key):
                     self._push(node, key, now_ms)

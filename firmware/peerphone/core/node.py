@@ -868,7 +868,9 @@ class PeerNode:
         """A copy's push ended: book it, back off a node that is full, send the next (any other
         failure asks for a new look at every key next round)."""
         assert isinstance(purpose, ReplicaPush)
-        held = answer is not None and isinstance(answer.body, StoreAns)
+        # DATA_TOO_OLD: it holds a newer copy than ours, which is as good as holding ours.
+        held = answer is not None and (isinstance(answer.body, StoreAns) or (
+            isinstance(answer.body, Error) and answer.body.code == ErrorCode.DATA_TOO_OLD))
         self._replicas.sent(purpose.key, purpose.node.node_id, held)
         full = answer is not None and isinstance(answer.body, Error) and answer.body.code in _FULL
         if full:

@@ -30,6 +30,7 @@ class ReplicaTracker:
         self._sending: set[tuple[Key, int]] = set()
         self._wanted: OrderedDict[tuple[Key, int], NodeInfo] = OrderedDict()  # to push, in order
         self._full_until: dict[int, int] = {}  # node id -> when to try it again (it said it was full)
+        self._pushing = False  # a push that fails at once ends inside push_due: no second loop
         self.dirty = False
 
     def needs(self, key: Key, node_id: int) -> bool:
@@ -69,13 +70,19 @@ class ReplicaTracker:
     def push_due(self, send: Callable[[Key, NodeInfo], bool], *, now_ms: int) -> None:
         """Send wanted copies while fewer than the window are in flight; `send` is False when
         there was nothing to send (the key is gone)."""
-        while self._wanted and len(self._sending) < REPLICA_PUSHES_IN_FLIGHT_MAX:
-            (key, node_id), node = self._wanted.popitem(last=False)
-            if self._full_until.get(node_id, 0) > now_ms or not self.needs(key, node_id):
-                continue  # asked again once a round finds it missing, after the back-off
-            self._sending.add((key, node_id))
-            if not send(key, node):
-                self._sending.discard((key, node_id))
+        if self._pushing:
+            return
+        self._pushing = True
+        try:
+            while self._wanted and len(self._sending) < REPLICA_PUSHES_IN_FLIGHT_MAX:
+                (key, node_id), node = self._wanted.popitem(last=False)
+                if self._full_until.get(node_id, 0) > now_ms or not self.needs(key, node_id):
+                    continue  # asked again once a round finds it missing, after the back-off
+                self._sending.add((key, node_id))
+                if not send(key, node):
+                    self._sending.discard((key, node_id))
+        finally:
+            self._pushing = False
 
     def refused_full(self, node_id: int, *, now_ms: int) -> None:
         """`node_id` is full: no copies for it for a while, whatever else wants them."""
@@ -85,8 +92,13 @@ class ReplicaTracker:
         if len(self._full_until) > 64:
             self._full_until = {n: t for n, t in self._full_until.items() if t > now_ms}
 
-    def take_dirty(self) -> bool:
-        dirty, self.dirty = self.dirty, False
+    def take_dirty(self, *, now_ms: int) -> bool:
+        """Whether every key needs a new look this round: neighbours changed, a push failed,
+        or a full node's back-off has ended (what it did not get is wanted again)."""
+        ended = [node_id for node_id, until_ms in self._full_until.items() if until_ms <= now_ms]
+        for node_id in ended:
+            del self._full_until[node_id]
+        dirty, self.dirty = self.dirty or bool(ended), False
         return dirty
 
     def forget_absent(self, present: Callable[[Key], bool]) -> list[Key]:

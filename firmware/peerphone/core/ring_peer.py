@@ -294,7 +294,7 @@ class RingPeer(PeerNode):
         self._recall_one(now_ms)
         if not self.topology.alone and self.topology.uses_fingers:
             self._fix_finger(self._finger_cursor, self._timing.fingers_fixed_per_round, now_ms)
-        if self._replicas.take_dirty():
+        if self._replicas.take_dirty(now_ms=now_ms):
             for key in self.storage.keys():
                 self._replicate_key(key, now_ms)
         self._replicas.forget_absent(self.storage.__contains__)
