@@ -1,7 +1,7 @@
 """Transactions with literal times: the retransmission schedule, timeouts and de-duplication."""
 
 from peerphone.core.limits import Timing
-from peerphone.core.rpc import AnswerCache, Transactions
+from peerphone.core.rpc import HOP_BACKOFF_MAX, AnswerCache, HopTracker, RoundTrips, Transactions
 from peerphone.core.wire.messages import EMPTY, Code, Message
 
 TIMING = Timing(rpc_retransmit_first_ms=100, rpc_transmissions_max=3)
@@ -47,3 +47,39 @@ def test_answer_cache_answers_retransmissions_within_the_window_only():
     assert len(cache) == 2 and cache.get(5, 1, now_ms=30) is None  # bounded: the oldest went
     cache.expire(now_ms=1015)
     assert len(cache) == 1
+
+
+def test_the_wait_for_a_neighbour_follows_its_round_trips_and_doubles_while_it_is_silent():
+    trips = RoundTrips(floor_ms=100, ceiling_ms=1000)
+    assert trips.timeout_ms(5) == 100 and trips.srtt_ms(5) is None  # never heard: the configured wait
+    trips.sample(5, 300)
+    assert trips.timeout_ms(5) == 300 + 4 * 150  # RFC 6298: the first sample, half of it as deviation
+    for _ in range(40):
+        trips.sample(5, 300)
+    assert 300 <= trips.timeout_ms(5) < 310 and trips.srtt_ms(5) == 300
+    trips.sample(6, 2)
+    assert trips.timeout_ms(6) == 100  # a fast neighbour is waited for no less than configured
+    waits = []
+    for _ in range(4):
+        trips.silent(6)
+        waits.append(trips.timeout_ms(6))
+    assert waits == [200, 400, 800, 1000]  # doubled while silent, up to the ceiling
+    trips.sample(6, 2)
+    assert trips.timeout_ms(6) == 100  # the next answer ends the back-off
+
+
+def test_a_forward_waits_as_long_as_its_next_hop_takes_to_acknowledge():
+    hops = HopTracker(timeout_ms=100)
+    assert hops.track(request(1), (), 9, frozenset(), now_ms=0)
+    [silent] = hops.due(now_ms=100)  # 9 answers in 150 ms: the first forward times out
+    assert silent.next_id == 9
+    hops.track(request(2), (), 9, frozenset(), now_ms=1000)
+    assert hops.next_deadline_ms() == 1200 and hops.due(now_ms=1150) == []  # backed off: waited for
+    assert hops.acked(2, 9, now_ms=1150)
+    hops.track(request(3), (), 9, frozenset(), now_ms=2000)
+    assert hops.next_deadline_ms() == 2000 + 150 + 4 * 75  # learnt from the ack
+    hops.due(now_ms=10_000)
+    for txid in range(10, 20):
+        hops.track(request(txid), (), 9, frozenset(), now_ms=20_000)
+        hops.due(now_ms=30_000)
+    assert hops.round_trips.timeout_ms(9) == 100 * HOP_BACKOFF_MAX  # a dead hop delays a request this long at most

@@ -634,7 +634,7 @@ class PeerNode:
 
     def _receive_answer(self, msg: Message, now_ms: int) -> None:
         if msg.code is Code.HOP_ACK:
-            if not (msg.via and self._hops.acked(msg.txid, msg.via[0])):
+            if not (msg.via and self._hops.acked(msg.txid, msg.via[0], now_ms=now_ms)):
                 self._drop("unexpected_ack")
             return
         if not msg.dest or msg.dest[0] != (DestKind.NODE, self.me.node_id):

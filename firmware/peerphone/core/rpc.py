@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from .deadlines import Deadlines
-from .limits import DEDUP_ENTRIES_MAX, FORWARDS_TRACKED_MAX, PENDING_TRANSACTIONS_MAX, Timing
+from .ingress import BoundedLru
+from .limits import DEDUP_ENTRIES_MAX, FORWARDS_TRACKED_MAX, PEER_TABLE_MAX, PENDING_TRANSACTIONS_MAX, Timing
 from .wire.messages import Addr, Body, Code, Dest, Message, NodeInfo
 
 P = TypeVar("P")
+HOP_BACKOFF_MAX = 8  # a silent neighbour's wait grows to this many times the configured one
 
 
 @dataclass(slots=True)
@@ -143,13 +145,52 @@ class Hop:
     avoid: frozenset[int]        # next hops that already failed to acknowledge it
     deadline_ms: int
     received: tuple[Message, NodeInfo, Addr] | None = None  # as it reached us, from whom (None: ours)
+    sent_ms: int = 0
+
+
+class RoundTrips:
+    """How long each neighbour takes to acknowledge, and so how long to wait for it (RFC 6298:
+    smoothed round trip plus four deviations, doubled after each silence until the next
+    answer). A fixed wait below a loaded peer's queueing delay turned every forward into a
+    reroute and a probe, and the extra load made the queues longer (issue 10's REGISTER
+    storm). `floor_ms` keeps the configured timeout as the least wait; `ceiling_ms` bounds
+    how long a dead neighbour delays a request."""
+
+    def __init__(self, floor_ms: int, ceiling_ms: int, nodes_max: int = PEER_TABLE_MAX) -> None:
+        self._floor_ms = floor_ms
+        self._ceiling_ms = ceiling_ms
+        self._nodes: BoundedLru[int, tuple[float | None, float, int]] = BoundedLru(nodes_max)  # srtt, rttvar, backoffs
+
+    def timeout_ms(self, node_id: int) -> int:
+        srtt, rttvar, backoffs = self._nodes.get(node_id) or (None, 0.0, 0)
+        wait = self._floor_ms if srtt is None else max(self._floor_ms, int(srtt + 4 * rttvar))
+        return min(self._ceiling_ms, wait << backoffs)
+
+    def sample(self, node_id: int, rtt_ms: int) -> None:
+        srtt, rttvar, _ = self._nodes.get(node_id) or (None, 0.0, 0)
+        if srtt is None:
+            self._nodes.put(node_id, (float(rtt_ms), rtt_ms / 2, 0))
+        else:
+            rttvar = 0.75 * rttvar + 0.25 * abs(srtt - rtt_ms)
+            self._nodes.put(node_id, (0.875 * srtt + 0.125 * rtt_ms, rttvar, 0))
+
+    def silent(self, node_id: int) -> None:
+        srtt, rttvar, backoffs = self._nodes.get(node_id) or (None, 0.0, 0)
+        if self.timeout_ms(node_id) < self._ceiling_ms:
+            backoffs += 1
+        self._nodes.put(node_id, (srtt, rttvar, backoffs))
+
+    def srtt_ms(self, node_id: int) -> float | None:
+        """The smoothed round trip to a neighbour, if it ever acknowledged one of ours."""
+        known = self._nodes.get(node_id)
+        return known[0] if known is not None else None
 
 
 class HopTracker:
     """Hop-by-hop acknowledgement of forwarded requests, bounded in size."""
 
     def __init__(self, timeout_ms: int, entries_max: int = FORWARDS_TRACKED_MAX) -> None:
-        self._timeout_ms = timeout_ms
+        self.round_trips = RoundTrips(timeout_ms, timeout_ms * HOP_BACKOFF_MAX)
         self._entries_max = entries_max
         self._hops: dict[int, Hop] = {}
         self._deadlines: Deadlines[int] = Deadlines()
@@ -161,21 +202,25 @@ class HopTracker:
               now_ms: int, received: tuple[Message, NodeInfo, Addr] | None = None) -> bool:
         if len(self._hops) >= self._entries_max and msg.txid not in self._hops:
             return False
-        hop = Hop(msg, route, next_id, avoid, now_ms + self._timeout_ms, received)
+        hop = Hop(msg, route, next_id, avoid, now_ms + self.round_trips.timeout_ms(next_id), received, now_ms)
         self._hops[msg.txid] = hop
         self._deadlines.set(msg.txid, hop.deadline_ms)
         return True
 
-    def acked(self, txid: int, by: int) -> bool:
+    def acked(self, txid: int, by: int, *, now_ms: int) -> bool:
         hop = self._hops.get(txid)
         if hop is None or hop.next_id != by:
             return False
         del self._hops[txid]
         self._deadlines.discard(txid)
+        self.round_trips.sample(by, now_ms - hop.sent_ms)
         return True
 
     def next_deadline_ms(self) -> int | None:
         return self._deadlines.next_ms()
 
     def due(self, *, now_ms: int) -> list[Hop]:
-        return [self._hops.pop(txid) for txid in self._deadlines.pop_due(now_ms)]
+        hops = [self._hops.pop(txid) for txid in self._deadlines.pop_due(now_ms)]
+        for hop in hops:
+            self.round_trips.silent(hop.next_id)
+        return hops
