@@ -10,7 +10,7 @@ from peerphone.core.ids import id_from_name
 from peerphone.core.usages import Kind, OfflineMessage, Registration
 from peerphone.core.wire.messages import DataModel, Entry
 from peerphone.sip import front as front_module
-from peerphone.sip.front import RESOLVING_MAX, RESOLVING_PER_SOURCE_MAX, Forwarded, Link, OverlayFetch
+from peerphone.sip.front import RESOLVING_MAX, RESOLVING_PER_SOURCE_MAX, Forwarded, Link, OverlayFetch, OverlayStore
 from peerphone.sip.message import SipRequest, SipResponse
 
 from tests.sip.frontworld import DOMAIN, FRONT_PORT, PHONE, FrontWorld, answer, request
@@ -402,3 +402,26 @@ def test_a_register_under_a_newer_copy_that_is_not_ours_is_refused():
     world.ring.run(10)
     world.send(raw_register(PHONE + 12, "pia", PHONE + 12, domain=DOMAIN))
     assert world.statuses() == [503]  # the trust issue decides who may write it; here we do not pretend
+
+
+def test_when_the_overlay_lags_new_phones_are_answered_at_once_and_stored_behind(monkeypatch):
+    monkeypatch.setattr(front_module, "REGISTER_STORES_MAX", 4)
+    world = FrontWorld()
+    stores = lambda requests: [r for r in requests if isinstance(r, OverlayStore)]  # noqa: E731
+    world.overlay_paused = True
+    for i in range(10):
+        world.send(raw_register(PHONE + i, f"u{i}", PHONE + i, 600, domain=DOMAIN))
+    assert len(stores(world.held)) == 4  # answered once stored, while the overlay keeps up
+    assert world.statuses() == [200] * 6  # the window is full: kept here, answered, stored behind
+    world.send(raw_register(PHONE + 1, "u1", PHONE + 1, 0, domain=DOMAIN))
+    assert len(stores(world.held)) == 5 and world.statuses() == []  # a removal always waits for its store
+    world.send(request("INVITE", f"sip:u9@{DOMAIN}"))
+    assert forwarded(world, "INVITE")[1].addr == ("127.0.0.1", PHONE + 9)  # bound here, reached at once
+    world.resume_overlay()
+    assert world.statuses().count(200) == 5
+    assert world.front.counters["sip registrations stored behind"] == 6
+    held = {i for i in range(10) if world.fetch(f"sip:u{i}@{DOMAIN}", Kind.SIP_REGISTRATION).entries}
+    assert held == set(range(10)) - {1}
+    assert len(stores(world.overlay_started)) == 11  # one each, and the removal: nothing stored twice
+    world.send(raw_register(PHONE + 9, "u9", PHONE + 9, 600, domain=DOMAIN))
+    assert world.statuses() == [200] and len(stores(world.overlay_started)) == 11  # its copy is fresh

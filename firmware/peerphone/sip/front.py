@@ -90,6 +90,12 @@ OFFLINE_RECHECK_MS = 300_000
 AUDIT_CYCLE_MS = 30_000
 AUDIT_TICK_MS = 1000
 AUDITS_PER_TICK_MAX = 50
+# While the overlay keeps up, a REGISTER is answered once its binding is stored (a failure is a
+# 503, and the phone may try its other proxy). When REGISTER_STORES_MAX stores are on their way
+# already, the binding is kept here, answered 200 at once and stored behind, as stores finish:
+# a burst of new phones is served at the registrar's pace, not the overlay's, and the bindings
+# table (bounded) is the queue. Removals always wait for their store (issue 10).
+REGISTER_STORES_MAX = 128
 MAGIC = "z9hG4bK"
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, SUBSCRIBE, NOTIFY, REGISTER, INFO, UPDATE, REFER, PRACK"
 DIALOG_CREATING = ("INVITE", "SUBSCRIBE", "REFER")
@@ -259,6 +265,8 @@ class SipFront:
         self._audit_queue: deque[str] = deque()  # AORs whose overlay copies are looked at next
         self._audit_per_tick = 1
         self._audit_cycle_ms = now_ms  # when the next round of looking starts
+        self._register_stores = 0  # in flight, answered after or stored behind (REGISTER_STORES_MAX)
+        self._behind: dict[str, None] = {}  # AORs whose new bindings wait to be stored, oldest first
         self._servers: dict[tuple[str, str], _Server] = {}
         self._clients: dict[tuple[str, str], _Client] = {}
         self._waits: dict[int, _Wait] = {}
@@ -575,25 +583,62 @@ class SipFront:
                          now_ms=now_ms)
             return
         stamp = self._storage_time_ms(now_ms)
-        front = (self.config.advertise_host, self.config.port)
-        me = self.config.node_id
-        entries = tuple(Entry(_contact_key(c), Registration(c, front, me, self.config.reachable).to_bytes()
-                              if e else b"", stamp, e)
-                        for c, params, e in changes if not self._fresh(bindings.get(c), params, e, server.link, now_ms))
+        entries = tuple(self._registration(c, stamp, e) for c, params, e in changes
+                        if not self._fresh(bindings.get(c), params, e, server.link, now_ms))
+        if not entries:
+            self._bind(server, aor, changes, set(), stamp, now_ms)  # a query, or refreshes the overlay has fresh
+            return
+        if self._register_stores >= REGISTER_STORES_MAX and all(e for _, _, e in changes):
+            self.counters["sip registrations stored behind"] += 1
+            self._bind(server, aor, changes, set(), stamp, now_ms, unstored={e.key for e in entries})
+            self._behind[aor] = None
+            return
 
         def stored(_answer: FetchAns | None, error: Error | None, now_ms: int) -> None:
+            self._register_stored(now_ms)
             if error is not None and not self._overtaken_by_ours(error, aor, changes, stamp, now_ms):
                 log.warning("sip: registration of %s not stored: %s", aor, error.reason)
                 self._answer(server, 503, "Service Unavailable (overlay did not store)", now_ms=now_ms)
                 return
             self._bind(server, aor, changes, set() if error else {e.key for e in entries}, stamp, now_ms)
 
-        if not entries:
-            self._bind(server, aor, changes, set(), stamp, now_ms)  # a query, or refreshes the overlay has fresh
-            return
-        resource = id_from_name(aor)
-        self._ask(lambda h: OverlayStore(h, resource, Kind.SIP_REGISTRATION, MODEL_OF[Kind.SIP_REGISTRATION],
-                                         entries), stored, server, now_ms)
+        if self._ask(partial(OverlayStore, resource=id_from_name(aor), kind=Kind.SIP_REGISTRATION,
+                             model=MODEL_OF[Kind.SIP_REGISTRATION], entries=entries), stored, server, now_ms):
+            self._register_stores += 1
+
+    def _registration(self, contact: str, stamp: int, expires_s: int) -> Entry:
+        """The overlay's record of one binding of ours (a removal when `expires_s` is 0)."""
+        record = Registration(contact, (self.config.advertise_host, self.config.port), self.config.node_id,
+                              self.config.reachable)
+        return Entry(_contact_key(contact), record.to_bytes() if expires_s else b"", stamp, expires_s)
+
+    def _register_stored(self, now_ms: int) -> None:
+        """A registration store finished: the window has room for bindings waiting behind."""
+        self._register_stores -= 1
+        while self._behind and self._register_stores < REGISTER_STORES_MAX:
+            aor = next(iter(self._behind))
+            del self._behind[aor]
+            unstored = [b for b in self._bindings.live(aor, now_ms=now_ms).values() if not b.stored_until_ms]
+            if unstored:
+                self._store_behind(aor, unstored, now_ms)
+
+    def _store_behind(self, aor: str, unstored: list[Binding], now_ms: int) -> None:
+        stamp = self._storage_time_ms(now_ms)
+        entries = tuple(self._registration(b.contact, stamp, max(1, (b.expires_at_ms - now_ms) // 1000))
+                        for b in unstored)
+
+        def stored(_answer: FetchAns | None, error: Error | None, now_ms: int) -> None:
+            self._register_stored(now_ms)
+            if error is not None:
+                self.counters[f"sip bindings stored behind failed: {error.reason}"] += 1
+                return  # the audit stores it again
+            for b, entry in zip(unstored, entries):
+                if not b.stored_until_ms:  # not replaced meanwhile by a REGISTER that waited for its store
+                    b.stored_until_ms, b.stamp_ms = now_ms + entry.lifetime_s * 1000, stamp
+
+        self._register_stores += 1
+        self._ask(partial(OverlayStore, resource=id_from_name(aor), kind=Kind.SIP_REGISTRATION,
+                          model=MODEL_OF[Kind.SIP_REGISTRATION], entries=entries), stored, None, now_ms)
 
     def _fresh(self, binding: Binding | None, params: str, expires: int, came_from: Link, now_ms: int) -> bool:
         """A refresh the overlay need not hear of: the same binding, whose stored copy still has
@@ -613,7 +658,9 @@ class SipFront:
         return all(c in bindings and bindings[c].stamp_ms >= stamp for c, _, e in changes if e)
 
     def _bind(self, server: _Server, aor: str, changes: list[Change], stored: set[object],
-              stamp: int, now_ms: int) -> None:
+              stamp: int, now_ms: int, unstored: frozenset[object] | set[object] = frozenset()) -> None:
+        """Keep the changes here and answer 200; `stored` are the keys the overlay took, and
+        `unstored` those still to be stored behind (their copy counts as lapsed)."""
         bindings = self._bindings.live(aor, now_ms=now_ms)
         new = False
         for uri_text, params, expires in changes:
@@ -622,10 +669,12 @@ class SipFront:
                 self._bindings.remove(aor, uri_text)
                 continue
             new = new or old is None
-            written = old is None or _contact_key(uri_text) in stored
+            key = _contact_key(uri_text)
+            written = (old is None or key in stored) and key not in unstored
             binding = Binding(uri_text, params, self._path_to(Uri.parse(uri_text), server.link),
                               _source_of(server.link), now_ms + expires * 1000,
-                              now_ms + expires * 1000 if old is None or written else old.stored_until_ms,
+                              0 if key in unstored else
+                              now_ms + expires * 1000 if written else old.stored_until_ms,  # type: ignore[union-attr]
                               stamp if old is None or written else old.stamp_ms,
                               now_ms if old is None else old.offline_checked_ms)
             self._bindings.put(aor, binding)
@@ -658,7 +707,7 @@ class SipFront:
         busy = self._resolving > RESOLVING_MAX // 4
         for _ in range(0 if busy else min(self._audit_per_tick, len(self._audit_queue))):
             aor = self._audit_queue.popleft()
-            if self._bindings.live(aor, now_ms=now_ms):
+            if aor not in self._behind and self._bindings.live(aor, now_ms=now_ms):
                 self._audit_one(aor, now_ms)
         if len(self._bindings):
             self._timers.set(_AUDIT, now_ms + AUDIT_TICK_MS)
@@ -670,17 +719,14 @@ class SipFront:
             if answer is None:
                 return  # asked again next cycle
             held = {e.key for e in answer.entries}
-            front = (self.config.advertise_host, self.config.port)
             stamp = self._storage_time_ms(now_ms)
-            me = self.config.node_id
             lost = [b for b in self._bindings.live(aor, now_ms=now_ms).values()
                     if _contact_key(b.contact) not in held]
             if not lost:
                 return
             self.counters["sip bindings stored again (the overlay had lost them)"] += len(lost)
-            entries = tuple(Entry(_contact_key(b.contact), Registration(b.contact, front, me,
-                                                                            self.config.reachable).to_bytes(),
-                                  stamp, max(1, (b.expires_at_ms - now_ms) // 1000)) for b in lost)
+            entries = tuple(self._registration(b.contact, stamp, max(1, (b.expires_at_ms - now_ms) // 1000))
+                            for b in lost)
             self._ask(partial(OverlayStore, resource=resource, kind=Kind.SIP_REGISTRATION,
                               model=MODEL_OF[Kind.SIP_REGISTRATION], entries=entries),
                       partial(self._logged, f"registration of {aor} not stored again"), None, now_ms)
