@@ -56,7 +56,7 @@ from ..core.usages import MODEL_OF, Kind, OfflineMessage, RecordError, Registrat
 from ..core.wire.messages import ARRAY_APPEND, Addr, DataModel, Entry, Error, FetchAns
 from . import tunnel
 from .bindings import Binding, Bindings, instance_of
-from .message import SipParseError, SipRequest, SipResponse, canonical, check_request, parse
+from .message import SipParseError, SipRequest, SipResponse, canonical, check_request, parse, salvage
 from .transaction import T1_MS, Action, Input, State, Transaction, TransactionError, response_input
 from .transaction import Kind as TxKind
 from .uri import NameAddr, Uri, Via
@@ -102,7 +102,8 @@ DIALOG_CREATING = ("INVITE", "SUBSCRIBE", "REFER")
 STATELESS_ONCE_ANSWERED = ("REGISTER", "OPTIONS")  # requests we serve ourselves, idempotently
 REASONS = {100: "Trying", 200: "OK", 202: "Accepted", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
            408: "Request Timeout", 480: "Temporarily Unavailable", 481: "Call/Transaction Does Not Exist",
-           482: "Loop Detected", 483: "Too Many Hops", 500: "Server Internal Error", 503: "Service Unavailable"}
+           482: "Loop Detected", 483: "Too Many Hops", 500: "Server Internal Error", 501: "Not Implemented",
+           503: "Service Unavailable", 505: "Version Not Supported"}
 
 
 @dataclass(frozen=True)
@@ -322,8 +323,13 @@ class SipFront:
         try:
             message = parse(data)
         except SipParseError as e:
-            self.counters["sip dropped: unparseable"] += 1
-            log.debug("sip: dropped from %s: %s", link.addr, e.reason)
+            salvaged = salvage(data)  # answered where it came from, with its own headers: no reflection
+            if salvaged is None:
+                self.counters["sip dropped: unparseable"] += 1
+                log.debug("sip: dropped from %s: %s", link.addr, e.reason)
+                return
+            self.counters[f"sip answered {e.status} (unparseable)"] += 1
+            self._respond_stateless(salvaged, link, e.status, e.reason)
             return
         self._guarded(lambda: self._on_response(message, now_ms) if isinstance(message, SipResponse)
                       else self._on_request(message, link, now_ms), message, link, now_ms)
@@ -412,7 +418,15 @@ class SipFront:
         if link.transport != "TUNNEL":
             self._note_source(req, link)
         check_request(req)
-        Uri.parse(req.uri)  # before a transaction is made for it: a bad one is answered 400 alone
+        # Before a transaction is made for it, what we read of it must be well formed: a bad one
+        # is answered 400 alone (RFC 4475 §3.1.2).
+        if Uri.parse(req.uri).has_headers:
+            raise SipParseError("headers in the Request-URI")
+        for via in req.get_all("via"):
+            Via.parse(via)
+        for name in ("from", "to", *(("contact",) if req.get("contact") != "*" else ())):
+            for value in req.get_all(name) if name == "contact" else [req.get(name) or ""]:
+                NameAddr.parse(value)
         self.counters[f"sip {req.method}"] += 1
         theirs = _their_branch(req)
         if req.method == "ACK":
@@ -468,7 +482,7 @@ class SipFront:
                 self._refuse_relay(server, now_ms)
             return
         uri = Uri.parse(req.uri)
-        if self._is_me(uri) and uri.user is None:
+        if uri.user is None and (self._is_me(uri) or uri.host == self.config.domain):
             self._to_me(server, req, link, uri, now_ms)
         elif req.method == "REGISTER" and server is not None:
             self._register(server, uri, now_ms)
@@ -503,6 +517,8 @@ class SipFront:
             self._answer(server, 200, extra=[("Allow", ALLOW), ("Accept", "application/sdp")], now_ms=now_ms)
         elif req.method == "REGISTER":
             self._register(server, uri, now_ms)
+        elif req.method not in ALLOW.split(", "):
+            self._answer(server, 501, extra=[("Allow", ALLOW)], now_ms=now_ms)  # RFC 4475 esc02
         else:
             self._answer(server, 404, now_ms=now_ms)
 

@@ -98,7 +98,7 @@ class SipRequest(_Message):
 
     def max_forwards(self) -> int:
         value = (self.get("max-forwards") or "").strip()
-        if not value.isdigit() or len(value) > 3 or int(value) > 255:
+        if not value.isdigit() or len(value) > 10 or int(value) > 255:  # 0068 is 68 (RFC 4475 wsinv)
             raise SipParseError("bad Max-Forwards")
         return int(value)
 
@@ -155,6 +155,37 @@ def parse(data: bytes) -> SipMessage:
     if len(message.body) > BODY_BYTES_MAX:
         raise SipParseError("body too large", 413)
     return message
+
+
+ANSWER_HEADERS = ("via", "from", "to", "call-id", "cseq")  # what a response copies from its request (§8.2.6)
+
+
+def salvage(data: bytes) -> SipRequest | None:
+    """Of a request `parse` refused, what is needed to answer it (RFC 4475 §3.1.2 wants a 400
+    for most): its method and the headers a response copies. None when those cannot be read
+    (or it is an ACK, which is never answered): then it is only dropped."""
+    head = data[:MESSAGE_BYTES_MAX].partition(b"\r\n\r\n")[0]
+    first, *lines = head.split(b"\r\n")
+    method = first.split(b" ", 1)[0]
+    if not _TOKEN.fullmatch(method) or method.startswith(b"SIP/") or method == b"ACK":
+        return None
+    request = SipRequest(method=method.decode("ascii"))
+    kept = False  # the header line before was one of those
+    for raw in lines[:HEADERS_MAX]:
+        if raw[:1] in (b" ", b"\t"):  # folded: continues the header line before it
+            if kept:
+                kept_name, kept_value = request.headers[-1]
+                request.headers[-1] = (kept_name, f"{kept_value} {raw.strip().decode('utf-8', 'replace')}")
+            continue
+        name_bytes, colon, value = raw.partition(b":")
+        name_bytes = name_bytes.rstrip(b" \t")
+        kept = bool(colon and _TOKEN.fullmatch(name_bytes)) and canonical(name_bytes.decode()) in ANSWER_HEADERS
+        if kept:
+            request.headers.append((name_bytes.decode(), value.strip().decode("utf-8", "replace")))
+    if any(len(v) > HEADER_BYTES_MAX or _CONTROL.search(v) for _, v in request.headers) or \
+            not all(request.get(name) for name in ("via", "call-id", "cseq")):
+        return None
+    return request
 
 
 def check_request(request: SipRequest) -> None:

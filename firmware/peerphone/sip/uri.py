@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from .message import SipParseError
 
 _HOSTPORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::(\d{1,5}))?")
+_TOKEN = re.compile(r"[A-Za-z0-9.!%*_+`'~-]+")
+_ESCAPED_UNRESERVED = re.compile(r"%(2[1DdEe]|2[789Aa]|3[0-9]|[46][1-9A-Fa-f]|[57][0-9Aa]|5[Ff]|7[Ee])")
 _VIA = re.compile(r"SIP\s*/\s*2\.0\s*/\s*([A-Za-z]+)\s+([^;\s]+)\s*(.*)", re.IGNORECASE)
 
 
@@ -23,15 +25,17 @@ class Uri:
     host: str
     port: int | None
     params: tuple[tuple[str, str | None], ...] = ()
+    has_headers: bool = False  # ?name=value after the host: never routed on, refused in a Request-URI
 
     @classmethod
     def parse(cls, text: str) -> "Uri":
         scheme, colon, rest = text.strip().partition(":")
         if not colon or scheme.lower() not in ("sip", "sips"):
             raise SipParseError("not a sip: URI")
-        rest = rest.split("?", 1)[0]  # headers of a URI are never routed on
+        # A user part may hold ; ? and : (RFC 4475 intmeth, semiuri); an @ never follows the host.
         userinfo, at, hostpart = rest.rpartition("@")
-        user = userinfo.split(":", 1)[0] if at else None
+        hostpart, question, _headers = hostpart.partition("?")
+        user = _unescape_unreserved(userinfo.split(":", 1)[0]) if at else None
         hostport, *raw_params = hostpart.split(";")
         match = _HOSTPORT.fullmatch(hostport)
         if match is None or (user is not None and not user):
@@ -39,7 +43,7 @@ class Uri:
         port = int(match.group(2)) if match.group(2) else None
         if port is not None and not 0 < port < 65536:
             raise SipParseError("bad URI port")
-        return cls(scheme.lower(), user, match.group(1).lower(), port, _params(raw_params))
+        return cls(scheme.lower(), user, match.group(1).lower(), port, _params(raw_params), bool(question))
 
     def param(self, name: str) -> str | None:
         return next((v or "" for k, v in self.params if k == name), None)
@@ -66,13 +70,22 @@ class NameAddr:
     @classmethod
     def parse(cls, text: str) -> "NameAddr":
         text = text.strip()
-        if "<" in text:
-            start, end = text.index("<"), text.find(">")
-            if end < start:
+        display_end = _display_name_end(text)
+        if "<" in text[display_end:]:
+            start = text.index("<", display_end)
+            end = text.find(">", start)
+            if end < 0:
                 raise SipParseError("unclosed <")
+            if not all(_TOKEN.fullmatch(word) for word in text[display_end:start].split()):
+                raise SipParseError("display name needs quotes")  # RFC 4475 baddn
             return cls(Uri.parse(text[start + 1:end]), _params(text[end + 1:].split(";")[1:]))
+        if display_end:
+            raise SipParseError("display name without <address>")
         uri_text, *raw_params = text.split(";")  # addr-spec: parameters belong to the header (§20.10)
-        return cls(Uri.parse(uri_text), _params(raw_params))
+        uri = Uri.parse(uri_text)
+        if uri.has_headers:
+            raise SipParseError("a URI with headers needs <>")  # RFC 4475 regbadct
+        return cls(uri, _params(raw_params))
 
     def param(self, name: str) -> str | None:
         return next((v or "" for k, v in self.params if k == name), None)
@@ -117,9 +130,32 @@ class Via:
 def _params(raw: list[str]) -> tuple[tuple[str, str | None], ...]:
     out = []
     for item in raw:
-        item = item.strip()
-        if not item:
-            continue
         name, eq, value = item.partition("=")
-        out.append((name.strip().lower(), value.strip().strip('"') if eq else None))
+        name = name.strip()
+        if not _TOKEN.fullmatch(name):
+            raise SipParseError("bad parameter")  # ;; and the like (RFC 4475 badinv01)
+        out.append((name.lower(), value.strip().strip('"') if eq else None))
     return tuple(out)
+
+
+def _display_name_end(text: str) -> int:
+    """Where a quoted display name ends (0 when there is none); a quote left open is an error."""
+    if not text.startswith('"'):
+        return 0
+    i = 1
+    while i < len(text):
+        if text[i] == "\\":
+            i += 2
+            continue
+        if text[i] == '"':
+            return i + 1
+        i += 1
+    raise SipParseError("unterminated quoted string")  # RFC 4475 quotbal
+
+
+def _unescape_unreserved(user: str) -> str:
+    """%75ser is user (§19.1.4: escaped unreserved characters compare equal to themselves);
+    anything else (%00, %40) stays escaped."""
+    if "%" not in user:
+        return user
+    return _ESCAPED_UNRESERVED.sub(lambda m: chr(int(m.group(1), 16)), user)
