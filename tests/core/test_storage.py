@@ -67,3 +67,14 @@ def test_bytes_are_bounded_and_accounted():
     assert s.bytes_held == 10  # the replaced value no longer counts
     s.expire(now_ms=10_000)
     assert s.bytes_held == 0
+
+
+def test_a_refreshed_entry_expires_with_its_new_lifetime_and_refreshes_keep_the_expiry_queue_bounded():
+    s = Storage()
+    s.store(store(DataModel.DICTIONARY, Entry(b"k", b"a", 1, 10)), now_ms=0)
+    s.store(store(DataModel.DICTIONARY, Entry(b"j", b"b", 1, 10), resource=2), now_ms=0)
+    for t in range(2, 1000):  # refreshed a thousand times
+        s.store(store(DataModel.DICTIONARY, Entry(b"k", b"a", t, 100)), now_ms=t)
+    assert len(s._expiries) <= 2 * 2 + 64
+    assert s.expire(now_ms=10_000) == 1 and [e.key for e in s.fetch(1, 1, now_ms=10_000).entries] == [b"k"]
+    assert s.expire(now_ms=100_998) == 0 and s.expire(now_ms=100_999) == 1 and len(s) == 0 and s.bytes_held == 0

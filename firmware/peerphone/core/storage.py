@@ -12,6 +12,7 @@ so one client filling the overlay is refused long before the others are.
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -45,6 +46,11 @@ class Storage:
         self._data: dict[Key, _Resource] = {}
         self._by_writer: Counter[str] = Counter()
         self.bytes_held = 0
+        # Expiries in a heap (stale items skipped): a maintenance round costs what expires,
+        # not a scan of all it holds (100,000 resources on a Pi, every second).
+        self._expiries: list[tuple[int, int, Key, EntryKey]] = []  # (expires_ms, tie-breaker, key, entry key)
+        self._pushed = 0
+        self._entries_held = 0
 
     def __len__(self) -> int:
         return len(self._data)
@@ -87,9 +93,12 @@ class Storage:
             old = held.entries.pop(e.key, None)
             if old is not None:
                 self.bytes_held -= len(old.entry.value)
+                self._entries_held -= 1
             if e.lifetime_s > 0:
                 held.entries[e.key] = _Held(e, now_ms + e.lifetime_s * 1000)
                 self.bytes_held += len(e.value)
+                self._entries_held += 1
+                self._expire_at(now_ms + e.lifetime_s * 1000, key, e.key)
         if not held.entries:
             self._drop(key)
         return resolved
@@ -122,13 +131,29 @@ class Storage:
             return None
         return Store(key[0], key[1], answer.model, answer.entries, True)
 
+    def _expire_at(self, expires_ms: int, key: Key, entry_key: EntryKey) -> None:
+        self._pushed += 1
+        heapq.heappush(self._expiries, (expires_ms, self._pushed, key, entry_key))
+        if len(self._expiries) > 2 * self._entries_held + 64:  # replaced entries left stale items: compact
+            self._expiries = []
+            for k, r in self._data.items():
+                for ek, h in r.entries.items():
+                    self._pushed += 1
+                    self._expiries.append((h.expires_ms, self._pushed, k, ek))
+            heapq.heapify(self._expiries)
+
     def expire(self, *, now_ms: int) -> int:
         removed = 0
-        for key in list(self._data):
-            held = self._data[key]
-            for entry_key in [k for k, h in held.entries.items() if h.expires_ms <= now_ms]:
-                self.bytes_held -= len(held.entries.pop(entry_key).entry.value)
-                removed += 1
+        while self._expiries and self._expiries[0][0] <= now_ms:
+            expires_ms, _, key, entry_key = heapq.heappop(self._expiries)
+            held = self._data.get(key)
+            gone = held.entries.get(entry_key) if held is not None else None
+            if held is None or gone is None or gone.expires_ms != expires_ms:
+                continue  # replaced or removed since
+            del held.entries[entry_key]
+            self.bytes_held -= len(gone.entry.value)
+            self._entries_held -= 1
+            removed += 1
             if not held.entries:
                 self._drop(key)
         return removed
