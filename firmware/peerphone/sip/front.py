@@ -702,7 +702,8 @@ class SipFront:
         date = formatdate(self._storage_time_ms(now_ms) / 1000, usegmt=True)
         self._answer(server, 200, extra=current + [("Date", date)], now_ms=now_ms)
         if changes:
-            log.info("sip: %s %s", aor, "registered" if bindings else "unregistered")
+            if new or not bindings:  # not every refresh: a busy front refreshes thousands a second
+                log.info("sip: %s %s", aor, "registered" if bindings else "unregistered")
             self._events.append(Registered(aor, len(bindings)))
         # Messages kept for this AOR are looked for when it comes online here, and now and then
         # while it stays (one kept because its phone did not answer), not on every refresh.
@@ -1253,8 +1254,10 @@ def _source_of(link: Link) -> str:
 def _replaced_instances(bindings: dict[str, Binding], changes: list[Change]) -> list[Change]:
     """RFC 5626 §6: a phone (one instance and reg-id) registering from a new contact drops
     the binding it had; the overlay's copy of that goes too."""
+    instances = {instance_of(params) for _, params, e in changes if e > 0 and "+sip.instance" in params.lower()} - {""}
+    if not instances:
+        return []
     named = {c for c, _, _ in changes}
-    instances = {instance_of(params) for _, params, e in changes if e > 0} - {""}
     return [(b.contact, "", 0) for b in bindings.values() if b.instance in instances and b.contact not in named]
 
 
