@@ -10,6 +10,7 @@ from peerphone.core.ids import RING, id_from_name
 from peerphone.core.limits import (
     DATAGRAM_BYTES_MAX,
     DICT_KEY_BYTES_MAX,
+    REPLICA_PUSHES_IN_FLIGHT_MAX,
     REPLICAS,
     TTL_INITIAL,
     TUNNEL_BYTES_MAX,
@@ -18,7 +19,7 @@ from peerphone.core.limits import (
 )
 from peerphone.core.overlay import Topology
 from peerphone.core.peer import PeerNode, State
-from peerphone.core.wire import encode
+from peerphone.core.wire import decode, encode
 from peerphone.core.wire.messages import (
     ARRAY_APPEND,
     Code,
@@ -118,6 +119,23 @@ def test_graceful_leave_hands_values_over(topology):
     assert ring.converged()
     assert len(holders(ring, "bob")) == REPLICAS
     assert get(ring, client, "bob", ring.live()[1]).answer.entries[0].value == b"b"
+
+
+def test_a_leaving_node_hands_thousands_of_values_over_a_window_at_a_time(topology):
+    ring = build(4, seed=12, topology=topology)
+    leaver = ring.live()[0]
+    mine = [rid for rid in (id_from_name(f"v{i}") for i in range(1600))
+            if ring.responsible(rid) == leaver.me.node_id][:300]
+    for rid in mine:
+        leaver.storage.store(Store(rid, 1, DataModel.SINGLE, (Entry(None, b"v", 1, 600),), False), now_ms=ring.now_ms)
+    leaver.leave(now_ms=ring.now_ms)
+    ring.flush(leaver)
+    stores = [d for _, d, src, _ in ring.wire if src == leaver.me.addr and decode(d, OVERLAY).code is Code.STORE]
+    assert len(stores) == REPLICA_PUSHES_IN_FLIGHT_MAX  # not 300 (or 900) at once
+    ring.run(3000)
+    assert leaver.state is State.LEFT
+    ring.kill(leaver)
+    assert all(any((rid, 1) in n.storage for n in ring.live()) for rid in mine)
 
 
 def test_a_retransmitted_append_is_executed_once(topology):

@@ -133,9 +133,8 @@ class KademliaPeer(PeerNode):
     def _farewell(self, now_ms: int) -> bool:
         """Every value to the closest other nodes we know; our nearest contacts told, so they
         drop us at once."""
-        for key in self.storage.keys():
-            for node in self.table.closest(key[0], self.config.replicas):
-                self._store_to(node, key, Farewell(node), now_ms)
+        self._hand_over([(node, key) for key in self.storage.keys()
+                         for node in self.table.closest(key[0], self.config.replicas)], now_ms)
         for node in self.table.closest(self.me.node_id, K):
             self._request(Code.LEAVE, Leave(None, ()), (Dest(DestKind.NODE, node.node_id),), Farewell(node), now_ms,
                           target=node.addr)

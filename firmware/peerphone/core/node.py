@@ -33,7 +33,7 @@ before the topology is offered them; a node's leaving, by asking it.
 from __future__ import annotations
 
 import functools
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Callable, NamedTuple, Protocol, Sequence
@@ -54,6 +54,7 @@ from .limits import (
     PEER_TABLE_MAX,
     PROVEN_MAX,
     RATE_SOURCES_MAX,
+    REPLICA_PUSHES_IN_FLIGHT_MAX,
     REPLICAS,
     STAT_ITEMS_PER_PAGE,
     STORAGE_TIME_AHEAD_MAX_MS,
@@ -65,7 +66,7 @@ from .limits import (
 )
 from .overlay import Topology
 from .replication import ReplicaTracker
-from .rpc import AnswerCache, Hop, HopTracker, Pending, Transactions
+from .rpc import HOP_BACKOFF_MAX, AnswerCache, Hop, HopTracker, Pending, Transactions
 from .storage import Key, Storage
 from .usages import lifetime_max_s
 from .wire import check_body, decode, encode
@@ -163,6 +164,13 @@ class Farewell(Direct):
 
 
 @dataclass(frozen=True, slots=True)
+class Handover(Farewell):
+    """Leaving: our copy of `key` stored on the node that takes it over."""
+
+    key: Key
+
+
+@dataclass(frozen=True, slots=True)
 class ReplicaPush(Direct):
     """A copy of `key` stored on a node that should hold one (replication.py paces them)."""
 
@@ -231,13 +239,17 @@ class PeerNode:
         self.config = config
         self.storage = Storage()
         self._replicas = ReplicaTracker()
+        self._handovers: deque[tuple[NodeInfo, Key]] = deque()  # leaving: values still to hand over
+        self._handing: Counter[tuple[Key, int]] = Counter()  # and the parts of those on their way
         self.state = State.IDLE
         self.counters: Counter[str] = Counter()
         self._rng = rng
         self._entropy = entropy
         self._timing = config.timing
         self._rpc: Transactions[Purpose] = Transactions(config.timing)
-        self._hops = HopTracker(config.timing.hop_ack_timeout_ms)
+        hop_wait_ms = config.timing.hop_ack_timeout_ms  # and no longer than the origin waits to retransmit:
+        self._hops = HopTracker(hop_wait_ms, ceiling_ms=min(
+            hop_wait_ms * HOP_BACKOFF_MAX, max(hop_wait_ms, config.timing.routed_retransmit_first_ms)))
         self._answers = AnswerCache(config.timing.dedup_window_ms)
         self._recent: BoundedLru[int, Addr] = BoundedLru(PEER_TABLE_MAX)  # return paths
         self._host_rate = TokenBuckets[str](INGRESS_RATE_PER_S, INGRESS_BURST, RATE_SOURCES_MAX)
@@ -264,6 +276,7 @@ class PeerNode:
             User: self._done_user,
             Probe: self._done_probe,
             Farewell: self._done_farewell,
+            Handover: self._done_farewell,
             Departure: self._done_departure,
             ReplicaPush: self._replica_pushed,
             Verify: self._done_verify,
@@ -832,7 +845,26 @@ class PeerNode:
         self._in_flight.discard(("probe", purpose.node.node_id))
 
     def _done_farewell(self, purpose: Purpose, answer: Message | None, now_ms: int) -> None:
+        if isinstance(purpose, Handover):
+            handing = (purpose.key, purpose.node.node_id)
+            self._handing[handing] -= 1
+            if self._handing[handing] <= 0:
+                del self._handing[handing]
+                self._send_handovers(now_ms)
         self._maybe_left()
+
+    def _hand_over(self, handovers: Sequence[tuple[NodeInfo, Key]], now_ms: int) -> None:
+        """Leaving: each value to the node that takes it over, a window at a time like replica
+        pushes (thousands at once overran the receiver's socket, and most were lost)."""
+        self._handovers.extend(handovers)
+        self._send_handovers(now_ms)
+
+    def _send_handovers(self, now_ms: int) -> None:
+        while self._handovers and len(self._handing) < REPLICA_PUSHES_IN_FLIGHT_MAX:
+            node, key = self._handovers.popleft()
+            parts = self._store_to(node, key, Handover(node, key), now_ms)
+            if parts:
+                self._handing[(key, node.node_id)] += parts
 
     def _joined(self, now_ms: int) -> None:
         self.state = State.JOINED
@@ -850,18 +882,19 @@ class PeerNode:
 
     # ------------------------------------------------------------------ replication
 
-    def _store_to(self, node: NodeInfo, key: Key, purpose: Purpose, now_ms: int) -> bool:
-        """Push what we hold under `key` to `node`; False when we hold nothing."""
+    def _store_to(self, node: NodeInfo, key: Key, purpose: Purpose, now_ms: int) -> int:
+        """Push what we hold under `key` to `node`: how many requests that took (0: we hold nothing)."""
         body = self.storage.as_store(key, now_ms=now_ms)
         if body is None:
-            return False
-        for part in self._split_to_fit(body, node.node_id):
+            return 0
+        parts = self._split_to_fit(body, node.node_id)
+        for part in parts:
             self._request(Code.STORE, part, (Dest(DestKind.NODE, node.node_id),), purpose, now_ms, target=node.addr)
-        return True
+        return len(parts)
 
     def _push_replicas(self, now_ms: int) -> None:
         """Send the copies the topology wants, as many as the window lets out."""
-        self._replicas.push_due(lambda key, node: self._store_to(node, key, ReplicaPush(node, key), now_ms),
+        self._replicas.push_due(lambda key, node: self._store_to(node, key, ReplicaPush(node, key), now_ms) > 0,
                                 now_ms=now_ms)
 
     def _replica_pushed(self, purpose: Purpose, answer: Message | None, now_ms: int) -> None:
@@ -893,7 +926,7 @@ class PeerNode:
     # ------------------------------------------------------------------ leaving
 
     def _maybe_left(self) -> None:
-        if self.state is State.LEAVING and not any(
+        if self.state is State.LEAVING and not self._handovers and not any(
             isinstance(p.purpose, Farewell) for p in self._rpc.in_flight()
         ):
             self._set_left()

@@ -102,9 +102,7 @@ class RingPeer(PeerNode):
         if self.topology.alone:
             return False
         succ, pred = self.topology.succ, self.topology.pred
-        for key in self.storage.keys():
-            if self.topology.responsible(key[0]):
-                self._store_to(succ, key, Farewell(succ), now_ms)
+        self._hand_over([(succ, key) for key in self.storage.keys() if self.topology.responsible(key[0])], now_ms)
         self._request(Code.LEAVE, Leave(pred, tuple(self.topology.successors)), (Dest(DestKind.NODE, succ.node_id),),
                       Farewell(succ), now_ms, target=succ.addr)
         if pred is not None and pred.node_id != succ.node_id:
