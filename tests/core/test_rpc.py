@@ -69,7 +69,8 @@ def test_the_wait_for_a_neighbour_follows_its_round_trips_and_doubles_while_it_i
 
 
 def test_a_forward_waits_as_long_as_its_next_hop_takes_to_acknowledge():
-    hops = HopTracker(timeout_ms=100)
+    assert HopTracker(timeout_ms=100).round_trips.timeout_ms(9) == 100
+    hops = HopTracker(timeout_ms=100, ceiling_ms=1000)
     assert hops.track(request(1), (), 9, frozenset(), now_ms=0)
     [silent] = hops.due(now_ms=100)  # 9 answers in 150 ms: the first forward times out
     assert silent.next_id == 9
@@ -82,4 +83,9 @@ def test_a_forward_waits_as_long_as_its_next_hop_takes_to_acknowledge():
     for txid in range(10, 20):
         hops.track(request(txid), (), 9, frozenset(), now_ms=20_000)
         hops.due(now_ms=30_000)
-    assert hops.round_trips.timeout_ms(9) == 100 * HOP_BACKOFF_MAX  # a dead hop delays a request this long at most
+    assert hops.round_trips.timeout_ms(9) == 1000  # a dead hop delays a request this long at most
+    quiet = HopTracker(timeout_ms=100)
+    for txid in range(10):
+        quiet.track(request(txid), (), 9, frozenset(), now_ms=0)
+        quiet.due(now_ms=10_000)
+    assert quiet.round_trips.timeout_ms(9) == 100 * HOP_BACKOFF_MAX

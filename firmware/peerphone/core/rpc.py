@@ -19,7 +19,7 @@ from .limits import DEDUP_ENTRIES_MAX, FORWARDS_TRACKED_MAX, PEER_TABLE_MAX, PEN
 from .wire.messages import Addr, Body, Code, Dest, Message, NodeInfo
 
 P = TypeVar("P")
-HOP_BACKOFF_MAX = 8  # a silent neighbour's wait grows to this many times the configured one
+HOP_BACKOFF_MAX = 4  # a silent neighbour's wait grows to this many times the configured one
 
 
 @dataclass(slots=True)
@@ -189,8 +189,10 @@ class RoundTrips:
 class HopTracker:
     """Hop-by-hop acknowledgement of forwarded requests, bounded in size."""
 
-    def __init__(self, timeout_ms: int, entries_max: int = FORWARDS_TRACKED_MAX) -> None:
-        self.round_trips = RoundTrips(timeout_ms, timeout_ms * HOP_BACKOFF_MAX)
+    def __init__(self, timeout_ms: int, entries_max: int = FORWARDS_TRACKED_MAX, *,
+                 ceiling_ms: int | None = None) -> None:
+        """`ceiling_ms`: the longest wait (past the origin's own retransmission it is pointless)."""
+        self.round_trips = RoundTrips(timeout_ms, timeout_ms * HOP_BACKOFF_MAX if ceiling_ms is None else ceiling_ms)
         self._entries_max = entries_max
         self._hops: dict[int, Hop] = {}
         self._deadlines: Deadlines[int] = Deadlines()
