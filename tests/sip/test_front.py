@@ -425,3 +425,17 @@ def test_when_the_overlay_lags_new_phones_are_answered_at_once_and_stored_behind
     assert len(stores(world.overlay_started)) == 11  # one each, and the removal: nothing stored twice
     world.send(raw_register(PHONE + 9, "u9", PHONE + 9, 600, domain=DOMAIN))
     assert world.statuses() == [200] and len(stores(world.overlay_started)) == 11  # its copy is fresh
+
+
+def test_a_retransmitted_register_gets_the_same_answer_without_being_served_again():
+    world = FrontWorld()
+    raw = raw_register(PHONE + 13, "uma", PHONE + 13, 600, domain=DOMAIN)
+    world.send(raw, PHONE + 13)
+    first = world.take()
+    world.advance(500)  # the phone's T1: its 200 was lost
+    world.send(raw, PHONE + 13)
+    assert [m.to_bytes() for m, _ in world.take()] == [m.to_bytes() for m, _ in first]
+    assert world.front.counters["sip retransmissions answered again"] == 1
+    assert world.front.counters["sip REGISTER"] == 1  # parsed and served once
+    world.send(raw, PHONE + 14)  # the same bytes from elsewhere: not taken for a retransmission
+    assert world.front.counters["sip REGISTER"] == 2

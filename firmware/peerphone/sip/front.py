@@ -43,6 +43,7 @@ from ..core.deadlines import Deadlines
 from ..core.errors import ErrorCode
 from ..core.events import RequestCompleted
 from ..core.ids import id_from_name
+from ..core.ingress import BoundedLru
 from ..core.limits import (
     BINDINGS_MAX,
     CONTACTS_PER_AOR_MAX,
@@ -90,6 +91,11 @@ OFFLINE_RECHECK_MS = 300_000
 AUDIT_CYCLE_MS = 30_000
 AUDIT_TICK_MS = 1000
 AUDITS_PER_TICK_MAX = 50
+# A REGISTER or OPTIONS answered statelessly is remembered by its bytes for a little while: a
+# retransmission (the answer was lost, or late: a phone repeats after 500 ms) costs a lookup,
+# not a REGISTER. Without it, a front that fell half a second behind at 2,000 REGISTERs/s
+# served each one again and again and fell further behind (tools/bench sip-load).
+RECENT_ANSWERS_MAX = 2048
 # While the overlay keeps up, a REGISTER is answered once its binding is stored (a failure is a
 # 503, and the phone may try its other proxy). When REGISTER_STORES_MAX stores are on their way
 # already, the binding is kept here, answered 200 at once and stored behind, as stores finish:
@@ -217,6 +223,7 @@ class _Server:
     alternatives: list[Link] = field(default_factory=list)  # other fronts of the callee, tried in turn
     forks: int = 0  # branches made so far (each has its own)
     rerouted: bool = False  # an in-dialog request sent round a dead hop by its AOR (once)
+    raw: bytes = b""  # as it came, for a request answered statelessly (see _recent_answers)
 
 
 @dataclass(eq=False)
@@ -266,6 +273,8 @@ class SipFront:
         self._audit_queue: deque[str] = deque()  # AORs whose overlay copies are looked at next
         self._audit_per_tick = 1
         self._audit_cycle_ms = now_ms  # when the next round of looking starts
+        self._recent_answers: BoundedLru[bytes, tuple[Link, bytes]] = BoundedLru(RECENT_ANSWERS_MAX)
+        self._receiving = b""  # the message being handled, as it came
         self._register_stores = 0  # in flight, answered after or stored behind (REGISTER_STORES_MAX)
         self._behind: dict[str, None] = {}  # AORs whose new bindings wait to be stored, oldest first
         self._servers: dict[tuple[str, str], _Server] = {}
@@ -320,6 +329,12 @@ class SipFront:
         """One message from the network. Nothing raised here leaves the front."""
         if not data.strip(b"\r\n"):
             return  # keepalive
+        again = self._recent_answers.get(data)
+        if again is not None and again[0] == link:
+            self.counters["sip retransmissions answered again"] += 1
+            self._send(again[1], link)
+            return
+        self._receiving = data
         try:
             message = parse(data)
         except SipParseError as e:
@@ -453,7 +468,8 @@ class SipFront:
         kind = TxKind.INVITE_SERVER if req.method == "INVITE" else TxKind.NON_INVITE_SERVER
         server = _Server((theirs, req.method), req, link, Transaction.start(kind, reliable=link.reliable,
                                                                              now_ms=now_ms),
-                         tu_deadline_ms=now_ms + SERVER_GIVE_UP_MS)
+                         tu_deadline_ms=now_ms + SERVER_GIVE_UP_MS,
+                         raw=self._receiving if req.method in STATELESS_ONCE_ANSWERED else b"")
         self._servers[server.key] = server
         if req.method == "INVITE":
             self._answer(server, 100, now_ms=now_ms)
@@ -1105,7 +1121,9 @@ class SipFront:
         if server.txn.state not in (State.TRYING, State.PROCEEDING):
             if server.answered_here and server.request.method in STATELESS_ONCE_ANSWERED:
                 # As a stateless UAS (§8.2.7): a retransmission is served again, which for these
-                # is idempotent and cheap, instead of 32 s of state for each at 2,000/s.
+                # is idempotent, instead of 32 s of state for each at 2,000/s.
+                if server.raw and server.last:
+                    self._recent_answers.put(server.raw, (server.link, server.last))
                 self._end(server)
                 return
             # Answered: from here it only repeats its answer (Timers G, J) or waits for the ACK,
