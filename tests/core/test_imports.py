@@ -1,13 +1,17 @@
-"""The core is sans-I/O: it must not import I/O, clocks, randomness or threads (DESIGN.md)."""
+"""The core and the handset machine are sans-I/O: they must not import I/O, clocks,
+randomness or threads (DESIGN.md)."""
 
 import ast
 from pathlib import Path
 
 import peerphone.core
+import peerphone.phone
+import pytest
 
 FORBIDDEN = {"asyncio", "socket", "time", "random", "secrets", "os", "threading", "selectors", "subprocess",
-             "signal", "datetime", "uvloop", "pjsua2", "RPi"}
+             "signal", "datetime", "uvloop", "pjsua2", "RPi", "gpiozero", "lgpio", "alsaaudio"}
 CORE = Path(peerphone.core.__file__).parent
+PHONE = Path(peerphone.phone.__file__).parent
 
 
 def _imported_roots(path: Path) -> set[str]:
@@ -26,12 +30,19 @@ def test_core_files_exist():
     assert len(list(CORE.rglob("*.py"))) >= 10
 
 
-def test_core_imports_no_io_clock_randomness_or_threads():
+@pytest.mark.parametrize("package", [CORE, PHONE], ids=["core", "phone"])
+def test_sans_io_packages_import_no_io_clock_randomness_or_threads(package):
     offenders = {
-        str(path.relative_to(CORE)): sorted(_imported_roots(path) & (FORBIDDEN | {"<dynamic import>"}))
-        for path in CORE.rglob("*.py")
+        str(path.relative_to(package)): sorted(_imported_roots(path) & (FORBIDDEN | {"<dynamic import>"}))
+        for path in package.rglob("*.py")
     }
     assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_the_handset_machine_imports_nothing_of_the_package():
+    for path in PHONE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            assert not (isinstance(node, ast.ImportFrom) and (node.level or "peerphone" in (node.module or ""))), path
 
 
 def test_checker_sees_a_forbidden_import(tmp_path):

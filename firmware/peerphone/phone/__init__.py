@@ -1,1 +1,2 @@
-"""Placeholder: the handset state machine (hook, keypad, ringer, dial plan) arrives with the hardware work."""
+"""The handset's behaviour, sans-I/O: `machine.Handset` turns hook, keys and SIP events into
+tones, ringer, lamps and SIP actions. `hw/` and `sip/ua.py` carry them out."""
