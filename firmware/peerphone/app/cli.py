@@ -6,6 +6,7 @@ import argparse
 import logging
 import platform
 import sys
+from pathlib import Path
 from typing import NoReturn, Sequence
 
 from .. import __version__, _accel
@@ -162,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seconds", type=float, default=3.0, help="length of the call (default %(default)s)")
     _topology_argument(demo, "the peers' overlay topology (default chord)")
     demo.add_argument("--seed", type=int, default=1, help="choice of bootstrap peers (default 1)")
+    board = sub.add_parser("board", help="check board files and say what each one names",
+                           description="Read each board file (board/*.toml: a phone model's pins, sound devices, "
+                                       "tones and dial plan) and print what it names, or every mistake in it, one "
+                                       "line each naming the file and the key; exit 2 when any file has one.")
+    board.add_argument("files", nargs="+", type=Path, metavar="FILE.toml")
     sub.add_parser("doctor", help="say what this installation runs on",
                    description="Print the version, the Python, the event loop, and whether the native (cffi) "
                                "routines or their pure-Python twins are active, and why.")
@@ -220,6 +226,25 @@ def doctor() -> int:
     return 0
 
 
+def check_boards(files: Sequence[Path]) -> int:
+    from ..hw.board import BoardError, load
+
+    status = 0
+    for path in files:
+        try:
+            b = load(path)
+        except BoardError as e:
+            print("\n".join(e.lines), file=sys.stderr)
+            status = 2
+            continue
+        keypad = "none" if b.keypad is None else \
+            f"{len(b.keypad.rows)}x{len(b.keypad.cols)} matrix" if b.keypad.rows else f"{len(b.keypad.buttons)} buttons"
+        print(f"{path}: {b.name}: GPIO {b.gpio}, hook {b.hook_pin}, keypad {keypad}, ringer {b.ringer_pin}, "
+              f"lamps {dict(b.lamps) or 'none'}, earpiece {b.earpiece}, microphone {b.microphone}, "
+              f"{len(b.dial_plan.codes)} dial codes")
+    return status
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -235,6 +260,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_sim(args)
         if args.command == "doctor":
             return doctor()
+        if args.command == "board":
+            return check_boards(args.files)
         if args.command == "demo":
             from .demo import run_demo
             return run_demo(args)

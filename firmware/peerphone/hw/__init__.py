@@ -1,1 +1,2 @@
-"""Placeholder: GPIO (RPi.GPIO and simulated backends), ALSA, battery and link quality arrive with the role work."""
+"""The phone's hardware: board files (`board.py`); GPIO through gpiozero, ALSA, the battery
+and link quality come next (issues 12 and 14)."""
