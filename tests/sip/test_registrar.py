@@ -108,6 +108,20 @@ def test_a_binding_the_overlay_lost_is_stored_again_within_a_cycle():
     assert world.front.counters["sip bindings stored again (the overlay had lost them)"] == 1  # nothing lost since
 
 
+def test_when_a_node_fails_the_bindings_are_looked_at_at_once_not_at_the_next_round():
+    world = FrontWorld()
+    aor = f"sip:mo@{DOMAIN}"
+    world.register("mo", port=PHONE + 7, expires=600)
+    world.advance(front_module.AUDIT_TICK_MS + front_module.AUDIT_SOON_MS)  # past the first round's start
+    world.node.storage = Storage()  # the node that held its record failed
+    world.front.overlay_changed(now_ms=world.now_ms)
+    world.advance(front_module.AUDIT_TICK_MS)
+    assert world.fetch(aor, Kind.SIP_REGISTRATION).entries  # stored again within a tick, not 30 s
+    stored = world.front.counters["sip bindings stored again (the overlay had lost them)"]
+    world.front.overlay_changed(now_ms=world.now_ms)  # failures in a row: one round per AUDIT_SOON_MS
+    assert world.front.next_deadline_ms() != world.now_ms and stored == 1
+
+
 def test_a_bye_whose_recorded_front_died_finds_the_far_end_through_its_other_front():
     world = FrontWorld()
     world.register("ned", port=PHONE + 7)  # the caller, a phone of ours

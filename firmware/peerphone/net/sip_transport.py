@@ -166,6 +166,7 @@ class SipTransport(asyncio.DatagramProtocol):
             sip.front = SipFront(config, entropy=os.urandom, now_ms=now_ms,
                                   wall_offset_ms=time.time_ns() // 1_000_000 - now_ms)
             overlay.on_tunnel = sip._tunnelled
+            overlay.on_node_failed = sip._node_failed
             sip._pump()
             return sip
         raise OSError("no port free for both UDP and TCP")
@@ -202,6 +203,10 @@ class SipTransport(asyncio.DatagramProtocol):
 
     def _tunnelled(self, origin: int, payload: bytes) -> None:
         self.front.receive_tunnelled(origin, payload, now_ms=self.now_ms())
+        self._pump()
+
+    def _node_failed(self) -> None:
+        self.front.overlay_changed(now_ms=self.now_ms())
         self._pump()
 
     def _overlay_done(self, handle: int, done: RequestCompleted) -> None:

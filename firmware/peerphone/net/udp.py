@@ -38,6 +38,7 @@ class UdpDriver(asyncio.DatagramProtocol):
         self.joined: asyncio.Future[None] = self._loop.create_future()
         self.left: asyncio.Future[None] = self._loop.create_future()
         self.on_tunnel: Callable[[int, bytes], None] | None = None  # (origin node, payload)
+        self.on_node_failed: Callable[[], None] | None = None  # the overlay may have lost copies
 
     @classmethod
     async def open(cls, listen: Addr, make_node: Callable[[Addr, int], PeerNode]) -> "UdpDriver":
@@ -112,6 +113,8 @@ class UdpDriver(asyncio.DatagramProtocol):
                 self.on_tunnel(event.origin, event.payload)
         elif isinstance(event, NodeFailed):
             log.info("node %s failed", short(event.node_id))
+            if self.on_node_failed is not None:
+                self.on_node_failed()
 
     # -- commands --
 
