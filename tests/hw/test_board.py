@@ -74,3 +74,12 @@ def test_the_command_checks_board_files_and_exits_2_on_a_mistake(tmp_path):
     assert ok.returncode == 0 and "Pi 4 deskphone: GPIO rpigpio, hook 17, keypad 4x3 matrix" in ok.stdout
     refused = subprocess.run([sys.executable, "-m", "peerphone", "board", str(bad)], capture_output=True, text=True)
     assert refused.returncode == 2 and refused.stderr == f"{bad}: ringer.pin: pin 17 is already hook.pin\n"
+
+
+def test_a_phone_on_a_board_this_machine_cannot_drive_stops_at_once_with_one_line():
+    desk = BOARDS[[p.name for p in BOARDS].index("pi4-deskphone.toml")]
+    refused = subprocess.run([sys.executable, "-m", "peerphone", "phone", "--board", str(desk), "--aor",
+                              "sip:alice@peerphone.local", "--listen", "127.0.0.1:0", "--sip-listen", "127.0.0.1:0"],
+                             capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert refused.returncode == 2 and refused.stdout == ""  # before any peer started
+    assert refused.stderr.count("\n") == 1 and "needs RPi.GPIO on a Raspberry Pi" in refused.stderr

@@ -12,6 +12,7 @@ from typing import NoReturn, Sequence
 from .. import __version__, _accel
 from ..core.limits import Timing
 from ..core.overlay import Topology
+from ..hw.board import BoardError
 from ..net.loop import loop_name, run
 from ..net.supervisor import Supervisor
 from ..net.udp import OverlayError
@@ -68,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     phone.add_argument("--record-dir", metavar="DIR", help="record every answered call to DIR/call-N.wav")
     phone.add_argument("--watch", action="append", default=[], metavar="URI", help="show URI's presence")
     phone.add_argument("--sip-transport", choices=["udp", "tcp"], default="udp", help="default %(default)s")
+    phone.add_argument("--board", type=Path, metavar="FILE.toml",
+                       help="a phone with a hook: the board file's pins (or, for board/desktop.toml, this "
+                            "terminal: Enter lifts and hangs up, digits dial) and its dial plan; calls ring "
+                            "until answered")
     _peer_arguments(phone, overlay_help)
 
     call = sub.add_parser("call", help="call an AOR, play and record audio, hang up",
@@ -227,7 +232,7 @@ def doctor() -> int:
 
 
 def check_boards(files: Sequence[Path]) -> int:
-    from ..hw.board import BoardError, load
+    from ..hw.board import load
 
     status = 0
     for path in files:
@@ -273,6 +278,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return result
     except ConfigError as e:
         print(f"peerphone: error: {e}", file=sys.stderr)
+        return 2
+    except BoardError as e:
+        print("\n".join(e.lines), file=sys.stderr)
         return 2
     except OverlayError as e:
         print(f"peerphone: {e}", file=sys.stderr)

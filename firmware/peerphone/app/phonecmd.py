@@ -16,11 +16,14 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import AsyncIterator
 
+from ..hw.board import load as load_board
+from ..hw.gpio import HardwareError, Panel, pin_factory
 from ..net.supervisor import Supervisor
 from ..sip.message import SipParseError
 from ..sip.ua import CallReport, Handset, HandsetError
 from ..sip.uri import Uri
 from .config import ConfigError, parse_hostport, route_source_address
+from .deskphone import Deskphone, terminal
 from .tone import write_tone
 from .wiring import start_peer
 
@@ -63,6 +66,11 @@ def _me(args: argparse.Namespace, callee: Uri) -> str:
 
 async def phone(args: argparse.Namespace) -> int:
     aor = _uri(args.aor, "--aor")
+    board = load_board(args.board) if args.board else None  # its mistakes before anything starts
+    try:
+        pins = pin_factory(board) if board is not None and not board.terminal else None
+    except HardwareError as e:
+        raise ConfigError(str(e)) from None
     record_dir = Path(args.record_dir) if args.record_dir else None
     if record_dir is not None:
         record_dir.mkdir(parents=True, exist_ok=True)
@@ -83,9 +91,10 @@ async def phone(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         # Inside the supervisor's run: our own front serves the REGISTER with tasks it spawns.
+        desk = Deskphone(board, print_line) if board is not None else None
         try:
             handset = Handset(aor.aor, proxy, transport=args.sip_transport, record_dir=record_dir,
-                              bind_host=_local_address(proxy), backups=backups)
+                              bind_host=_local_address(proxy), backups=backups, listener=desk)
             await handset.start()
         except HandsetError as e:
             failed.append(str(e))
@@ -93,7 +102,15 @@ async def phone(args: argparse.Namespace) -> int:
         supervisor.on_shutdown("stop the handset", handset.stop)
         for uri in args.watch:
             handset.watch(_uri(uri, "--watch").aor)
-        await _commands(handset, supervisor)
+        if desk is None:
+            await _commands(handset, supervisor)
+            return
+        desk.ua = handset
+        if board is not None and not board.terminal:
+            desk.panel = Panel(board, desk.hook, desk.key, factory=pins)
+            await asyncio.Event().wait()
+        await terminal(desk, await _stdin(), supervisor.stop)
+        await asyncio.Event().wait()
 
     await supervisor.run(main)
     for reason in failed:
@@ -105,8 +122,12 @@ COMMANDS_HELP = ("commands: call URI [tone=HZ] [play=F.wav] [record=F.wav] [seco
                  "watch URI | quit")
 
 
-async def _commands(handset: Handset, supervisor: Supervisor) -> None:
-    """Read commands from stdin, one a line, until it ends; then keep running (a deskphone has no stdin)."""
+def print_line(line: str) -> None:
+    print(line, flush=True)
+
+
+async def _stdin() -> asyncio.StreamReader:
+    """Standard input as lines (at its end at once when it is not a pipe, socket or terminal)."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=4096)
     try:
@@ -118,6 +139,12 @@ async def _commands(handset: Handset, supervisor: Supervisor) -> None:
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     else:
         reader.feed_eof()
+    return reader
+
+
+async def _commands(handset: Handset, supervisor: Supervisor) -> None:
+    """Read commands from stdin, one a line, until it ends; then keep running (a deskphone has no stdin)."""
+    reader = await _stdin()
     while line := await reader.readline():
         try:
             words = shlex.split(line.decode(errors="replace"))

@@ -18,7 +18,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 log = logging.getLogger("peerphone.ua")
 
@@ -41,6 +41,17 @@ def available() -> str | None:
     return None
 
 
+class CallListener(Protocol):
+    """Who hears of calls when the handset does not answer by itself (a phone with a hook):
+    each call by the id `place` returned or `incoming` gave."""
+
+    def incoming(self, call: str, caller: str) -> None: ...
+    def progress(self, call: str) -> None: ...
+    def answered(self, call: str) -> None: ...
+    def failed(self, call: str, status: int) -> None: ...
+    def ended(self, call: str) -> None: ...
+
+
 @dataclass
 class CallReport:
     status: int            # the final status of the INVITE (200 when answered)
@@ -54,9 +65,12 @@ class Handset:
 
     def __init__(self, aor: str, proxy: tuple[str, int], *, register: bool = True, bind_host: str = "127.0.0.1",
                  transport: str = "udp", record_dir: Path | None = None, backups: Sequence[tuple[str, int]] = (),
-                 say: Callable[[str], None] = lambda line: print(line, flush=True)) -> None:
+                 say: Callable[[str], None] = lambda line: print(line, flush=True),
+                 listener: CallListener | None = None) -> None:
         """`backups`: more fronts to register at, each its own flow (RFC 5626 in spirit): calls
-        reach the phone through whichever lives. Calls it makes go through `proxy`."""
+        reach the phone through whichever lives. Calls it makes go through `proxy`. With a
+        `listener`, an incoming call rings (180) until `answer`, and calls are driven by
+        `place`, `answer`, `reject`, `hangup`, `hold`, `resume` and `dtmf`."""
         why = available()
         if why is not None:
             raise HandsetError(why)
@@ -71,6 +85,7 @@ class Handset:
         self.transport = transport
         self.record_dir = record_dir
         self.say = say
+        self.listener = listener
         self._loop = asyncio.get_running_loop()
         self._ep: Any = None
         self._account: Any = None
@@ -235,7 +250,7 @@ class Handset:
         remote = call.getInfo().remoteUri
         self.say(f"incoming call from {remote}")
         try:
-            for status in (180, 200):
+            for status in (180,) if self.listener is not None else (180, 200):
                 prm = self.pj.CallOpParam()
                 prm.statusCode = status
                 call.answer(prm)
@@ -244,6 +259,59 @@ class Handset:
             prm = self.pj.CallOpParam()
             prm.statusCode = 488
             call.hangup_quietly(prm)
+            return
+        if self.listener is not None:
+            self.listener.incoming(str(call_id), remote)
+
+    # -- driven call by call (with a listener)
+
+    def place(self, uri: str) -> str:
+        """Start a call to `uri`; its id. What becomes of it, the listener hears."""
+        call = _Call(self, None)
+        try:
+            call.makeCall(uri, self.pj.CallOpParam(True))
+        except self.pj.Error as e:
+            raise HandsetError(f"cannot call {uri}: {e.info()}") from None
+        self._calls[call.getId()] = call
+        return str(call.getId())
+
+    def _op(self, call: str | None, status: int = 0, flag: int = 0) -> Any:
+        found = self._calls.get(int(call)) if call is not None and call.isdigit() else None
+        prm = self.pj.CallOpParam(True)
+        prm.statusCode = status
+        prm.opt.flag = flag
+        return found, prm
+
+    def answer(self, call: str) -> None:
+        found, prm = self._op(call, 200)
+        if found is not None:
+            found.answer(prm)
+
+    def reject(self, call: str, status: int = 486) -> None:
+        found, prm = self._op(call, status)
+        if found is not None:
+            found.hangup_quietly(prm)
+
+    def hangup(self, call: str | None) -> None:
+        found, prm = self._op(call)
+        if found is not None:
+            found.hangup_quietly(prm)
+
+    def hold(self, call: str) -> None:
+        found, prm = self._op(call)
+        if found is not None:
+            found.setHold(prm)
+
+    def resume(self, call: str) -> None:
+        found, prm = self._op(call, flag=self.pj.PJSUA_CALL_UNHOLD)
+        if found is not None:
+            found.reinvite(prm)
+
+    def dtmf(self, call: str, digit: str) -> None:
+        """An RFC 4733 telephone-event in the call's audio."""
+        found, _ = self._op(call)
+        if found is not None:
+            found.dialDtmf(digit)
 
     def _forget_call(self, call: "_Call") -> None:
         self._calls.pop(call.call_id, None)
@@ -374,6 +442,7 @@ def _make_classes() -> tuple[type, type, type]:
             self.status = 0
             self.reason = ""
             self.ended_by = ""
+            self.progressed = False
             loop = handset._loop
             self.settled: asyncio.Future[None] = loop.create_future()
             self.ended: asyncio.Future[None] = loop.create_future()
@@ -402,6 +471,23 @@ def _make_classes() -> tuple[type, type, type]:
                 if not self.settled.done():
                     self.settled.set_result(None)
                 self.handset._loop.call_soon(self._finish)
+            self._tell(ci)
+
+        def _tell(self, ci: Any) -> None:
+            listener, pj, call = self.handset.listener, self.handset.pj, str(self.call_id)
+            if listener is None:
+                return
+            caller = ci.role == pj.PJSIP_ROLE_UAC
+            if caller and ci.lastStatusCode == 180 and not self.progressed:
+                self.progressed = True
+                listener.progress(call)
+            if ci.state == pj.PJSIP_INV_STATE_CONFIRMED:
+                listener.answered(call)
+            elif ci.state == pj.PJSIP_INV_STATE_DISCONNECTED:
+                if caller and self.confirmed_ms is None:
+                    listener.failed(call, ci.lastStatusCode)
+                else:
+                    listener.ended(call)
 
         def _finish(self) -> None:
             recorded = self.recorder is not None
