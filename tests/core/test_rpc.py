@@ -1,7 +1,7 @@
 """Transactions with literal times: the retransmission schedule, timeouts and de-duplication."""
 
-from peerphone.core.limits import Timing
-from peerphone.core.rpc import HOP_BACKOFF_MAX, AnswerCache, HopTracker, RoundTrips, Transactions
+from peerphone.core.limits import HOP_BACKOFF_MAX, Timing
+from peerphone.core.rpc import AnswerCache, HopTracker, RoundTrips, Transactions
 from peerphone.core.wire.messages import EMPTY, Code, Message
 
 TIMING = Timing(rpc_retransmit_first_ms=100, rpc_transmissions_max=3)

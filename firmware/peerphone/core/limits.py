@@ -73,6 +73,7 @@ GRAVEYARD_MAX = 64
 DEDUP_ENTRIES_MAX = 8192
 PENDING_TRANSACTIONS_MAX = 4096
 FORWARDS_TRACKED_MAX = 4096  # forwarded requests awaiting their hop ack
+HOP_BACKOFF_MAX = 4  # a silent neighbour's wait grows to this many times the configured one
 PROXIES_MAX = 1024  # client requests a Kademlia peer runs lookups for at once
 HOP_ATTEMPTS_MAX = 3  # next hops tried for one forwarded request before the origin's retransmission
 # Return routability (issue 11): addresses that answered one of our nonces, requests from
@@ -107,6 +108,8 @@ BINDINGS_MAX = 10_000
 # transaction lives 64*T1 (Timer J) and its client one T4: about 7,400 at once.
 SIP_TRANSACTIONS_MAX = 16_384
 SIP_RESOLVING_MAX = 1024  # requests waiting for an overlay fetch or store at once (about 4 KiB each)
+SIP_REGISTER_STORES_MAX = 128  # registration stores on their way; past it, stored behind (front.py)
+SIP_RECENT_ANSWERS_MAX = 2048  # stateless answers kept for retransmissions (about 1 KiB each)
 SIP_TCP_CONNECTIONS_MAX = 256
 TUNNEL_REASSEMBLIES_MAX = 64
 

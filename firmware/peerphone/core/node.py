@@ -47,6 +47,7 @@ from .limits import (
     HELD_MAX,
     HELD_PER_SOURCE_MAX,
     HOP_ATTEMPTS_MAX,
+    HOP_BACKOFF_MAX,
     INGRESS_BURST,
     INGRESS_NETWORK_BURST,
     INGRESS_NETWORK_RATE_PER_S,
@@ -66,7 +67,7 @@ from .limits import (
 )
 from .overlay import Topology
 from .replication import ReplicaTracker
-from .rpc import HOP_BACKOFF_MAX, AnswerCache, Hop, HopTracker, Pending, Transactions
+from .rpc import AnswerCache, Hop, HopTracker, Pending, Transactions
 from .storage import Key, Storage
 from .usages import lifetime_max_s
 from .wire import check_body, decode, encode

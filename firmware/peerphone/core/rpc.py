@@ -15,11 +15,17 @@ from typing import Generic, TypeVar
 
 from .deadlines import Deadlines
 from .ingress import BoundedLru
-from .limits import DEDUP_ENTRIES_MAX, FORWARDS_TRACKED_MAX, PEER_TABLE_MAX, PENDING_TRANSACTIONS_MAX, Timing
+from .limits import (
+    DEDUP_ENTRIES_MAX,
+    FORWARDS_TRACKED_MAX,
+    HOP_BACKOFF_MAX,
+    PEER_TABLE_MAX,
+    PENDING_TRANSACTIONS_MAX,
+    Timing,
+)
 from .wire.messages import Addr, Body, Code, Dest, Message, NodeInfo
 
 P = TypeVar("P")
-HOP_BACKOFF_MAX = 4  # a silent neighbour's wait grows to this many times the configured one
 
 
 @dataclass(slots=True)

@@ -49,6 +49,8 @@ from ..core.limits import (
     CONTACTS_PER_AOR_MAX,
     LIFETIME_S_MAX,
     REGISTRATION_LIFETIME_S_MAX,
+    SIP_RECENT_ANSWERS_MAX,
+    SIP_REGISTER_STORES_MAX,
     SIP_RESOLVING_MAX,
     SIP_TRANSACTIONS_MAX,
 )
@@ -98,13 +100,13 @@ AUDIT_SOON_MS = 5000
 # retransmission (the answer was lost, or late: a phone repeats after 500 ms) costs a lookup,
 # not a REGISTER. Without it, a front that fell half a second behind at 2,000 REGISTERs/s
 # served each one again and again and fell further behind (tools/bench sip-load).
-RECENT_ANSWERS_MAX = 2048
+RECENT_ANSWERS_MAX = SIP_RECENT_ANSWERS_MAX
 # While the overlay keeps up, a REGISTER is answered once its binding is stored (a failure is a
 # 503, and the phone may try its other proxy). When REGISTER_STORES_MAX stores are on their way
 # already, the binding is kept here, answered 200 at once and stored behind, as stores finish:
 # a burst of new phones is served at the registrar's pace, not the overlay's, and the bindings
 # table (bounded) is the queue. Removals always wait for their store (issue 10).
-REGISTER_STORES_MAX = 128
+REGISTER_STORES_MAX = SIP_REGISTER_STORES_MAX
 MAGIC = "z9hG4bK"
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, SUBSCRIBE, NOTIFY, REGISTER, INFO, UPDATE, REFER, PRACK"
 DIALOG_CREATING = ("INVITE", "SUBSCRIBE", "REFER")
