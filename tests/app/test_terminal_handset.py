@@ -1,5 +1,6 @@
-"""The terminal handset (board/desktop.toml) driven as a person would, in tmux: lift, dial a
-speed dial, talk, hang up; against a real peer and Bob's phone."""
+"""The terminal handset (board/desktop.toml) driven as a person would, in tmux: a message kept
+while away lights the lamp, lift, dial a speed dial, talk, hang up; against a real peer and
+Bob's phone."""
 
 from __future__ import annotations
 
@@ -48,14 +49,19 @@ def test_a_person_at_a_terminal_lifts_dials_a_speed_dial_talks_and_hangs_up(tmp_
     bob = alice = None
     try:
         bob = start_phone("bob", peer.sip)
+        bob.send(f"message sip:alice@{DOMAIN} call me back")  # Alice is away: the overlay keeps it
+        bob.expect(r"^message to sip:alice@.*kept")
         board = tmp_path / "desk.toml"
         board.write_text(DESKTOP.read_text() + f'\n[speed_dial]\n"1" = "sip:bob@{DOMAIN}"\n')
         command = [sys.executable, "-m", "peerphone", "phone", "--board", str(board), "--aor",
                    f"sip:alice@{DOMAIN}", "--proxy", peer.sip, "2>", str(tmp_path / "alice.log")]
         alice = Tmux(tmp_path / "tmux.sock", command)
         alice.wait_for("terminal handset: Enter lifts and hangs up")
+        alice.wait_for("message from")  # delivered when she registered
+        alice.wait_for("message lamp on")
         alice.keys("Enter")  # the handset is lifted
-        alice.wait_for("tone: dial")
+        screen = alice.wait_for("tone: dial")
+        assert "call me back" in screen and "message lamp off" in screen
         alice.keys("1", "Enter")  # Bob's speed dial
         alice.wait_for(f"calling sip:bob@{DOMAIN}")
         bob.expect(r"^incoming call from .*alice")

@@ -34,6 +34,7 @@ class Deskphone:
         self._timer: asyncio.TimerHandle | None = None
         self._hook_up = False
         self._state = State.IDLE  # as last said
+        self._messages = 0  # arrived since the handset was last lifted: the lamp is on while any
 
     def now_ms(self) -> int:
         return int(self._loop.time() * 1000)
@@ -43,6 +44,9 @@ class Deskphone:
     def hook(self, up: bool) -> None:
         self._hook_up = up
         self.machine.hook(up, now_ms=self.now_ms())
+        if up and self._messages:  # picked up: the person has seen (on a terminal) or heard of them
+            self._messages = 0
+            self.machine.messages_waiting(0)
         self._apply()
 
     def toggle_hook(self) -> None:
@@ -73,6 +77,11 @@ class Deskphone:
 
     def ended(self, call: str) -> None:
         self.machine.remote_end(call, now_ms=self.now_ms())
+        self._apply()
+
+    def message(self, sender: str, text: str) -> None:
+        self._messages += 1
+        self.machine.messages_waiting(self._messages)
         self._apply()
 
     # -- what the machine says

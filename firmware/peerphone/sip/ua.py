@@ -50,6 +50,7 @@ class CallListener(Protocol):
     def answered(self, call: str) -> None: ...
     def failed(self, call: str, status: int) -> None: ...
     def ended(self, call: str) -> None: ...
+    def message(self, sender: str, text: str) -> None: ...
 
 
 @dataclass
@@ -414,6 +415,8 @@ def _make_classes() -> tuple[type, type, type]:
         @_callback
         def onInstantMessage(self, prm: Any) -> None:
             self.handset.say(f"message from {prm.fromUri}: {prm.msgBody}")
+            if self.handset.listener is not None:
+                self.handset.listener.message(prm.fromUri, prm.msgBody)
 
         @_callback
         def onInstantMessageStatus(self, prm: Any) -> None:
