@@ -1,6 +1,6 @@
 """Transactions with literal times: the retransmission schedule, timeouts and de-duplication."""
 
-from peerphone.core.limits import HOP_BACKOFF_MAX, Timing
+from peerphone.core.limits import HOP_WAIT_FACTOR_MAX, Timing
 from peerphone.core.rpc import AnswerCache, HopTracker, RoundTrips, Transactions
 from peerphone.core.wire.messages import EMPTY, Code, Message
 
@@ -49,7 +49,7 @@ def test_answer_cache_answers_retransmissions_within_the_window_only():
     assert len(cache) == 1
 
 
-def test_the_wait_for_a_neighbour_follows_its_round_trips_and_doubles_while_it_is_silent():
+def test_the_wait_for_a_neighbour_follows_its_round_trips_between_floor_and_ceiling():
     trips = RoundTrips(floor_ms=100, ceiling_ms=1000)
     assert trips.timeout_ms(5) == 100 and trips.srtt_ms(5) is None  # never heard: the configured wait
     trips.sample(5, 300)
@@ -59,33 +59,23 @@ def test_the_wait_for_a_neighbour_follows_its_round_trips_and_doubles_while_it_i
     assert 300 <= trips.timeout_ms(5) < 310 and trips.srtt_ms(5) == 300
     trips.sample(6, 2)
     assert trips.timeout_ms(6) == 100  # a fast neighbour is waited for no less than configured
-    waits = []
-    for _ in range(4):
-        trips.silent(6)
-        waits.append(trips.timeout_ms(6))
-    assert waits == [200, 400, 800, 1000]  # doubled while silent, up to the ceiling
-    trips.sample(6, 2)
-    assert trips.timeout_ms(6) == 100  # the next answer ends the back-off
+    trips.sample(7, 5000)
+    assert trips.timeout_ms(7) == 1000  # nor a slow one longer than the ceiling
 
 
-def test_a_forward_waits_as_long_as_its_next_hop_takes_to_acknowledge():
+def test_a_late_ack_teaches_the_wait_and_a_dead_hop_keeps_the_wait_it_had():
     assert HopTracker(timeout_ms=100).round_trips.timeout_ms(9) == 100
     hops = HopTracker(timeout_ms=100, ceiling_ms=1000)
     assert hops.track(request(1), (), 9, frozenset(), now_ms=0)
-    [silent] = hops.due(now_ms=100)  # 9 answers in 150 ms: the first forward times out
+    [silent] = hops.due(now_ms=100)  # 9 answers in 300 ms: the first forward times out...
     assert silent.next_id == 9
+    assert not hops.acked(1, 9, now_ms=300)  # ...and its ack, late, is a sample all the same
     hops.track(request(2), (), 9, frozenset(), now_ms=1000)
-    assert hops.next_deadline_ms() == 1200 and hops.due(now_ms=1150) == []  # backed off: waited for
-    assert hops.acked(2, 9, now_ms=1150)
-    hops.track(request(3), (), 9, frozenset(), now_ms=2000)
-    assert hops.next_deadline_ms() == 2000 + 150 + 4 * 75  # learnt from the ack
-    hops.due(now_ms=10_000)
-    for txid in range(10, 20):
-        hops.track(request(txid), (), 9, frozenset(), now_ms=20_000)
-        hops.due(now_ms=30_000)
-    assert hops.round_trips.timeout_ms(9) == 1000  # a dead hop delays a request this long at most
-    quiet = HopTracker(timeout_ms=100)
-    for txid in range(10):
-        quiet.track(request(txid), (), 9, frozenset(), now_ms=0)
-        quiet.due(now_ms=10_000)
-    assert quiet.round_trips.timeout_ms(9) == 100 * HOP_BACKOFF_MAX
+    assert hops.next_deadline_ms() == 1000 + 300 + 4 * 150 and hops.due(now_ms=1299) == []
+    assert hops.acked(2, 9, now_ms=1300)
+    assert not hops.acked(3, 9, now_ms=1400)  # an ack for nothing of ours teaches nothing
+    for txid in range(10, 20):  # a dead neighbour: no ack ever, and its wait does not grow
+        hops.track(request(txid), (), 8, frozenset(), now_ms=2000 + txid)
+        hops.due(now_ms=10_000)
+    assert hops.round_trips.timeout_ms(8) == 100
+    assert HopTracker(timeout_ms=100).round_trips._ceiling_ms == 100 * HOP_WAIT_FACTOR_MAX

@@ -73,7 +73,7 @@ GRAVEYARD_MAX = 64
 DEDUP_ENTRIES_MAX = 8192
 PENDING_TRANSACTIONS_MAX = 4096
 FORWARDS_TRACKED_MAX = 4096  # forwarded requests awaiting their hop ack
-HOP_BACKOFF_MAX = 4  # a silent neighbour's wait grows to this many times the configured one
+HOP_WAIT_FACTOR_MAX = 4  # a slow neighbour is waited for up to this many times the configured hop wait
 PROXIES_MAX = 1024  # client requests a Kademlia peer runs lookups for at once
 HOP_ATTEMPTS_MAX = 3  # next hops tried for one forwarded request before the origin's retransmission
 # Return routability (issue 11): addresses that answered one of our nonces, requests from

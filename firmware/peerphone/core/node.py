@@ -47,7 +47,7 @@ from .limits import (
     HELD_MAX,
     HELD_PER_SOURCE_MAX,
     HOP_ATTEMPTS_MAX,
-    HOP_BACKOFF_MAX,
+    HOP_WAIT_FACTOR_MAX,
     INGRESS_BURST,
     INGRESS_NETWORK_BURST,
     INGRESS_NETWORK_RATE_PER_S,
@@ -250,7 +250,7 @@ class PeerNode:
         self._rpc: Transactions[Purpose] = Transactions(config.timing)
         hop_wait_ms = config.timing.hop_ack_timeout_ms  # and no longer than the origin waits to retransmit:
         self._hops = HopTracker(hop_wait_ms, ceiling_ms=min(
-            hop_wait_ms * HOP_BACKOFF_MAX, max(hop_wait_ms, config.timing.routed_retransmit_first_ms)))
+            hop_wait_ms * HOP_WAIT_FACTOR_MAX, max(hop_wait_ms, config.timing.routed_retransmit_first_ms)))
         self._answers = AnswerCache(config.timing.dedup_window_ms)
         self._recent: BoundedLru[int, Addr] = BoundedLru(PEER_TABLE_MAX)  # return paths
         self._host_rate = TokenBuckets[str](INGRESS_RATE_PER_S, INGRESS_BURST, RATE_SOURCES_MAX)

@@ -18,7 +18,7 @@ from .ingress import BoundedLru
 from .limits import (
     DEDUP_ENTRIES_MAX,
     FORWARDS_TRACKED_MAX,
-    HOP_BACKOFF_MAX,
+    HOP_WAIT_FACTOR_MAX,
     PEER_TABLE_MAX,
     PENDING_TRANSACTIONS_MAX,
     Timing,
@@ -156,35 +156,33 @@ class Hop:
 
 class RoundTrips:
     """How long each neighbour takes to acknowledge, and so how long to wait for it (RFC 6298:
-    smoothed round trip plus four deviations, doubled after each silence until the next
-    answer). A fixed wait below a loaded peer's queueing delay turned every forward into a
-    reroute and a probe, and the extra load made the queues longer (issue 10's REGISTER
-    storm). `floor_ms` keeps the configured timeout as the least wait; `ceiling_ms` bounds
-    how long a dead neighbour delays a request."""
+    smoothed round trip plus four deviations). A fixed wait below a loaded peer's queueing
+    delay turned every forward into a reroute and a probe, and the extra load made the queues
+    longer (issue 10's REGISTER storm). An acknowledgement that comes after its wait ran out
+    is a sample too (it is unambiguous: the hop names its sender), so a slow neighbour's wait
+    grows to its real round trip, while a dead one, never heard, is routed around after the
+    wait it had (a back-off on silence left requests waiting seconds for dead neighbours under
+    churn: 98.65% of calls rang in the simulator, not 99.65%). `floor_ms` is the least wait,
+    `ceiling_ms` the most."""
 
     def __init__(self, floor_ms: int, ceiling_ms: int, nodes_max: int = PEER_TABLE_MAX) -> None:
         self._floor_ms = floor_ms
         self._ceiling_ms = ceiling_ms
-        self._nodes: BoundedLru[int, tuple[float | None, float, int]] = BoundedLru(nodes_max)  # srtt, rttvar, backoffs
+        self._nodes: BoundedLru[int, tuple[float, float]] = BoundedLru(nodes_max)  # srtt, rttvar
 
     def timeout_ms(self, node_id: int) -> int:
-        srtt, rttvar, backoffs = self._nodes.get(node_id) or (None, 0.0, 0)
-        wait = self._floor_ms if srtt is None else max(self._floor_ms, int(srtt + 4 * rttvar))
-        return min(self._ceiling_ms, wait << backoffs)
+        known = self._nodes.get(node_id)
+        if known is None:
+            return self._floor_ms
+        return min(self._ceiling_ms, max(self._floor_ms, int(known[0] + 4 * known[1])))
 
     def sample(self, node_id: int, rtt_ms: int) -> None:
-        srtt, rttvar, _ = self._nodes.get(node_id) or (None, 0.0, 0)
-        if srtt is None:
-            self._nodes.put(node_id, (float(rtt_ms), rtt_ms / 2, 0))
-        else:
-            rttvar = 0.75 * rttvar + 0.25 * abs(srtt - rtt_ms)
-            self._nodes.put(node_id, (0.875 * srtt + 0.125 * rtt_ms, rttvar, 0))
-
-    def silent(self, node_id: int) -> None:
-        srtt, rttvar, backoffs = self._nodes.get(node_id) or (None, 0.0, 0)
-        if self.timeout_ms(node_id) < self._ceiling_ms:
-            backoffs += 1
-        self._nodes.put(node_id, (srtt, rttvar, backoffs))
+        known = self._nodes.get(node_id)
+        if known is None:
+            self._nodes.put(node_id, (float(rtt_ms), rtt_ms / 2))
+            return
+        srtt, rttvar = known
+        self._nodes.put(node_id, (0.875 * srtt + 0.125 * rtt_ms, 0.75 * rttvar + 0.25 * abs(srtt - rtt_ms)))
 
     def srtt_ms(self, node_id: int) -> float | None:
         """The smoothed round trip to a neighbour, if it ever acknowledged one of ours."""
@@ -198,10 +196,12 @@ class HopTracker:
     def __init__(self, timeout_ms: int, entries_max: int = FORWARDS_TRACKED_MAX, *,
                  ceiling_ms: int | None = None) -> None:
         """`ceiling_ms`: the longest wait (past the origin's own retransmission it is pointless)."""
-        self.round_trips = RoundTrips(timeout_ms, timeout_ms * HOP_BACKOFF_MAX if ceiling_ms is None else ceiling_ms)
+        ceiling_ms = timeout_ms * HOP_WAIT_FACTOR_MAX if ceiling_ms is None else ceiling_ms
+        self.round_trips = RoundTrips(timeout_ms, ceiling_ms)
         self._entries_max = entries_max
         self._hops: dict[int, Hop] = {}
         self._deadlines: Deadlines[int] = Deadlines()
+        self._late: BoundedLru[int, tuple[int, int]] = BoundedLru(entries_max)  # timed out: txid -> (next, sent)
 
     def __len__(self) -> int:
         return len(self._hops)
@@ -216,8 +216,12 @@ class HopTracker:
         return True
 
     def acked(self, txid: int, by: int, *, now_ms: int) -> bool:
+        """True for an ack still awaited; a late one only teaches us the round trip."""
         hop = self._hops.get(txid)
         if hop is None or hop.next_id != by:
+            late = self._late.pop(txid)
+            if late is not None and late[0] == by:
+                self.round_trips.sample(by, now_ms - late[1])
             return False
         del self._hops[txid]
         self._deadlines.discard(txid)
@@ -230,5 +234,5 @@ class HopTracker:
     def due(self, *, now_ms: int) -> list[Hop]:
         hops = [self._hops.pop(txid) for txid in self._deadlines.pop_due(now_ms)]
         for hop in hops:
-            self.round_trips.silent(hop.next_id)
+            self._late.put(hop.msg.txid, (hop.next_id, hop.sent_ms))
         return hops
