@@ -1,5 +1,5 @@
 """The terminal handset (board/desktop.toml) driven as a person would, in tmux: a message kept
-while away lights the lamp, lift, dial a speed dial, talk, hang up; against a real peer and
+while away lights the lamp, lift, dial a speed dial, press a key in the call, hang up; against a real peer and
 Bob's phone."""
 
 from __future__ import annotations
@@ -68,6 +68,8 @@ def test_a_person_at_a_terminal_lifts_dials_a_speed_dial_talks_and_hangs_up(tmp_
         screen = alice.wait_for("handset: connected")
         assert "tone: ringback" in screen or "tone off" in screen
         bob.expect(r"^call established with .*alice")
+        alice.keys("5", "Enter")  # a key in the call: an RFC 4733 event at Bob's end
+        bob.expect(r"^dtmf 5 from .*alice")
         alice.keys("Enter")  # hung up
         alice.wait_for("handset: idle")
         bob.expect(r"^call ended")

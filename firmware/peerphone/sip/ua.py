@@ -515,6 +515,11 @@ def _make_classes() -> tuple[type, type, type]:
                 self.ended.set_result(None)
 
         @_callback
+        def onDtmfDigit(self, prm: Any) -> None:
+            """A key pressed at the far end (RFC 4733 telephone-event, or SIP INFO)."""
+            self.handset.say(f"dtmf {prm.digit} from {self.getInfo().remoteUri}")
+
+        @_callback
         def onCallMediaState(self, prm: Any) -> None:
             pj = self.handset.pj
             ci = self.getInfo()
