@@ -14,6 +14,7 @@ import logging
 from typing import Callable
 
 from ..hw.board import Board
+from ..hw.gpio import Panel
 from ..phone.machine import Act, Action, Handset, State, Tone
 from ..sip.ua import Handset as UserAgent
 from ..sip.ua import HandsetError
@@ -29,7 +30,7 @@ class Deskphone:
         self.say = say
         self.machine = Handset(board.dial_plan)
         self.ua: UserAgent | None = None
-        self.panel: object | None = None  # hw.gpio.Panel, when the board has pins
+        self.panel: Panel | None = None  # when the board has pins
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
         self._hook_up = False
@@ -112,11 +113,14 @@ class Deskphone:
             self.say("tone off" if action.value is Tone.NONE else f"tone: {action.value.value}")  # type: ignore[attr-defined]
         elif act is Act.RINGER_ON:
             self.say(f"ringing: call from {action.value}")
-            self._panel("ring", True)
+            if self.panel is not None:
+                self.panel.ring(True)
         elif act is Act.RINGER_OFF:
-            self._panel("ring", False)
+            if self.panel is not None:
+                self.panel.ring(False)
         elif act in (Act.IN_USE_LAMP, Act.MESSAGE_LAMP):
-            self._panel("lamp", "in_use" if act is Act.IN_USE_LAMP else "message", bool(action.value))
+            if self.panel is not None:
+                self.panel.lamp("in_use" if act is Act.IN_USE_LAMP else "message", bool(action.value))
             if act is Act.MESSAGE_LAMP:
                 self.say(f"message lamp {'on' if action.value else 'off'}")
         elif act is Act.MISSED:
@@ -145,10 +149,6 @@ class Deskphone:
             ua.resume(action.call)
         elif act is Act.SEND_DTMF and action.call:
             ua.dtmf(action.call, str(action.value))
-
-    def _panel(self, method: str, *args: object) -> None:
-        if self.panel is not None:
-            getattr(self.panel, method)(*args)
 
 
 async def terminal(phone: Deskphone, lines: asyncio.StreamReader, stop: Callable[[], None]) -> None:

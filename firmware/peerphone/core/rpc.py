@@ -184,11 +184,6 @@ class RoundTrips:
         srtt, rttvar = known
         self._nodes.put(node_id, (0.875 * srtt + 0.125 * rtt_ms, 0.75 * rttvar + 0.25 * abs(srtt - rtt_ms)))
 
-    def srtt_ms(self, node_id: int) -> float | None:
-        """The smoothed round trip to a neighbour, if it ever acknowledged one of ours."""
-        known = self._nodes.get(node_id)
-        return known[0] if known is not None else None
-
 
 class HopTracker:
     """Hop-by-hop acknowledgement of forwarded requests, bounded in size."""
