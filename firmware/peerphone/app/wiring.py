@@ -33,7 +33,6 @@ async def start_peer(args: argparse.Namespace, supervisor: Supervisor) -> tuple[
         driver = await UdpDriver.open(listen, system_node_factory(config, advertise_host))
     except OSError as e:
         raise ConfigError(f"cannot listen on {args.listen}: {e.strerror or e}") from None
-    assert driver.node is not None
     supervisor.on_shutdown("close the socket", driver.close)
     driver.join(bootstrap)
     try:

@@ -20,10 +20,10 @@ def loop_name() -> str:
 SOCKET_BUFFER_BYTES = 4 << 20  # bursts (a replica handover, a REGISTER storm) are queued, not dropped
 
 
-def widen_buffers(transport: asyncio.BaseTransport) -> None:
+def widen_socket_buffers(sock: Any) -> None:
     """Ask for socket buffers that hold a burst; the kernel caps them at net.core.[rw]mem_max
-    (the default of about 200 KB holds only some 250 datagrams)."""
-    sock = transport.get_extra_info("socket")
+    (the default of about 200 KB holds only some 250 datagrams). `sock`: a socket, or the
+    stand-in a transport's `get_extra_info("socket")` gives (None: nothing to widen)."""
     if sock is None:
         return
     for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):

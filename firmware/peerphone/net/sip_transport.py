@@ -22,7 +22,7 @@ from ..core.events import RequestCompleted
 from ..core.limits import SIP_TCP_CONNECTIONS_MAX
 from ..sip.front import FrontConfig, Link, SipFront
 from ..sip.message import BODY_BYTES_MAX, MESSAGE_BYTES_MAX
-from .loop import DeadlineTimer, widen_buffers
+from .loop import DeadlineTimer, widen_socket_buffers
 from .udp import UdpDriver
 
 log = logging.getLogger("peerphone.sip")
@@ -160,7 +160,7 @@ class SipTransport(asyncio.DatagramProtocol):
                     raise
                 continue
             sip._udp = transport
-            widen_buffers(transport)
+            widen_socket_buffers(transport.get_extra_info("socket"))
             config.port = bound
             now_ms = sip.now_ms()
             sip.front = SipFront(config, entropy=os.urandom, now_ms=now_ms,

@@ -1,94 +1,118 @@
-"""The UDP driver of `PeerNode`: real sockets, the loop's monotonic clock, one timer.
+"""The UDP driver of `PeerNode`: a real socket, the loop's monotonic clock, one timer.
 
 It owns no protocol logic: bytes and time go into the node; datagrams, one
 deadline and events come out. Commands return futures that the node's
 `RequestCompleted` events resolve.
+
+The driver reads its socket itself (not through an asyncio transport) so that it can
+read everything already queued before a timer fires: a timer judges silence, and an
+answer waiting in our own receive queue is not silence. A peer busy with a REGISTER
+storm took its neighbours for dead because their answers sat behind thousands of
+datagrams while its timers ran out (issue 11).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import random
+import socket
 import time
-from typing import Any, Callable
+from typing import Callable
 
 from ..core.events import Event, Joined, JoinFailed, Left, NodeFailed, RequestCompleted, Tunnelled
 from ..core.ids import short
 from ..core.peer import PeerConfig, PeerNode, make_peer
 from ..core.wire.messages import Addr, DataModel, Entry, Error, FetchAns, NodeInfo, StatAns
-from .loop import DeadlineTimer, widen_buffers
+from .loop import DeadlineTimer, widen_socket_buffers
 
 log = logging.getLogger("peerphone.net")
 REQUEST_TIMEOUT_S = 10.0
+# Datagrams read per wake-up before the loop turns to its other sockets, and read before a
+# timer fires: with 1,200-byte datagrams and ~100 µs of work each, about 0.2 s at most.
+READS_PER_TURN_MAX = 2048
+DATAGRAM_READ_BYTES = 65_535  # read whole, however large: the decoder refuses what is too big
 
 
 class OverlayError(Exception):
     """A request the overlay answered with an error, or that timed out."""
 
 
-class UdpDriver(asyncio.DatagramProtocol):
-    def __init__(self, make_node: Callable[[Addr, int], PeerNode]) -> None:
-        self.node: PeerNode | None = None
+class UdpDriver:
+    def __init__(self, sock: socket.socket, make_node: Callable[[Addr, int], PeerNode]) -> None:
         self._loop = asyncio.get_running_loop()
-        self._transport: Any = None
+        self._sock = sock
         self._timer = DeadlineTimer(self._loop, self._on_timer)
         self._waiting: dict[int, Callable[[RequestCompleted], None]] = {}
         self.joined: asyncio.Future[None] = self._loop.create_future()
         self.left: asyncio.Future[None] = self._loop.create_future()
         self.on_tunnel: Callable[[int, bytes], None] | None = None  # (origin node, payload)
         self.on_node_failed: Callable[[], None] | None = None  # the overlay may have lost copies
+        host, port = sock.getsockname()[:2]
+        self.node: PeerNode = make_node((host, port), self.now_ms())
+        self._loop.add_reader(sock.fileno(), self._on_readable)
 
     @classmethod
     async def open(cls, listen: Addr, make_node: Callable[[Addr, int], PeerNode]) -> "UdpDriver":
+        """Bind `listen` (a host name is resolved; an address in use raises OSError)."""
         loop = asyncio.get_running_loop()
-        transport, driver = await loop.create_datagram_endpoint(lambda: cls(make_node), local_addr=listen)
-        # The node is made here, not in connection_made: uvloop may call that later.
-        driver._transport = transport
-        widen_buffers(transport)
-        host, port = transport.get_extra_info("sockname")[:2]
-        driver.node = make_node((host, port), driver.now_ms())
-        return driver
+        infos = await loop.getaddrinfo(listen[0], listen[1], type=socket.SOCK_DGRAM)
+        if not infos:
+            raise OSError(errno.EADDRNOTAVAIL, f"cannot resolve {listen[0]}")
+        family, kind, proto, _, address = infos[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            sock.bind(address)
+            widen_socket_buffers(sock)
+            return cls(sock, make_node)
+        except BaseException:
+            sock.close()
+            raise
 
     def now_ms(self) -> int:
         return int(self._loop.time() * 1000)
 
-    # -- asyncio callbacks --
+    # -- the socket --
 
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        if self.node is None:
-            return
-        if self.node.receive_datagram(data, (addr[0], addr[1]), now_ms=self.now_ms()):
+    def _on_readable(self) -> None:
+        if self._read_queued():
             self._pump()
 
-    def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable from a dead peer: the transaction layer notices the silence.
-        log.debug("socket error: %s", exc)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._timer.cancel()
-        waiting, self._waiting = self._waiting, {}
-        for handle, done in waiting.items():
-            done(RequestCompleted(handle, None, Error(0, "driver closed"), 0, None))
+    def _read_queued(self) -> bool:
+        """Hand the node what the socket holds (at most a turn's worth); True if any of it
+        asked for output."""
+        node = self.node
+        wants_pump = False
+        for _ in range(READS_PER_TURN_MAX):
+            try:
+                data, addr = self._sock.recvfrom(DATAGRAM_READ_BYTES)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:  # an ICMP error queued on the socket: the transactions notice the silence
+                log.debug("socket error: %s", e)
+                continue
+            wants_pump |= node.receive_datagram(data, (addr[0], addr[1]), now_ms=self.now_ms())
+        return wants_pump
 
     # -- the node's outputs --
 
     def _pump(self) -> None:
         node = self.node
-        assert node is not None and self._transport is not None
         for data, addr in node.datagrams_to_send():
             try:
-                self._transport.sendto(data, addr)
-            except (OSError, ValueError) as e:  # an address the kernel refuses must not cost the rest
-                node.counters["drop.unsendable"] += 1
+                self._sock.sendto(data, addr)
+            except (OSError, ValueError) as e:  # a full buffer or an address the kernel refuses
+                node.counters["drop.unsendable"] += 1  # must not cost the rest; UDP loses, the node resends
                 log.debug("cannot send to %s: %s", addr, e)
         for event in node.events():
             self._on_event(event)
         self._timer.follow(node.next_deadline_ms())
 
     def _on_timer(self) -> None:
-        assert self.node is not None
+        self._read_queued()  # answers already here are not silence
         self.node.handle_timer(now_ms=self.now_ms())
         self._pump()
 
@@ -120,7 +144,6 @@ class UdpDriver(asyncio.DatagramProtocol):
 
     def begin(self, start: Callable[[PeerNode, int], int], done: Callable[[RequestCompleted], None]) -> None:
         """Start a node command that returns a handle; `done` gets its completion (always, once)."""
-        assert self.node is not None
         self._waiting[start(self.node, self.now_ms())] = done
         self._pump()
 
@@ -171,12 +194,10 @@ class UdpDriver(asyncio.DatagramProtocol):
         return done
 
     def join(self, bootstrap: list[Addr]) -> None:
-        assert self.node is not None
         self.node.join(bootstrap, now_ms=self.now_ms())
         self._pump()
 
     async def leave(self, timeout_s: float) -> None:
-        assert self.node is not None
         self.node.leave(now_ms=self.now_ms())
         self._pump()
         try:
@@ -185,8 +206,15 @@ class UdpDriver(asyncio.DatagramProtocol):
             log.warning("leave not acknowledged within %.1f s", timeout_s)
 
     def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
+        """Stop reading and close the socket; commands still waiting fail."""
+        if self._sock.fileno() < 0:
+            return
+        self._loop.remove_reader(self._sock.fileno())
+        self._sock.close()
+        self._timer.cancel()
+        waiting, self._waiting = self._waiting, {}
+        for handle, done in waiting.items():
+            done(RequestCompleted(handle, None, Error(0, "driver closed"), 0, None))
 
 
 def system_node_factory(config: PeerConfig, advertise_host: str | None = None) -> Callable[[Addr, int], PeerNode]:
