@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import queue
 import re
 import subprocess
@@ -32,8 +33,10 @@ class LineProc:
     readers: list[threading.Thread] = field(default_factory=list)
 
     @classmethod
-    def start(cls, cmd: list[str], stdin: int = subprocess.DEVNULL) -> "LineProc":
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=stdin)
+    def start(cls, cmd: list[str], stdin: int = subprocess.DEVNULL, env: dict[str, str] | None = None) -> "LineProc":
+        """`env`: added to this process's environment."""
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=stdin,
+                                env={**os.environ, **env} if env else None)
         me = cls(proc)
         me.readers = [threading.Thread(target=me._read, daemon=True),
                       threading.Thread(target=me._drain_stderr, daemon=True)]

@@ -8,47 +8,12 @@ from pathlib import Path
 
 import pytest
 from gpiozero.pins.mock import MockConnectedPin, MockFactory
-from peerphone.hw.board import Board, load
+from peerphone.hw.board import load
 from peerphone.hw.gpio import HardwareError, Panel, pin_factory
 
+from tests.hw.wires import Keypad, bounce
+
 DESK = Path(__file__).parents[2] / "board" / "pi4-deskphone.toml"
-
-
-class Keypad:
-    """The keys of a matrix as wires: a pressed key joins its row to its column, so the
-    column reads low while the scanner drives that row low."""
-
-    def __init__(self, factory: MockFactory, board: Board) -> None:
-        assert board.keypad is not None
-        self.factory, self.keypad = factory, board.keypad
-
-    def _pins(self, key: str) -> tuple[MockConnectedPin, MockConnectedPin]:
-        r = next(i for i, line in enumerate(self.keypad.layout) if key in line)
-        c = self.keypad.layout[r].index(key)
-        return self.factory.pin(self.keypad.rows[r]), self.factory.pin(self.keypad.cols[c])
-
-    def press(self, key: str) -> None:
-        row, col = self._pins(key)
-        row.input_pin = col
-        if not row.state:  # its row is being scanned right now
-            col.drive_low()
-
-    def release(self, key: str) -> None:
-        row, col = self._pins(key)
-        row.input_pin = None
-        col.drive_high()
-
-
-async def bounce(keypad: Keypad, key: str) -> None:
-    for _ in range(4):  # contact bounce: a few millisecond-long touches first
-        keypad.press(key)
-        await asyncio.sleep(0.002)
-        keypad.release(key)
-        await asyncio.sleep(0.001)
-    keypad.press(key)
-    await asyncio.sleep(0.2)
-    keypad.release(key)
-    await asyncio.sleep(0.15)
 
 
 def test_keys_on_a_matrix_with_contact_bounce_are_one_press_each():
@@ -59,7 +24,8 @@ def test_keys_on_a_matrix_with_contact_bounce_are_one_press_each():
         panel = Panel(board, lambda up: None, keys.append, factory=factory)
         keypad = Keypad(factory, board)
         for key in "1#0*9":
-            await bounce(keypad, key)
+            for pause in bounce(keypad, key):
+                await asyncio.sleep(pause)
         keypad.press("5")  # a stuck key: one press, however long
         await asyncio.sleep(0.3)
         panel.close()
@@ -125,3 +91,17 @@ def test_a_board_for_a_pi_says_in_one_line_what_it_needs_off_a_pi():
         pin_factory(load(DESK))
     assert str(refused.value).startswith(f"{DESK}: board.gpio = 'rpigpio' needs RPi.GPIO on a Raspberry Pi")
     assert "\n" not in str(refused.value)
+
+
+def test_gpiozero_s_own_pin_factory_setting_wins(monkeypatch):
+    """A rig (or a remote Pi) names its pins through GPIOZERO_PIN_FACTORY, as any gpiozero program's user does."""
+    from gpiozero import Device
+
+    monkeypatch.setattr(Device, "pin_factory", None)
+    monkeypatch.setenv("GPIOZERO_PIN_FACTORY", "mock")
+    assert isinstance(pin_factory(load(DESK)), MockFactory)
+    monkeypatch.setattr(Device, "pin_factory", None)
+    monkeypatch.setenv("GPIOZERO_PIN_FACTORY", "nonesuch")
+    with pytest.raises(HardwareError) as refused:
+        pin_factory(load(DESK))
+    assert str(refused.value).startswith("GPIOZERO_PIN_FACTORY=nonesuch: ") and "\n" not in str(refused.value)

@@ -43,3 +43,16 @@ def test_two_frequencies_never_clip_and_bursts_fade_in():
     samples = tone.samples(0, RATE)
     assert np.abs(samples).max() <= 0.5 * 32767 + 1
     assert abs(int(samples[0])) < 200  # the first sample of a burst is near silence, not a click
+
+
+@pytest.mark.parametrize("spec,seconds", [(COUNTRIES["us"]["dial"], 1.0), (COUNTRIES["uk"]["ringback"], 3.0)])
+def test_a_tone_file_holds_one_period_that_loops_without_a_seam(tmp_path, spec, seconds):
+    import wave
+
+    tone = Tone(spec, RATE)
+    tone.write_wav(tmp_path / "t.wav")
+    with wave.open(str(tmp_path / "t.wav")) as w:
+        assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (1, 2, RATE)
+        once = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+    assert len(once) == int(seconds * RATE)
+    assert np.array_equal(np.tile(once, 2), tone.samples(0, 2 * len(once)))  # looped, it is the tone itself

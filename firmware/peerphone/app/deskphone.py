@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import Callable
 
 from ..hw.board import Board
 from ..hw.gpio import Panel
+from ..hw.tones import Tone as ToneWave
 from ..phone.machine import Act, Action, Handset, State, Tone
 from ..sip.ua import Handset as UserAgent
 from ..sip.ua import HandsetError
@@ -36,6 +38,27 @@ class Deskphone:
         self._hook_up = False
         self._state = State.IDLE  # as last said
         self._messages = 0  # arrived since the handset was last lifted: the lamp is on while any
+        self._tone_files: dict[Tone, Path] = {}
+        self._ringing = False
+        self._lamps: dict[str, bool] = {}  # as the machine last set them
+
+    def attach(self, panel: Panel) -> None:
+        """Drive `panel` from now on, starting from what the machine has already asked for
+        (a message kept for us arrives as we register, before the pins are ours)."""
+        self.panel = panel
+        panel.ring(self._ringing)
+        for name, on in self._lamps.items():
+            panel.lamp(name, on)
+
+    def make_tones(self, directory: Path) -> None:
+        """Write the board's call-progress tones into `directory`, one loopable WAV each, for
+        the user agent to play into the earpiece."""
+        for tone in Tone:
+            spec = self.board.tones.get(tone.name.lower())
+            if spec is not None:
+                path = directory / f"{tone.name.lower()}.wav"
+                ToneWave(spec).write_wav(path)
+                self._tone_files[tone] = path
 
     def now_ms(self) -> int:
         return int(self._loop.time() * 1000)
@@ -110,17 +133,22 @@ class Deskphone:
     def _do(self, action: Action) -> None:
         ua, act = self.ua, action.act
         if act is Act.TONE:
-            self.say("tone off" if action.value is Tone.NONE else f"tone: {action.value.value}")  # type: ignore[attr-defined]
-        elif act is Act.RINGER_ON:
-            self.say(f"ringing: call from {action.value}")
+            tone = action.value
+            assert isinstance(tone, Tone)
+            self.say("tone off" if tone is Tone.NONE else f"tone: {tone.value}")
+            if ua is not None:
+                ua.play_tone(self._tone_files.get(tone))
+        elif act in (Act.RINGER_ON, Act.RINGER_OFF):
+            self._ringing = act is Act.RINGER_ON
+            if self._ringing:
+                self.say(f"ringing: call from {action.value}")
             if self.panel is not None:
-                self.panel.ring(True)
-        elif act is Act.RINGER_OFF:
-            if self.panel is not None:
-                self.panel.ring(False)
+                self.panel.ring(self._ringing)
         elif act in (Act.IN_USE_LAMP, Act.MESSAGE_LAMP):
+            lamp = "in_use" if act is Act.IN_USE_LAMP else "message"
+            self._lamps[lamp] = bool(action.value)
             if self.panel is not None:
-                self.panel.lamp("in_use" if act is Act.IN_USE_LAMP else "message", bool(action.value))
+                self.panel.lamp(lamp, self._lamps[lamp])
             if act is Act.MESSAGE_LAMP:
                 self.say(f"message lamp {'on' if action.value else 'off'}")
         elif act is Act.MISSED:

@@ -20,7 +20,7 @@ from ..hw.board import load as load_board
 from ..hw.gpio import HardwareError, Panel, pin_factory
 from ..net.supervisor import Supervisor
 from ..sip.message import SipParseError
-from ..sip.ua import CallReport, Handset, HandsetError
+from ..sip.ua import CallReport, Handset, HandsetError, SoundDevices
 from ..sip.uri import Uri
 from .config import ConfigError, parse_hostport, route_source_address
 from .deskphone import Deskphone, terminal
@@ -92,9 +92,10 @@ async def phone(args: argparse.Namespace) -> int:
     async def main() -> None:
         # Inside the supervisor's run: our own front serves the REGISTER with tasks it spawns.
         desk = Deskphone(board, print_line) if board is not None else None
+        sound = SoundDevices(board.earpiece, board.microphone) if board is not None else None
         try:
             handset = Handset(aor.aor, proxy, transport=args.sip_transport, record_dir=record_dir,
-                              bind_host=_local_address(proxy), backups=backups, listener=desk)
+                              bind_host=_local_address(proxy), backups=backups, listener=desk, sound=sound)
             await handset.start()
         except HandsetError as e:
             failed.append(str(e))
@@ -106,8 +107,11 @@ async def phone(args: argparse.Namespace) -> int:
             await _commands(handset, supervisor)
             return
         desk.ua = handset
+        tones = tempfile.TemporaryDirectory(prefix="peerphone-tones-")
+        supervisor.on_shutdown("remove the tone files", tones.cleanup)
+        desk.make_tones(Path(tones.name))
         if board is not None and not board.terminal:
-            desk.panel = Panel(board, desk.hook, desk.key, factory=pins)
+            desk.attach(Panel(board, desk.hook, desk.key, factory=pins))
             await asyncio.Event().wait()
         await terminal(desk, await _stdin(), supervisor.stop)
         await asyncio.Event().wait()

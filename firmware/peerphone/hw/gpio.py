@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Any, Callable
 
 from .board import Board
@@ -28,9 +29,19 @@ class HardwareError(Exception):
 
 
 def pin_factory(board: Board) -> Any:
-    """The gpiozero pin factory the board asks for, or HardwareError saying why not."""
+    """The gpiozero pin factory the board asks for, or HardwareError saying why not. gpiozero's
+    own GPIOZERO_PIN_FACTORY, when set, wins: mock pins on a test rig, pigpio on a remote Pi."""
     if board.gpio == "none":
         raise HardwareError(f"{board.path}: board.gpio: none, and the board names pins")
+    if os.environ.get("GPIOZERO_PIN_FACTORY"):
+        from gpiozero import Device
+        from gpiozero.exc import BadPinFactory
+
+        try:
+            Device.ensure_pin_factory()
+        except BadPinFactory as e:
+            raise HardwareError(f"GPIOZERO_PIN_FACTORY={os.environ['GPIOZERO_PIN_FACTORY']}: {e}") from None
+        return Device.pin_factory
     package, extra = ("RPi.GPIO", "pi") if board.gpio == "rpigpio" else ("rpi-lgpio", "pi5")
     try:
         from gpiozero.pins.rpigpio import RPiGPIOFactory

@@ -9,6 +9,9 @@ so two together never clip.
 
 from __future__ import annotations
 
+import wave
+from pathlib import Path
+
 import numpy as np
 
 from .board import ToneSpec
@@ -31,6 +34,15 @@ class Tone:
         wave = np.asarray(wave) * self.envelope(t)
         pcm: np.ndarray = np.round(wave * 32767).astype(np.int16)
         return pcm
+
+    def write_wav(self, path: Path) -> None:
+        """One whole period of the tone (its cadence, or a second when continuous) as a mono
+        16-bit WAV, which a player loops without a seam."""
+        with wave.open(str(path), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(self.rate_hz)
+            w.writeframes(self.samples(0, self._period or self.rate_hz).astype("<i2").tobytes())
 
     def envelope(self, t: np.ndarray) -> np.ndarray:
         """1 where the tone sounds, 0 in its pauses, with short ramps between."""

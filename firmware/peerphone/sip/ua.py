@@ -41,6 +41,14 @@ def available() -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class SoundDevices:
+    """The ALSA PCMs a handset plays and records on (names as `aplay -L` lists them)."""
+
+    earpiece: str
+    microphone: str
+
+
 class CallListener(Protocol):
     """Who hears of calls when the handset does not answer by itself (a phone with a hook):
     each call by the id `place` returned or `incoming` gave."""
@@ -67,11 +75,13 @@ class Handset:
     def __init__(self, aor: str, proxy: tuple[str, int], *, register: bool = True, bind_host: str = "127.0.0.1",
                  transport: str = "udp", record_dir: Path | None = None, backups: Sequence[tuple[str, int]] = (),
                  say: Callable[[str], None] = lambda line: print(line, flush=True),
-                 listener: CallListener | None = None) -> None:
+                 listener: CallListener | None = None, sound: SoundDevices | None = None) -> None:
         """`backups`: more fronts to register at, each its own flow (RFC 5626 in spirit): calls
         reach the phone through whichever lives. Calls it makes go through `proxy`. With a
         `listener`, an incoming call rings (180) until `answer`, and calls are driven by
-        `place`, `answer`, `reject`, `hangup`, `hold`, `resume` and `dtmf`."""
+        `place`, `answer`, `reject`, `hangup`, `hold`, `resume` and `dtmf`. With `sound`, a
+        call's audio and the tones of `play_tone` go through those ALSA devices (a pjsua2
+        built with ALSA: `tools/pjproject`); without, through pjsua2's null device."""
         why = available()
         if why is not None:
             raise HandsetError(why)
@@ -87,6 +97,9 @@ class Handset:
         self.record_dir = record_dir
         self.say = say
         self.listener = listener
+        self.sound = sound
+        self._sound_on = False  # the sound devices are in use (not the null device)
+        self._tone: Any = None  # the player of the tone playing
         self._loop = asyncio.get_running_loop()
         self._ep: Any = None
         self._account: Any = None
@@ -120,14 +133,19 @@ class Handset:
         # pjsua2 logs to stdout, where the phone says what happens: only with --log-level debug.
         cfg.logConfig.level = cfg.logConfig.consoleLevel = 5 if log.isEnabledFor(logging.DEBUG) else 0
         cfg.medConfig.noVad = True
-        ep.libInit(cfg)
-        tcfg = pj.TransportConfig()
-        tcfg.port = 0
-        tcfg.boundAddress = self.bind_host
-        kind = pj.PJSIP_TRANSPORT_TCP if self.transport == "tcp" else pj.PJSIP_TRANSPORT_UDP
-        ep.transportCreate(kind, tcfg)
-        ep.libStart()
-        ep.audDevManager().setNullDev()  # no sound card: the conference bridge is clocked by the null device
+        try:
+            ep.libInit(cfg)
+            tcfg = pj.TransportConfig()
+            tcfg.port = 0
+            tcfg.boundAddress = self.bind_host
+            kind = pj.PJSIP_TRANSPORT_TCP if self.transport == "tcp" else pj.PJSIP_TRANSPORT_UDP
+            ep.transportCreate(kind, tcfg)
+            ep.libStart()
+            self._sound_on = self._use_sound_devices()
+        except (pj.Error, HandsetError) as e:
+            ep.libDestroy()
+            self._ep = None
+            raise HandsetError(e.info() if isinstance(e, pj.Error) else str(e)) from None
         for codec in ep.codecEnum2():
             ep.codecSetPriority(codec.codecId, 0)
         for priority, name in zip((255, 254), CODECS):
@@ -150,6 +168,49 @@ class Handset:
                                    f"no answer to REGISTER from {self.proxy[0]}:{self.proxy[1]}")
             self.set_online(True)  # what watchers of our presence see (pjsua2 serves their SUBSCRIBEs)
             self.say(f"registered {self.aor} at {self.proxy[0]}:{self.proxy[1]}")
+
+    def _use_sound_devices(self) -> bool:
+        """Open the ALSA devices `sound` names; True when the call's audio goes through them.
+        A pjsua2 without sound devices (the PyPI wheel) plays to its null device, with a log line:
+        the phone still works, silently. A device this pjsua2 does not list is an error."""
+        devices = self._ep.audDevManager()
+        if self.sound is None:
+            devices.setNullDev()  # no sound card: the conference bridge is clocked by the null device
+            return False
+        found = [(i, d) for i, d in enumerate(devices.enumDev2()) if d.driver == "ALSA"]
+        if not found:
+            log.warning("this pjsua2 has no ALSA devices (the PyPI wheel): the phone is silent; "
+                        "tools/pjproject --install builds one with ALSA")
+            devices.setNullDev()
+            return False
+        names = ", ".join(d.name for _, d in found if d.inputCount or d.outputCount)
+        playback = next((i for i, d in found if d.name == self.sound.earpiece and d.outputCount), None)
+        capture = next((i for i, d in found if d.name == self.sound.microphone and d.inputCount), None)
+        if playback is None:
+            raise HandsetError(f"no ALSA playback device {self.sound.earpiece!r} (there are: {names})")
+        if capture is None:
+            raise HandsetError(f"no ALSA capture device {self.sound.microphone!r} (there are: {names})")
+        devices.setCaptureDev(capture)
+        devices.setPlaybackDev(playback)
+        return True
+
+    def play_tone(self, wav: Path | None) -> None:
+        """Loop `wav` (a call-progress tone) into the earpiece, in place of the tone playing;
+        None: silence."""
+        pj = self.pj
+        if self._tone is not None:
+            self._tone.stopTransmit(self._ep.audDevManager().getPlaybackDevMedia())
+            self._tone = None
+        if wav is None:
+            return
+        player = pj.AudioMediaPlayer()
+        try:
+            player.createPlayer(str(wav), 0)  # 0: loop
+            player.startTransmit(self._ep.audDevManager().getPlaybackDevMedia())
+        except pj.Error as e:
+            log.warning("cannot play %s: %s", wav, e.info())
+            return
+        self._tone = player
 
     def _account_config(self, proxy: tuple[str, int], line: int = 1) -> Any:
         """One account per front; each after the first has a contact of its own (`;line=N`),
@@ -198,6 +259,7 @@ class Handset:
             except Exception:
                 pass
         await asyncio.sleep(0.3)  # let the BYEs and the unREGISTER leave
+        self._tone = None
         for call in list(self._calls.values()):
             call.release()
         self._calls.clear()
@@ -537,6 +599,10 @@ def _make_classes() -> tuple[type, type, type]:
                         self.recorder = pj.AudioMediaRecorder()
                         self.recorder.createRecorder(str(self.record))
                     audio.startTransmit(self.recorder)
+                if self.handset._sound_on and self.play is None:  # the person at the handset
+                    devices = self.handset._ep.audDevManager()
+                    audio.startTransmit(devices.getPlaybackDevMedia())
+                    devices.getCaptureDevMedia().startTransmit(audio)
 
         def report(self) -> CallReport:
             return CallReport(self.status, self.ringing_ms, self.confirmed_ms, self.reason)
