@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+import zlib
 from pathlib import Path
 
 import pytest
 from peerphone.app.tone import dominant_frequency
 
 from tests.procs import peerphone, start_peer, stop
+from tests.sip.raw import exchange, request
 from tests.sip.world import DOMAIN, start_overlay, start_phone
 
 pytestmark = pytest.mark.sip
@@ -159,3 +161,21 @@ def test_a_phone_on_tcp_calls_a_phone_on_udp(overlay, tmp_path: Path):
     finally:
         carl.stop()
         dana.stop()
+
+
+def test_a_deflated_receipt_is_shown_as_a_receipt_never_as_bytes(overlay):
+    """linphone acknowledges each message with a deflated message/imdn+xml: the phone says what it is."""
+    receipt = (b'<?xml version="1.0" encoding="UTF-8"?><imdn xmlns="urn:ietf:params:xml:ns:imdn">'
+               b"<message-id>34jk324j</message-id><delivery-notification><status><delivered/></status>"
+               b"</delivery-notification></imdn>")
+    bob = start_phone("bob4", overlay[1].sip)
+    try:
+        host, port = overlay[2].sip.rsplit(":", 1)
+        status = exchange((host, int(port)), lambda me: request(
+            "MESSAGE", f"sip:bob4@{DOMAIN}", me, body=zlib.compress(receipt),
+            extra="Content-Type: message/imdn+xml\r\nContent-Encoding: deflate\r\n"))
+        assert status == "SIP/2.0 200 OK"
+        assert bob.expect(r"^receipt from ").string.endswith(": delivery receipt: delivered (message 34jk324j)")
+        assert not [line for line in bob.seen if line.startswith("message from")]
+    finally:
+        bob.stop()

@@ -20,6 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
+from .content import Content, Receipt, Text, describe, understand
+from .message import SipParseError, parse
+
 log = logging.getLogger("peerphone.ua")
 
 POLL_S = 0.005
@@ -423,6 +426,17 @@ class Handset:
         self._account.setOnlineStatus(status)
 
 
+def _content_of(prm: Any) -> Content:
+    """What an incoming MESSAGE holds, read from the request as it came (pjsua2 hands over
+    the body as text, which a deflated body is not; SWIG keeps its bytes as surrogates)."""
+    raw = str(prm.rdata.wholeMsg).encode("utf-8", "surrogateescape")
+    try:
+        request = parse(raw)
+    except SipParseError:
+        return understand(prm.contentType, None, str(prm.msgBody).encode("utf-8", "surrogateescape"))
+    return understand(request.get("content-type"), request.get("content-encoding"), request.body)
+
+
 def _wav_complete(path: Path) -> bool:
     """The RIFF header counts every byte of the file: the writer has closed it."""
     try:
@@ -476,9 +490,13 @@ def _make_classes() -> tuple[type, type, type]:
 
         @_callback
         def onInstantMessage(self, prm: Any) -> None:
-            self.handset.say(f"message from {prm.fromUri}: {prm.msgBody}")
-            if self.handset.listener is not None:
-                self.handset.listener.message(prm.fromUri, prm.msgBody)
+            content = _content_of(prm)
+            if isinstance(content, Receipt):  # linphone acknowledges every message: not one for a person
+                self.handset.say(f"receipt from {prm.fromUri}: {describe(content)}")
+                return
+            self.handset.say(f"message from {prm.fromUri}: {describe(content)}")
+            if self.handset.listener is not None and isinstance(content, Text):
+                self.handset.listener.message(prm.fromUri, content.text)
 
         @_callback
         def onInstantMessageStatus(self, prm: Any) -> None:
