@@ -8,32 +8,30 @@ earpieces and microphones on ALSA PCMs through alsa-lib and a pjsua2 built with 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import pytest
-from peerphone.app.procs import stop_process
 
+from tests.hw import pulse
+from tests.hw.pulse import PulseServer
 from tests.procs import LineProc, peerphone, stop
 from tests.sip.world import DOMAIN, start_overlay
 
 pytestmark = pytest.mark.sip
 RATE = 16_000  # pjmedia's conference clock: what the microphone PCMs are opened at
 SOUND = os.environ.get("PEERPHONE_SOUND_PJSUA2", "")  # tools/test sets it to tools/pjproject's output
-PULSE_START_S = 10.0
 HEARD_LATE_S = 5.0  # how far the monitor's recording may lag behind the sink
 
 if not SOUND:
     if os.environ.get("CI"):
         raise RuntimeError("PEERPHONE_SOUND_PJSUA2 is not set: tools/test builds pjproject with ALSA for this test")
     pytest.skip("needs pjsua2 built with ALSA: PEERPHONE_SOUND_PJSUA2=$(tools/pjproject)", allow_module_level=True)
-if shutil.which("pulseaudio") is None or shutil.which("parec") is None:
+if not pulse.available():
     pytest.skip("needs PulseAudio (tools/setup --test installs it)", allow_module_level=True)
 
 BOARD = """
@@ -107,33 +105,19 @@ def strongest(samples: np.ndarray, n: int) -> list[int]:
     return sorted(found)
 
 
-class Sound:
-    """A PulseAudio server with a sink per earpiece, and what each sink played, recorded."""
+class Sound(PulseServer):
+    """A sink per earpiece, recorded from its monitor; a `file` PCM per microphone, reading a tone."""
 
-    def __init__(self, root: Path, names: tuple[str, ...]) -> None:
-        self.root = root
-        self.env = {"HOME": str(root), "XDG_RUNTIME_DIR": str(root / "run")}
-        (root / "run").mkdir(mode=0o700)
-        sinks = [f"--load=module-null-sink sink_name={n} rate={RATE} channels=1" for n in names]
-        self.server = subprocess.Popen(["pulseaudio", "--daemonize=no", "-n", "--exit-idle-time=-1",
-                                        "--load=module-native-protocol-unix", *sinks],
-                                       env={**os.environ, **self.env}, stdout=subprocess.DEVNULL,
-                                       stderr=subprocess.DEVNULL)
-        socket = root / "run" / "pulse" / "native"
-        deadline = time.monotonic() + PULSE_START_S
-        while not socket.exists():  # bounded: the server is up, or the test fails
-            assert self.server.poll() is None and time.monotonic() < deadline, "PulseAudio did not start"
-            time.sleep(0.05)
+    def __init__(self, names: tuple[str, ...]) -> None:
+        super().__init__(names, RATE)
         config = ASOUND
         for name in names:
-            tone = root / f"{name}-microphone.raw"
+            tone = self.root / f"{name}-microphone.raw"
             config += PCMS.format(who=name, infile=tone)
-        (root / "asound.conf").write_text(config)
-        self.env["ALSA_CONFIG_PATH"] = f"/usr/share/alsa/alsa.conf:{root / 'asound.conf'}"
-        self.recorders = {name: subprocess.Popen(
-            ["parec", "-d", f"{name}.monitor", "--format=s16le", f"--rate={RATE}", "--channels=1", "--raw",
-             "--latency-msec=20", str(root / f"{name}-earpiece.raw")], env={**os.environ, **self.env})
-            for name in names}
+        self.use_alsa_config(config)
+        for name in names:
+            self.start(["parec", "-d", f"{name}.monitor", "--format=s16le", f"--rate={RATE}", "--channels=1",
+                        "--raw", "--latency-msec=20", str(self.root / f"{name}-earpiece.raw")])
 
     def heard(self, name: str) -> np.ndarray:
         """What `name`'s earpiece has played so far, as samples."""
@@ -148,23 +132,16 @@ class Sound:
             time.sleep(0.05)
         return heard[start:start + int(seconds * RATE)]
 
-    def close(self) -> None:
-        for recorder in self.recorders.values():
-            stop_process(recorder)
-        stop_process(self.server)
-
 
 @pytest.fixture
 def sound() -> Iterator[Sound]:
-    root = Path(tempfile.mkdtemp(prefix="pp-sound-", dir="/tmp"))  # a short path: the socket's name has a limit
-    tone_raw(root / "alice-microphone.raw", 1000, 120)
-    tone_raw(root / "bob-microphone.raw", 2000, 120)
-    sound = Sound(root, ("alice", "bob"))
+    sound = Sound(("alice", "bob"))
     try:
+        tone_raw(sound.root / "alice-microphone.raw", 1000, 120)
+        tone_raw(sound.root / "bob-microphone.raw", 2000, 120)
         yield sound
     finally:
         sound.close()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def launch_rig(who: str, proxy: str, sound: Sound, tmp_path: Path) -> LineProc:

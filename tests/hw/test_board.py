@@ -39,6 +39,8 @@ def written(tmp_path: Path, text: str) -> Path:
     (("[speed_dial]", '[speed_dial]\n"1" = "bob"'), "speed_dial.1: 'bob' is not a sip: address"),
     (("[directory]", '[directory]\n"1a" = "sip:bob@x"'), "speed_dial: dial code '1a': digits and * only"),
     (("[ringer]", "[ringr]"), "ringr: unknown section"),
+    (("earpiece_volume = 80", "earpiece_volume = 180"),
+     "audio.earpiece_volume: 180 is not a whole number from 0 to 100"),
 ])
 def test_each_mistake_is_one_line_naming_the_file_and_the_key(tmp_path, change, line):
     path = written(tmp_path, DESK.replace(*change))

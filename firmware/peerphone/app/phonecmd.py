@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import AsyncIterator
 
+from ..hw.audio import set_levels
 from ..hw.board import load as load_board
 from ..hw.gpio import HardwareError, Panel, pin_factory
 from ..net.supervisor import Supervisor
@@ -71,6 +72,8 @@ async def phone(args: argparse.Namespace) -> int:
         pins = pin_factory(board) if board is not None and not board.terminal else None
     except HardwareError as e:
         raise ConfigError(str(e)) from None
+    if board is not None:
+        set_levels(board)  # each level set, or skipped with a log line
     record_dir = Path(args.record_dir) if args.record_dir else None
     if record_dir is not None:
         record_dir.mkdir(parents=True, exist_ok=True)

@@ -70,6 +70,9 @@ class Board:
     earpiece: str = "default"  # ALSA PCM names
     microphone: str = "default"
     speaker: str | None = None
+    mixer: str | None = None  # the ALSA control device; None: the earpiece's card (hw/audio.py)
+    earpiece_volume: int | None = None  # percent; None: as the card is
+    microphone_gain: int | None = None
     terminal: bool = False  # a handset in the terminal: keys for the hook and digits
     tones: Mapping[str, ToneSpec] = field(default_factory=lambda: COUNTRIES["us"])
     dial_plan: DialPlan = field(default_factory=lambda: DialPlan({}))
@@ -87,7 +90,7 @@ _SECTIONS: dict[str, set[str]] = {
     "keypad": {"rows", "cols", "layout", "buttons", "debounce_ms"},
     "ringer": {"pin"},
     "lamps": {"in_use", "message"},
-    "audio": {"earpiece", "microphone", "speaker"},
+    "audio": {"earpiece", "microphone", "speaker", "mixer", "earpiece_volume", "microphone_gain"},
     "tones": {"country", *TONE_NAMES, "ring"},
     "speed_dial": set(),  # any code
     "directory": set(),
@@ -147,6 +150,11 @@ class _Checker:
             earpiece=self.text("audio.earpiece", audio.get("earpiece", "default")),
             microphone=self.text("audio.microphone", audio.get("microphone", "default")),
             speaker=self.text("audio.speaker", audio["speaker"]) if "speaker" in audio else None,
+            mixer=self.text("audio.mixer", audio["mixer"]) if "mixer" in audio else None,
+            earpiece_volume=self.number("audio.earpiece_volume", audio["earpiece_volume"], 0, 100)
+            if "earpiece_volume" in audio else None,
+            microphone_gain=self.number("audio.microphone_gain", audio["microphone_gain"], 0, 100)
+            if "microphone_gain" in audio else None,
             terminal=board.get("terminal", False) is True,
             tones=self.tones(get("tones")),
             dial_plan=self.dial_plan(),
