@@ -178,7 +178,8 @@ def test_a_call_made_and_answered_only_through_the_pins_carries_sound_both_ways(
         alice.expect(r"^calling sip:bob@")
         cadence = [bob.expect(rf"^pin ringer {state} ([\d.]+)") for state in ("on", "off", "on")]
         times = [float(m.group(1)) for m in cadence]
-        assert 0.3 < times[1] - times[0] < 0.6 and 0.1 < times[2] - times[1] < 0.4  # 400 ms on, 200 ms off
+        # The board's 400 ms on, 200 ms off, from below only: a busy machine makes them longer, never shorter.
+        assert times[1] - times[0] >= 0.39 and times[2] - times[1] >= 0.19
 
         bob.send("hook up")
         bob.expect(r"^call established with .*alice@")

@@ -16,7 +16,6 @@ from typing import Callable
 
 from ..hw.board import Board
 from ..hw.gpio import Panel
-from ..hw.tones import Tone as ToneWave
 from ..phone.machine import Act, Action, Handset, State, Tone
 from ..sip.ua import Handset as UserAgent
 from ..sip.ua import HandsetError
@@ -53,6 +52,8 @@ class Deskphone:
     def make_tones(self, directory: Path) -> None:
         """Write the board's call-progress tones into `directory`, one loopable WAV each, for
         the user agent to play into the earpiece."""
+        from ..hw.tones import Tone as ToneWave  # numpy: only a phone with a board pays for it at start
+
         for tone in Tone:
             spec = self.board.tones.get(tone.name.lower())
             if spec is not None:

@@ -25,9 +25,9 @@ def mixer_of(pcm: str) -> str:
 
 def set_levels(board: Board) -> list[str]:
     """Set the board's levels; what was done or skipped, one line each (also logged)."""
-    wanted = [(what, level, controls) for what, level, controls in (
-        ("earpiece volume", board.earpiece_volume, PLAYBACK_CONTROLS),
-        ("microphone gain", board.microphone_gain, CAPTURE_CONTROLS)) if level is not None]
+    wanted = [(what, level, controls, capture) for what, level, controls, capture in (
+        ("earpiece volume", board.earpiece_volume, PLAYBACK_CONTROLS, False),
+        ("microphone gain", board.microphone_gain, CAPTURE_CONTROLS, True)) if level is not None]
     if not wanted:
         return []
     device = board.mixer or mixer_of(board.earpiece)
@@ -40,12 +40,11 @@ def set_levels(board: Board) -> list[str]:
     except alsaaudio.ALSAAudioError as e:
         return [_skipped(f"mixer levels skipped: no mixer {device!r} ({e})")]
     lines = []
-    for what, level, controls in wanted:
+    for what, level, controls, capture in wanted:
         control = next((c for c in controls if c in present), None)
         if control is None:
             lines.append(_skipped(f"{what} skipped: mixer {device!r} has none of {', '.join(controls)}"))
             continue
-        capture = controls is CAPTURE_CONTROLS
         try:
             alsaaudio.Mixer(control, device=device).setvolume(
                 level, pcmtype=alsaaudio.PCM_CAPTURE if capture else alsaaudio.PCM_PLAYBACK)
