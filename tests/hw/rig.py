@@ -22,19 +22,18 @@ from pathlib import Path
 from gpiozero import Device
 from gpiozero.pins.mock import MockConnectedPin, MockFactory
 from peerphone.app.cli import main
-from peerphone.hw.board import load
+from peerphone.hw.board import Board, load
 
 from tests.hw.wires import Keypad, bounce, lift
 
 WATCH_S = 0.005  # output pins are polled: a ringer's cadence is hundreds of ms
 
 
-def _board_path(argv: list[str]) -> str:
-    return argv[argv.index("--board") + 1]
+def _board(argv: list[str]) -> Board:
+    return load(Path(argv[argv.index("--board") + 1]))
 
 
-def _hand(factory: MockFactory, board_path: str) -> None:
-    board = load(Path(board_path))
+def _hand(factory: MockFactory, board: Board) -> None:
     keypad = Keypad(factory, board)
     outputs = [*board.lamps.values(), *([board.ringer_pin] if board.ringer_pin is not None else []),
                *(board.keypad.rows if board.keypad else ())]
@@ -57,8 +56,7 @@ def _hand(factory: MockFactory, board_path: str) -> None:
             time.sleep(pause)
 
 
-def _watch(factory: MockFactory, board_path: str) -> None:
-    board = load(Path(board_path))
+def _watch(factory: MockFactory, board: Board) -> None:
     outputs = {f"lamp {name}": pin for name, pin in board.lamps.items()}
     if board.ringer_pin is not None:
         outputs["ringer"] = board.ringer_pin
@@ -76,6 +74,7 @@ if __name__ == "__main__":
     os.environ["GPIOZERO_PIN_FACTORY"] = "mock"
     factory = Device.pin_factory = MockFactory(pin_class=MockConnectedPin)
     argv = sys.argv[1:]
+    board = _board(argv)
     for work in (_hand, _watch):
-        threading.Thread(target=work, args=(factory, _board_path(argv)), daemon=True).start()
+        threading.Thread(target=work, args=(factory, board), daemon=True).start()
     sys.exit(main(argv))
