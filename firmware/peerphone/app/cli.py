@@ -16,6 +16,7 @@ from ..hw.board import BoardError
 from ..net.loop import loop_name, run
 from ..net.supervisor import Supervisor
 from ..net.udp import OverlayError
+from ..sip.ua import RTP_PORTS
 from . import overlaycmd
 from .config import DEFAULT_OVERLAY, DEFAULT_PORT, DEFAULT_SIP_PORT, ConfigError
 from .logs import OncePerInterval
@@ -35,6 +36,13 @@ def _positive_ms(text: str) -> int:
     value = int(text)
     if not 20 <= value <= 60_000:
         raise argparse.ArgumentTypeError("must be 20..60000 ms")
+    return value
+
+
+def _rtp_port(text: str) -> int:
+    value = int(text)
+    if not 1024 <= value <= 65536 - RTP_PORTS:
+        raise argparse.ArgumentTypeError(f"must be 1024..{65536 - RTP_PORTS}")
     return value
 
 
@@ -69,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     phone.add_argument("--record-dir", metavar="DIR", help="record every answered call to DIR/call-N.wav")
     phone.add_argument("--watch", action="append", default=[], metavar="URI", help="show URI's presence")
     phone.add_argument("--sip-transport", choices=["udp", "tcp"], default="udp", help="default %(default)s")
+    phone.add_argument("--rtp-port", type=_rtp_port, metavar="PORT",
+                       help=f"call audio on UDP ports PORT..PORT+{RTP_PORTS - 1} (default: any free ports); behind "
+                            "a NAT, forward them with the overlay and SIP ports and give --advertise")
     phone.add_argument("--board", type=Path, metavar="FILE.toml",
                        help="a phone with a hook: the board file's pins (or, for board/desktop.toml, this "
                             "terminal: Enter lifts and hangs up, digits dial) and its dial plan; calls ring "
@@ -168,6 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seconds", type=float, default=3.0, help="length of the call (default %(default)s)")
     _topology_argument(demo, "the peers' overlay topology (default chord)")
     demo.add_argument("--seed", type=int, default=1, help="choice of bootstrap peers (default 1)")
+    device = sub.add_parser("device", help="run the phone a device file describes (a flashed image's service)",
+                            description="Run `phone` as FILE says: aor, overlay, bootstrap peers, board, and "
+                                        "for a phone behind a NAT advertise, port, sip_port and rtp_port. The "
+                                        "image's service runs it on peerphone.toml of the SD card's FAT partition. "
+                                        "A mistake in FILE is one line and exit status 2.")
+    device.add_argument("file", type=Path, metavar="FILE.toml")
     board = sub.add_parser("board", help="check board files and say what each one names",
                            description="Read each board file (board/*.toml: a phone model's pins, sound devices, "
                                        "tones and dial plan) and print what it names, or every mistake in it, one "
@@ -256,6 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     for handler in logging.getLogger().handlers:
         handler.addFilter(OncePerInterval())
+    status: int
     try:
         if args.command == "lab":
             from .lab import LabSpec, run_lab
@@ -270,9 +288,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from .demo import run_demo
             return run_demo(args)
+        if args.command == "device":
+            from .device import device
+            status = run(device(args))
+            return status
         if args.command in ("phone", "call", "message"):
             from . import phonecmd
-            status: int = run(getattr(phonecmd, args.command)(args))
+            status = run(getattr(phonecmd, args.command)(args))
             return status
         result: int = run(_COMMANDS[args.command](args))
         return result

@@ -31,7 +31,7 @@ from .wiring import start_peer
 log = logging.getLogger("peerphone.phone")
 
 
-def _uri(text: str, what: str) -> Uri:
+def sip_uri(text: str, what: str) -> Uri:
     try:
         uri = Uri.parse(text)
     except SipParseError:
@@ -61,15 +61,15 @@ def _local_address(proxy: tuple[str, int]) -> str:
 
 def _me(args: argparse.Namespace, callee: Uri) -> str:
     if args.aor:
-        return _uri(args.aor, "--aor").aor
+        return sip_uri(args.aor, "--aor").aor
     return f"sip:{getpass.getuser()}@{callee.host}"
 
 
 async def phone(args: argparse.Namespace) -> int:
-    aor = _uri(args.aor, "--aor")
+    aor = sip_uri(args.aor, "--aor")
     board = load_board(args.board) if args.board else None  # its mistakes before anything starts
     try:
-        pins = pin_factory(board) if board is not None and not board.terminal else None
+        pins = pin_factory(board) if board is not None and not board.terminal and not board.answers_itself else None
     except HardwareError as e:
         raise ConfigError(str(e)) from None
     if board is not None:
@@ -94,18 +94,22 @@ async def phone(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         # Inside the supervisor's run: our own front serves the REGISTER with tasks it spawns.
-        desk = Deskphone(board, print_line) if board is not None else None
+        desk = Deskphone(board, print_line) if board is not None and not board.answers_itself else None
         sound = SoundDevices(board.earpiece, board.microphone) if board is not None else None
         try:
+            bind_host = _local_address(proxy)
+            # Behind a NAT that forwards our ports, far phones send audio to the address we advertise.
+            media_address = proxy[0] if not args.proxy and proxy[0] != bind_host else None
             handset = Handset(aor.aor, proxy, transport=args.sip_transport, record_dir=record_dir,
-                              bind_host=_local_address(proxy), backups=backups, listener=desk, sound=sound)
+                              bind_host=bind_host, backups=backups, listener=desk, sound=sound,
+                              media_address=media_address, rtp_port=args.rtp_port or 0)
             await handset.start()
         except HandsetError as e:
             failed.append(str(e))
             return
         supervisor.on_shutdown("stop the handset", handset.stop)
         for uri in args.watch:
-            handset.watch(_uri(uri, "--watch").aor)
+            handset.watch(sip_uri(uri, "--watch").aor)
         if desk is None:
             await _commands(handset, supervisor)
             return
@@ -171,13 +175,13 @@ async def _command(handset: Handset, words: list[str]) -> None:
     try:
         if words[0] == "call" and len(words) >= 2:
             options = dict(w.split("=", 1) for w in words[2:] if "=" in w)
-            await _call(handset, _uri(words[1], "URI"), options)
+            await _call(handset, sip_uri(words[1], "URI"), options)
         elif words[0] == "message" and len(words) >= 3:
-            uri = _uri(words[1], "URI")
+            uri = sip_uri(words[1], "URI")
             status = await handset.message(str(uri), " ".join(words[2:]))
             handset.say(f"message to {uri.aor}: {_message_outcome(status)}")
         elif words[0] == "watch" and len(words) == 2:
-            handset.watch(_uri(words[1], "URI").aor)
+            handset.watch(sip_uri(words[1], "URI").aor)
         else:
             handset.say(f"error: {COMMANDS_HELP}")
     except (ConfigError, HandsetError, ValueError) as e:
@@ -231,7 +235,7 @@ async def _one_shot(args: argparse.Namespace, peer: Uri) -> AsyncIterator[Handse
 
 
 async def call(args: argparse.Namespace) -> int:
-    callee = _uri(args.uri, "URI")
+    callee = sip_uri(args.uri, "URI")
     _check_call(args.play, args.tone, args.seconds)
     try:
         async with _one_shot(args, callee) as handset:
@@ -262,7 +266,7 @@ def _message_outcome(status: int) -> str:
 
 
 async def message(args: argparse.Namespace) -> int:
-    recipient = _uri(args.uri, "URI")
+    recipient = sip_uri(args.uri, "URI")
     try:
         async with _one_shot(args, recipient) as handset:
             status = await handset.message(str(recipient), args.text)

@@ -77,6 +77,12 @@ class Board:
     tones: Mapping[str, ToneSpec] = field(default_factory=lambda: COUNTRIES["us"])
     dial_plan: DialPlan = field(default_factory=lambda: DialPlan({}))
 
+    @property
+    def answers_itself(self) -> bool:
+        """No hook to lift (and not the terminal): every call is answered at once, its sound on
+        the board's devices, as an intercom does."""
+        return not self.terminal and self.hook_pin is None
+
 
 class BoardError(Exception):
     def __init__(self, lines: list[str]) -> None:

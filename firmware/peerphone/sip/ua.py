@@ -28,6 +28,7 @@ log = logging.getLogger("peerphone.ua")
 POLL_S = 0.005
 REGISTER_TIMEOUT_S = 10.0
 SESSION_EXPIRES_S = 90  # RFC 4028 section 4: the smallest Min-SE
+RTP_PORTS = 20  # a fixed RTP range (rtp_port): what a NAT in front of the phone forwards
 CODECS = ("PCMU/8000", "G722/16000")  # a pure tone stays pure through these (speex does not, REAL-PARTS.md)
 
 
@@ -78,13 +79,16 @@ class Handset:
     def __init__(self, aor: str, proxy: tuple[str, int], *, register: bool = True, bind_host: str = "127.0.0.1",
                  transport: str = "udp", record_dir: Path | None = None, backups: Sequence[tuple[str, int]] = (),
                  say: Callable[[str], None] = lambda line: print(line, flush=True),
-                 listener: CallListener | None = None, sound: SoundDevices | None = None) -> None:
+                 listener: CallListener | None = None, sound: SoundDevices | None = None,
+                 media_address: str | None = None, rtp_port: int = 0) -> None:
         """`backups`: more fronts to register at, each its own flow (RFC 5626 in spirit): calls
         reach the phone through whichever lives. Calls it makes go through `proxy`. With a
         `listener`, an incoming call rings (180) until `answer`, and calls are driven by
         `place`, `answer`, `reject`, `hangup`, `hold`, `resume` and `dtmf`. With `sound`, a
         call's audio and the tones of `play_tone` go through those ALSA devices (a pjsua2
-        built with ALSA: `tools/pjproject`); without, through pjsua2's null device."""
+        built with ALSA: `tools/pjproject`); without, through pjsua2's null device.
+        `media_address`: the address far phones send audio to when it is not `bind_host` (a
+        NAT that forwards the RTP ports `rtp_port`..+RTP_PORTS to us); `rtp_port` 0: any."""
         why = available()
         if why is not None:
             raise HandsetError(why)
@@ -101,6 +105,8 @@ class Handset:
         self.say = say
         self.listener = listener
         self.sound = sound
+        self.media_address = media_address
+        self.rtp_port = rtp_port
         self._sound_on = False  # the sound devices are in use (not the null device)
         self._tone: Any = None  # the player of the tone playing
         self._loop = asyncio.get_running_loop()
@@ -228,6 +234,11 @@ class Handset:
             acfg.regConfig.registrarUri = uri.replace(";lr", "")
             acfg.regConfig.timeoutSec = 300
         acfg.mediaConfig.transportConfig.boundAddress = self.bind_host
+        if self.media_address:
+            acfg.mediaConfig.transportConfig.publicAddress = self.media_address
+        if self.rtp_port:
+            acfg.mediaConfig.transportConfig.port = self.rtp_port
+            acfg.mediaConfig.transportConfig.portRange = RTP_PORTS
         acfg.natConfig.contactRewriteUse = 0
         acfg.natConfig.viaRewriteUse = 0
         acfg.natConfig.sdpNatRewriteUse = 0
