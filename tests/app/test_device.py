@@ -92,3 +92,12 @@ def test_the_device_joins_the_overlay_and_its_phone_registers(tmp_path: Path):
         if device is not None:
             device.stop()
         stop(peers)
+
+
+def test_only_a_board_without_a_hook_answers_by_itself():
+    from peerphone.hw.board import load as load_board
+
+    root = Path(__file__).resolve().parents[2] / "board"
+    answers = {name: load_board(root / f"{name}.toml").answers_itself
+               for name in ("qemu-virt", "pi4-deskphone", "desktop", "fieldkit")}
+    assert answers == {"qemu-virt": True, "pi4-deskphone": False, "desktop": False, "fieldkit": False}
