@@ -224,8 +224,8 @@ def boot_and_call(args: argparse.Namespace, scratch: Path, ns: Namespace, figure
                                          f"{HOST}:25061", "--aor", f"sip:host@{DOMAIN}", "--tone", "1000",
                                          "--seconds", "4"), capture_output=True, text=True, timeout=120)
         assert call.returncode == 0, f"the call failed: {call.stdout}{call.stderr}"
-        figures["call setup (host to emulated phone)"] = call.stdout.strip().removeprefix("setup: ")
-        print(f"boot test: {call.stdout.strip()}", flush=True)
+        setup = next(line for line in call.stdout.splitlines() if line.startswith("setup: "))
+        figures["call setup (host to emulated phone)"] = setup.removeprefix("setup: ")
         guest.console.login()
         time.sleep(2)  # pjsua2 closes the sound device a second after the call: the WAV is complete
         found = guest.console.shell(
