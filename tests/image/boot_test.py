@@ -227,7 +227,11 @@ def boot_and_call(args: argparse.Namespace, scratch: Path, ns: Namespace, figure
         setup = next(line for line in call.stdout.splitlines() if line.startswith("setup: "))
         figures["call setup (host to emulated phone)"] = setup.removeprefix("setup: ")
         guest.console.login()
-        time.sleep(2)  # pjsua2 closes the sound device a second after the call: the WAV is complete
+        # pjsua2 closes the sound device a second after the call, and ALSA completes the WAV then.
+        closed = guest.console.shell(
+            "timeout 60 sh -c 'while ls -l /proc/$(systemctl show -p MainPID --value peerphone)/fd "
+            "| grep -q earpiece.wav; do sleep 0.1; done' && echo closed")
+        assert closed.strip() == "closed", f"the earpiece stayed open: {closed!r}"
         found = guest.console.shell(
             "/opt/peerphone/bin/python3 -c 'import platform; from pathlib import Path; "
             "from peerphone.app.tone import dominant_frequency as f; "

@@ -18,7 +18,7 @@ from ..core.limits import Timing
 from ..core.overlay import Topology
 from ..sip.ua import RTP_PORTS
 from .config import DEFAULT_OVERLAY, DEFAULT_PORT, DEFAULT_SIP_PORT, ConfigError, parse_hostport
-from .phonecmd import sip_uri
+from .phonecmd import phone, sip_uri
 
 KEYS = {"aor", "overlay", "bootstrap", "board", "advertise", "port", "sip_port", "rtp_port", "topology"}
 
@@ -101,6 +101,4 @@ def _board(path: Path, name: str | None) -> Path | None:
 
 
 async def device(args: argparse.Namespace) -> int:
-    from .phonecmd import phone
-
     return await phone(load(args.file))
