@@ -20,6 +20,9 @@ def test_every_shipped_board_loads():
     assert desk.keypad is not None and desk.keypad.layout[3] == "*0#" and desk.hook_pin == 17
     assert desk.tones["dial"].freqs_hz == (350, 440) and boards["fieldkit.toml"].gpio == "lgpio"
     assert boards["desktop.toml"].terminal and boards["pi-zero2w-mobile.toml"].ringer_pin is None
+    mobile = boards["pi-zero2w-mobile.toml"]
+    assert (mobile.battery.source, mobile.battery.address, mobile.role.battery_client_below) == ("ina219", 0x43, 25)
+    assert desk.battery.source == "none" and desk.role.min_dwell_ms == 60_000  # mains, the defaults
 
 
 def written(tmp_path: Path, text: str) -> Path:
@@ -41,6 +44,12 @@ def written(tmp_path: Path, text: str) -> Path:
     (("[ringer]", "[ringr]"), "ringr: unknown section"),
     (("earpiece_volume = 80", "earpiece_volume = 180"),
      "audio.earpiece_volume: 180 is not a whole number from 0 to 100"),
+    (("[tones]", '[battery]\nsource = "apm"\n[tones]'), "battery.source: 'apm' is not one of none, sysfs, ina219"),
+    (("[tones]", "[battery]\ncells = 6\n[tones]"), "battery.cells: 6 is not a whole number from 1 to 4"),
+    (("[tones]", "[role]\nbattery_client_below = 60\n[tones]"),
+     "role: battery: client below 60% must be under peer above 50% (0 to 100): without a gap the role would flap"),
+    (("[tones]", "[role]\nloss_peer_below = 20\n[tones]"), "role: loss: peer below 20% must be under client above 10%"),
+    (("[tones]", "[role]\nmin_dwell = 60\n[tones]"), "role.min_dwell: unknown key"),
 ])
 def test_each_mistake_is_one_line_naming_the_file_and_the_key(tmp_path, change, line):
     path = written(tmp_path, DESK.replace(*change))

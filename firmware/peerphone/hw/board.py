@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..core.role import RoleThresholds
 from ..phone.machine import INTER_DIGIT_MS, KEYS, DialPlan, DialPlanError
+from .power import BatterySpec
 
 GPIO_PINS = range(2, 28)
 GPIO_BACKENDS = ("rpigpio", "lgpio", "none")  # RPi.GPIO on a Pi 1 to 4, the lgpio shim on a Pi 5
@@ -76,6 +78,8 @@ class Board:
     terminal: bool = False  # a handset in the terminal: keys for the hook and digits
     tones: Mapping[str, ToneSpec] = field(default_factory=lambda: COUNTRIES["us"])
     dial_plan: DialPlan = field(default_factory=lambda: DialPlan({}))
+    battery: BatterySpec = BatterySpec()
+    role: RoleThresholds = RoleThresholds()
 
     @property
     def answers_itself(self) -> bool:
@@ -101,7 +105,11 @@ _SECTIONS: dict[str, set[str]] = {
     "speed_dial": set(),  # any code
     "directory": set(),
     "dial_plan": {"inter_digit_ms"},
+    "battery": {"source", "supply", "i2c_bus", "address", "cells", "discharge_current"},
+    "role": {"battery_client_below", "battery_peer_above", "loss_client_above", "loss_peer_below",
+             "rtt_client_above_ms", "rtt_peer_below_ms", "min_dwell_s"},
 }
+BATTERY_SOURCES = ("none", "sysfs", "ina219")
 
 
 def load(path: Path) -> Board:
@@ -164,6 +172,8 @@ class _Checker:
             terminal=board.get("terminal", False) is True,
             tones=self.tones(get("tones")),
             dial_plan=self.dial_plan(),
+            battery=self.battery(get("battery")),
+            role=self.role(get("role")),
         )
         if gpio == "none" and self.pins:
             self.error("board.gpio", f"pins are named ({', '.join(sorted(set(self.pins.values())))}) "
@@ -254,6 +264,42 @@ class _Checker:
                 continue
             tones[name] = ToneSpec(tuple(float(f) for f in freqs), tuple(cadence))
         return tones
+
+    def battery(self, raw: dict[str, Any]) -> BatterySpec:
+        source = self.choice("battery.source", raw.get("source", "none"), BATTERY_SOURCES)
+        default = BatterySpec()
+        return BatterySpec(
+            source=source,
+            supply=self.text("battery.supply", raw.get("supply", default.supply)),
+            i2c_bus=self.number("battery.i2c_bus", raw.get("i2c_bus", default.i2c_bus), 0, 255),
+            address=self.number("battery.address", raw.get("address", default.address), 0x03, 0x77),
+            cells=self.number("battery.cells", raw.get("cells", default.cells), 1, 4),
+            discharge_negative=self.choice("battery.discharge_current", raw.get("discharge_current", "negative"),
+                                           ("negative", "positive")) == "negative",
+        )
+
+    def role(self, raw: dict[str, Any]) -> RoleThresholds:
+        """Percentages as whole numbers, as a person writes them; the dwell in seconds."""
+        default = RoleThresholds()
+        thresholds = RoleThresholds(
+            battery_client_below=self.number("role.battery_client_below",
+                                             raw.get("battery_client_below", default.battery_client_below), 0, 100),
+            battery_peer_above=self.number("role.battery_peer_above",
+                                           raw.get("battery_peer_above", default.battery_peer_above), 0, 100),
+            loss_client_above=self.number("role.loss_client_above", raw.get(
+                "loss_client_above", round(default.loss_client_above * 100)), 0, 100) / 100,
+            loss_peer_below=self.number("role.loss_peer_below", raw.get(
+                "loss_peer_below", round(default.loss_peer_below * 100)), 0, 100) / 100,
+            rtt_client_above_ms=self.number("role.rtt_client_above_ms",
+                                            raw.get("rtt_client_above_ms", default.rtt_client_above_ms), 1, 60_000),
+            rtt_peer_below_ms=self.number("role.rtt_peer_below_ms",
+                                          raw.get("rtt_peer_below_ms", default.rtt_peer_below_ms), 1, 60_000),
+            min_dwell_ms=self.number("role.min_dwell_s", raw.get("min_dwell_s", default.min_dwell_ms // 1000),
+                                     0, 86_400) * 1000,
+        )
+        for problem in thresholds.problems():
+            self.error("role", f"{problem}: without a gap the role would flap")
+        return thresholds
 
     def dial_plan(self) -> DialPlan:
         codes: dict[str, dict[str, str]] = {}
