@@ -46,11 +46,13 @@ class Ring:
         self.events: list[tuple[Addr, object]] = []
         self.strays: list[tuple[bytes, Addr]] = []  # datagrams sent to an address no node has (data, to)
 
-    def add(self, node_id: int | None = None, *, bootstrap: Addr | None = None, client: bool = False) -> PeerNode:
+    def add(self, node_id: int | None = None, *, bootstrap: Addr | None = None, client: bool = False,
+            attach: bool = False) -> PeerNode:
+        """`client`: a transient client; `attach`: an attached one (a phone that is a client)."""
         addr = ("10.0.0.%d" % (len(self.nodes) + 1), 4000)
         me = NodeInfo(node_id if node_id is not None else self.rng.randrange(RING), addr)
-        node = make_peer(me, PeerConfig(OVERLAY, self.timing, client=client, topology=self.topology), rng=self.rng,
-                        entropy=self.rng.randbytes, now_ms=self.now_ms)
+        config = PeerConfig(OVERLAY, self.timing, client=client or attach, attach=attach, topology=self.topology)
+        node = make_peer(me, config, rng=self.rng, entropy=self.rng.randbytes, now_ms=self.now_ms)
         self.nodes[addr] = node
         node.join([bootstrap] if bootstrap else [], now_ms=self.now_ms)
         self.flush(node)

@@ -11,6 +11,7 @@ from peerphone.core.wire import check_body, decode, encode
 from peerphone.core.wire.messages import (
     EMPTY,
     Announce,
+    AttachAns,
     Closest,
     ClosestAns,
     Code,
@@ -77,6 +78,8 @@ BODIES = {
     Code.CLOSEST_ANS: st.builds(ClosestAns, node_lists),
     Code.TUNNEL: st.builds(Tunnel, st.binary(max_size=TUNNEL_BYTES_MAX)),
     Code.TUNNEL_ANS: st.just(EMPTY),
+    Code.ATTACH: st.just(EMPTY),
+    Code.ATTACH_ANS: st.builds(AttachAns, st.integers(0, 3600), node_lists),
     Code.ERROR: st.builds(Error, st.integers(0, 0xFFFF), st.text(max_size=40)),
 }
 messages = st.sampled_from(list(Code)).flatmap(lambda code: st.builds(

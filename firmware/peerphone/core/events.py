@@ -14,6 +14,15 @@ class Joined:
 
 
 @dataclass(frozen=True, slots=True)
+class Attached:
+    """A client attached to a peer other than the one before (the first one, or another after
+    that one stopped answering): what it registers must name this peer now."""
+
+    peer_id: int
+    addr: tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
 class JoinFailed:
     reason: str
 
@@ -48,4 +57,4 @@ class Tunnelled:
     payload: bytes
 
 
-Event = Union[Joined, JoinFailed, Left, NodeFailed, RequestCompleted, Tunnelled]
+Event = Union[Joined, Attached, JoinFailed, Left, NodeFailed, RequestCompleted, Tunnelled]

@@ -50,6 +50,10 @@ class Timing:
     dedup_window_ms: int = 10_000
     leave_timeout_ms: int = 1500
     graveyard_keep_ms: int = 30 * 60 * 1000  # how long a failed node is asked again (partitions heal)
+    # An attached client's keepalive: one ATTACH and its answer. Home routers keep a UDP
+    # mapping 30 s or more (RFC 4787 asks 2 minutes; some give 30 s): one every 25 s keeps
+    # the binding that calls come in through, at under 2.5 datagrams sent a minute.
+    client_keepalive_ms: int = 25_000
 
     def scaled(self, maintenance_interval_ms: int) -> "Timing":
         """Same ratios with a different maintenance period (lab and simulator)."""
@@ -82,6 +86,11 @@ PROVEN_MAX = 4096
 HELD_MAX = 256
 HELD_PER_SOURCE_MAX = 4
 VERIFYING_MAX = 64
+
+# Clients (attachment.py): what one peer admits, and when it forgets a silent one.
+CLIENTS_MAX = 1024
+CLIENT_SILENCE_KEEPALIVES = 3
+ALTERNATES_MAX = 4  # peers an admitting peer names for its clients to fall back on
 
 # Kademlia (Maymounkov and Mazieres, IPTPS 2002).
 K = 20      # bucket size, and how many closest nodes a lookup settles on (§2.3)

@@ -21,6 +21,13 @@ Node states (a table, STYLE.md habit 7):
 
 A peer answers overlay requests only when JOINED or LEAVING; PING, STAT and CLOSEST always.
 
+A client (seed 001) stores and routes nothing: everything goes through one peer. A transient
+one (the one-shot commands) just sends through its first bootstrap peer. An attached one
+(`PeerConfig.attach`, a phone that is a client) joins by ATTACH to a bootstrap peer, keeps the
+attachment alive with an ATTACH every `client_keepalive_ms`, takes Tunnel requests its peer
+hands it ([NODE peer, NODE client], attachment.py), and when its peer stops answering
+attaches to the peer's alternates or the bootstrap peers (an Attached event says so).
+
 Return routability (STYLE.md habit 4, issue 11): answers to our own requests carry our
 nonce (the transaction id), so they are believed; a request is a claim. A request from a
 sender we have not proven, (id, address) in our tables or answering one of our nonces,
@@ -38,11 +45,13 @@ from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Callable, NamedTuple, Protocol, Sequence
 
+from .attachment import AttachedClients, Attachment
 from .errors import DecodeError, ErrorCode, LocalProtocolError
-from .events import Event, Joined, JoinFailed, Left, NodeFailed, RequestCompleted, Tunnelled
+from .events import Attached, Event, Joined, JoinFailed, Left, NodeFailed, RequestCompleted, Tunnelled
 from .ids import RING
 from .ingress import BoundedLru, TokenBuckets, network_of
 from .limits import (
+    ALTERNATES_MAX,
     DATAGRAM_BYTES_MAX,
     HELD_MAX,
     HELD_PER_SOURCE_MAX,
@@ -74,6 +83,7 @@ from .wire import check_body, decode, encode
 from .wire.messages import (
     EMPTY,
     Addr,
+    AttachAns,
     Body,
     Code,
     DataModel,
@@ -112,6 +122,7 @@ class PeerConfig:
     overlay_id: int
     timing: Timing = Timing()
     client: bool = False  # a client routes nothing and stores nothing for others (seed 001)
+    attach: bool = False  # a long-running client: attached, kept alive, reachable through its peer
     # Ask for answers straight from the responder (RFC 7263) on a request's first
     # transmission; retransmissions always take the symmetric path, so an origin
     # behind a NAT that filters the direct answer loses one retransmission interval.
@@ -144,6 +155,14 @@ class Bootstrap(Purpose):
     """A join request to bootstrap[index]; when it fails the next one is asked."""
 
     bootstrap: tuple[Addr, ...]
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class Attaching(Purpose):
+    """A client's ATTACH (or keepalive) to candidates[index]; when it fails the next is asked."""
+
+    candidates: tuple[Addr, ...]
     index: int
 
 
@@ -203,7 +222,8 @@ _BYTES = {code: "bytes." + code.name for code in Code}
 # Not CLOSEST: a Kademlia node is in others' tables from its first lookup step on,
 # and what it knows already helps them while its own join is still running.
 _OVERLAY_CODES = frozenset({Code.JOIN, Code.LEAVE, Code.UPDATE, Code.FIND, Code.STORE, Code.FETCH, Code.ANNOUNCE,
-                            Code.MEMBERS})
+                            Code.MEMBERS, Code.ATTACH})
+_TO_CLIENTS = frozenset({Code.TUNNEL})  # what an attached client takes from its peer (and PING, from anyone)
 
 Handler = Callable[[Message, NodeInfo, int], tuple[Code, Body]]
 
@@ -261,6 +281,9 @@ class PeerNode:
         self._maintenance_ms: int | None = None
         self._in_flight: set[tuple[str, int]] = set()  # (task, node id): one probe at a time
         self._admitting: Addr | None = None
+        self._attachment: Attachment | None = None  # an attached client's
+        self._keepalive_ms = config.timing.client_keepalive_ms
+        self._clients = AttachedClients(config.timing.client_keepalive_ms)  # a peer's
         self._proven: BoundedLru[Addr, int] = BoundedLru(PROVEN_MAX)  # address -> the id that answered there
         self._heard: BoundedLru[int, int] = BoundedLru(PEER_TABLE_MAX)  # node id -> when a proven datagram came
         self._held: dict[Addr, list[Message]] = {}
@@ -272,6 +295,7 @@ class PeerNode:
             Code.FETCH: self._on_fetch,
             Code.STAT: self._on_stat,
             Code.TUNNEL: self._on_tunnel,
+            Code.ATTACH: self._on_attach,
         }
         self._answer_handlers: dict[type, Callable[[Purpose, Message | None, int], None]] = {
             User: self._done_user,
@@ -281,6 +305,7 @@ class PeerNode:
             Departure: self._done_departure,
             ReplicaPush: self._replica_pushed,
             Verify: self._done_verify,
+            Attaching: self._done_attaching,
         }
 
     # ------------------------------------------------------------------ driver side
@@ -308,10 +333,16 @@ class PeerNode:
             self.counters["timeouts"] += 1
             self._finish(pending.purpose, None, now_ms, silent_since_ms=pending.started_ms)
         if self._maintenance_ms is not None and now_ms >= self._maintenance_ms:
-            interval = self._timing.maintenance_interval_ms
-            self._maintenance_ms = now_ms + int(interval * (0.75 + 0.5 * self._rng.random()))  # no lockstep
-            if self.state is State.JOINED:
-                self._maintain(now_ms)
+            if self.config.client:
+                self._maintenance_ms = now_ms + self._keepalive_ms
+                if self.state is State.JOINED:
+                    self._keep_attached(now_ms)
+            else:
+                interval = self._timing.maintenance_interval_ms
+                self._maintenance_ms = now_ms + int(interval * (0.75 + 0.5 * self._rng.random()))  # no lockstep
+                if self.state is State.JOINED:
+                    self._maintain(now_ms)
+                self._clients.forget_silent(now_ms=now_ms)
             self.storage.expire(now_ms=now_ms)
             self._answers.expire(now_ms=now_ms)
 
@@ -345,8 +376,13 @@ class PeerNode:
         if self.config.client:
             if not bootstrap:
                 raise LocalProtocolError("a client needs a peer to attach to")
-            self._admitting = bootstrap[0]
-            self._joined(now_ms)
+            if self.config.attach:
+                self._attachment = Attachment(tuple(bootstrap))
+                self.state = State.JOINING
+                self._attach(self._attachment.candidates(), 0, now_ms)
+            else:
+                self._admitting = bootstrap[0]
+                self._joined(now_ms)
         elif not bootstrap:
             self._joined(now_ms)
         else:
@@ -378,10 +414,18 @@ class PeerNode:
         """Find the node responsible for `target` (its FindAns, and `responder`)."""
         return self._user_request(Code.FIND, EMPTY, target, now_ms, first_hop)
 
-    def tunnel(self, node_id: int, payload: bytes, *, now_ms: int) -> int:
+    def tunnel(self, node_id: int, payload: bytes, *, now_ms: int, via: int | None = None) -> int:
         """Carry `payload` to the node `node_id` through the overlay; it gets a Tunnelled event.
-        Routed to that node by every topology (not through Kademlia's resource lookups)."""
-        return self._originate(Code.TUNNEL, Tunnel(payload), Dest(DestKind.NODE, node_id), now_ms, None)
+        Routed to that node by every topology (not through Kademlia's resource lookups). `via`:
+        the admitting peer of `node_id`, a client."""
+        to = Dest(DestKind.NODE, node_id)
+        dest = (to,) if via is None else (Dest(DestKind.NODE, via), to)
+        return self._originate_to(Code.TUNNEL, Tunnel(payload), dest, now_ms, None)
+
+    @property
+    def admitting_peer(self) -> NodeInfo | None:
+        """An attached client's peer (None: a peer, or not attached yet)."""
+        return self._attachment.peer if self._attachment is not None else None
 
     def stat(self, peer: Addr, *, now_ms: int, page: int = 0) -> int:
         """One page of the diagnostics of the peer at `peer` (an empty destination list:
@@ -406,10 +450,24 @@ class PeerNode:
         """Where a request for `dest` goes next: None means here; an Error is what to answer
         instead. A client sends everything through its admitting peer; a peer asks its topology."""
         if self.config.client:
+            if dest == (Dest(DestKind.NODE, self.me.node_id),):
+                return None
             if self._admitting is None:
                 return Error(ErrorCode.UNREACHABLE, "not attached")
             return Route(self._admitting, dest, None)
+        if len(dest) == 2 and dest[0].kind is DestKind.NODE and dest[1].kind is DestKind.NODE:
+            return self._hop_to_client(dest, avoid, sender)
         return self._hop_for(dest, avoid, sender)
+
+    def _hop_to_client(self, dest: tuple[Dest, ...], avoid: frozenset[int], sender: int | None) -> Route | Error | None:
+        """[NODE peer, NODE client]: to the peer as to any node; there, to the client."""
+        if dest[0].id != self.me.node_id:
+            hop = self._hop_for(dest[:1], avoid, sender)
+            return Route(hop.addr, dest, hop.node_id) if isinstance(hop, Route) else hop
+        addr = self._clients.address(dest[1].id)
+        if addr is None:
+            return Error(ErrorCode.UNREACHABLE, "no such client attached here")
+        return Route(addr, dest[1:], None)
 
     def _hop_for(self, dest: tuple[Dest, ...], avoid: frozenset[int] = frozenset(),
                  sender: int | None = None) -> Route | Error | None:
@@ -469,7 +527,11 @@ class PeerNode:
         if msg.code is Code.PING and msg.dest in ((), ((DestKind.NODE, self.me.node_id),)):
             self._perform(msg, sender, addr, now_ms)  # at once, no larger than it came: how senders prove themselves
             return
-        if self.config.client or (msg.code in _OVERLAY_CODES and self.state not in (State.JOINED, State.LEAVING)):
+        if self.config.client:
+            if not (self.config.attach and addr == self._admitting and msg.code in _TO_CLIENTS):
+                self._drop("state")
+                return
+        elif msg.code in _OVERLAY_CODES and self.state not in (State.JOINED, State.LEAVING):
             self._drop("state")
             return
         if not self._is_proven(sender):
@@ -707,13 +769,26 @@ class PeerNode:
         self._events.append(Tunnelled(msg.via[0], msg.body.payload))
         return Code.TUNNEL_ANS, EMPTY
 
+    def _on_attach(self, msg: Message, sender: NodeInfo, now_ms: int) -> tuple[Code, Body]:
+        """A client attaches, or keeps its attachment alive. It has answered our ping at this
+        address (return routability, above): requests for it go there."""
+        if len(msg.via) != 1:
+            return Code.ERROR, Error(ErrorCode.BAD_REQUEST, "attach to a peer directly")
+        if self.state is not State.JOINED:
+            return Code.ERROR, Error(ErrorCode.LEAVING, "leaving")
+        self._clients.heard(sender.node_id, sender.addr, now_ms=now_ms)
+        _, successors, _ = self._stat_topology()
+        alternates = tuple(NodeInfo(s, a) for s in successors[:ALTERNATES_MAX] if (a := self._address_of(s)))
+        return Code.ATTACH_ANS, AttachAns(self._timing.client_keepalive_ms // 1000, alternates)
+
     def _on_stat(self, msg: Message, sender: NodeInfo, now_ms: int) -> tuple[Code, Body]:
         assert isinstance(msg.body, Stat)
         return Code.STAT_ANS, self._stat_body(msg.body.page)
 
     def _stat_body(self, page: int | None) -> StatAns:
         """Page `page` of our diagnostics (None: all of it)."""
-        counters = tuple(sorted(self.counters.items()))
+        gauges = {"clients": len(self._clients)} if not self.config.client else {}
+        counters = tuple(sorted((self.counters | gauges).items()))
         pred, successors, fingers = self._stat_topology()
         pages = max(1, -(-max(len(counters), len(fingers)) // STAT_ITEMS_PER_PAGE))
         if page is not None:
@@ -733,12 +808,16 @@ class PeerNode:
         return self._originate(code, body, Dest(DestKind.RESOURCE, resource), now_ms, first_hop)
 
     def _originate(self, code: Code, body: Body, dest: Dest, now_ms: int, first_hop: Addr | None) -> int:
+        return self._originate_to(code, body, (dest,), now_ms, first_hop)
+
+    def _originate_to(self, code: Code, body: Body, dest: tuple[Dest, ...], now_ms: int,
+                      first_hop: Addr | None) -> int:
         """Send a request of our user's; the handle its RequestCompleted event will carry."""
         if self.state is not State.JOINED:
             raise LocalProtocolError(f"{code.name} in state {self.state.value}")
-        self._check_fits(code, body, dest.id)
+        self._check_fits(code, body, dest[-1].id)
         handle = self._new_handle()
-        self._request(code, body, (dest,), User(handle), now_ms, target=first_hop)
+        self._request(code, body, dest, User(handle), now_ms, target=first_hop)
         return handle
 
     def _check_fits(self, code: Code, body: Body, resource: int) -> None:
@@ -872,6 +951,41 @@ class PeerNode:
         self._events.append(Joined(self.me.node_id))
         if not self.config.client:
             self._maintenance_ms = now_ms + self._timing.maintenance_interval_ms
+        elif self.config.attach:
+            self._maintenance_ms = now_ms + self._keepalive_ms
+
+    # ------------------------------------------------------------------ an attached client
+
+    def _attach(self, candidates: tuple[Addr, ...], index: int, now_ms: int) -> None:
+        self._in_flight.add(("attach", 0))
+        self._request(Code.ATTACH, EMPTY, (), Attaching(candidates, index), now_ms, target=candidates[index])
+
+    def _keep_attached(self, now_ms: int) -> None:
+        """The keepalive: an ATTACH to our peer (the next candidate if it stays silent)."""
+        if ("attach", 0) not in self._in_flight and self._attachment is not None:
+            self._attach(self._attachment.candidates(), 0, now_ms)
+
+    def _done_attaching(self, purpose: Purpose, answer: Message | None, now_ms: int) -> None:
+        assert isinstance(purpose, Attaching) and self._attachment is not None
+        self._in_flight.discard(("attach", 0))
+        if answer is not None and isinstance(answer.body, AttachAns) and answer.via:
+            peer = NodeInfo(answer.via[-1], purpose.candidates[purpose.index])
+            self._admitting = peer.addr
+            self._keepalive_ms = max(1000, min(self._timing.client_keepalive_ms, answer.body.keepalive_s * 1000))
+            changed = self._attachment.attached(peer, answer.body.alternates)
+            if self.state is State.JOINING:
+                self._joined(now_ms)
+            if changed:
+                self.counters["attached"] += 1
+                self._events.append(Attached(peer.node_id, peer.addr))
+            return
+        self.counters["attach_failed"] += 1
+        if purpose.index + 1 < len(purpose.candidates):
+            self._attach(purpose.candidates, purpose.index + 1, now_ms)
+        elif self.state is State.JOINING:
+            self.state = State.IDLE
+            self._events.append(JoinFailed("no peer admitted this client"))
+        # else: attached before, nobody answers now; the next keepalive tries them all again
 
     def _probe(self, node: NodeInfo, now_ms: int) -> None:
         """Ping `node` unless a ping is already out; silence removes it everywhere."""

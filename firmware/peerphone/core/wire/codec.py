@@ -33,6 +33,7 @@ from ..limits import (
 from .messages import (
     EMPTY,
     Announce,
+    AttachAns,
     Body,
     Closest,
     ClosestAns,
@@ -286,6 +287,11 @@ def _tunnel(x: Any) -> Tunnel:
     return Tunnel(_bin(payload, TUNNEL_BYTES_MAX))
 
 
+def _attach_ans(x: Any) -> AttachAns:
+    keepalive, alternates = _fixed(x, 2)
+    return AttachAns(_uint(keepalive, 3600), _nodes(alternates))
+
+
 def _error(x: Any) -> Error:
     code, reason = _fixed(x, 2)
     return Error(_uint(code, 0xFFFF), _str(reason, REASON_CHARS_MAX))
@@ -317,6 +323,8 @@ _BODY_DECODERS: dict[Code, Callable[[Any], Body]] = {
     Code.CLOSEST_ANS: _closest_ans,
     Code.TUNNEL: _tunnel,
     Code.TUNNEL_ANS: _empty,
+    Code.ATTACH: _empty,
+    Code.ATTACH_ANS: _attach_ans,
     Code.ERROR: _error,
 }
 
@@ -365,6 +373,8 @@ def _encode_body(body: Body) -> list[Any]:
         return [[_enc_node(n) for n in body.nodes]]
     if isinstance(body, Tunnel):
         return [body.payload]
+    if isinstance(body, AttachAns):
+        return [body.keepalive_s, [_enc_node(n) for n in body.alternates]]
     if isinstance(body, Error):
         return [body.code, body.reason]
     raise LocalProtocolError(f"no encoder for {type(body).__name__}")

@@ -41,6 +41,8 @@ class Code(IntEnum):
     CLOSEST_ANS = 25
     TUNNEL = 26  # carries a SIP message to a node that cannot be reached directly (DESIGN.md)
     TUNNEL_ANS = 27
+    ATTACH = 28  # a client to its admitting peer: take me, and keep taking me (the keepalive too)
+    ATTACH_ANS = 29
     ERROR = 0xFFFF
 
     @property
@@ -220,13 +222,22 @@ class Tunnel:
 
 
 @dataclass(frozen=True, slots=True)
+class AttachAns:
+    """The admitting peer took the client: how often it wants to hear from it, and peers the
+    client may attach to if this one dies (its successors, or the nodes it knows)."""
+
+    keepalive_s: int
+    alternates: tuple[NodeInfo, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Error:
     code: int
     reason: str
 
 
 Body = Union[Empty, JoinAns, UpdateAns, Leave, FindAns, Store, StoreAns, Fetch, FetchAns, Stat, StatAns, Announce,
-             Members, MembersAns, Closest, ClosestAns, Tunnel, Error]
+             Members, MembersAns, Closest, ClosestAns, Tunnel, AttachAns, Error]
 
 
 @dataclass(frozen=True, slots=True)

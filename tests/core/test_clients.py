@@ -1,0 +1,110 @@
+"""Attached clients (issue 14) on the in-memory ring, once per topology: a client attaches to
+a peer, keeps the attachment alive, is reached through that peer only, is forgotten when it
+goes silent, and attaches to another peer when its own dies."""
+
+from peerphone.core.events import Attached, JoinFailed, RequestCompleted, Tunnelled
+from peerphone.core.limits import CLIENT_SILENCE_KEEPALIVES
+from peerphone.core.peer import PeerNode, State
+from peerphone.core.wire import encode
+from peerphone.core.wire.messages import Code, Dest, DestKind, Message, Tunnel
+
+from tests.ring import OVERLAY, Ring, build
+
+KEEPALIVE_MS = Ring().timing.client_keepalive_ms
+
+
+def attached_client(ring: Ring, via: PeerNode) -> PeerNode:
+    client = ring.add(attach=True, bootstrap=via.me.addr)
+    ring.run(1000)
+    assert client.state is State.JOINED and client.admitting_peer is not None
+    return client
+
+
+def tunnel_to(ring: Ring, origin: PeerNode, client: PeerNode, payload: bytes) -> RequestCompleted:
+    peer = client.admitting_peer
+    assert peer is not None
+    handle = origin.tunnel(client.me.node_id, payload, now_ms=ring.now_ms, via=peer.node_id)
+    ring.flush(origin)
+    ring.run(3000)
+    [done] = [e for at, e in ring.events if at == origin.me.addr and isinstance(e, RequestCompleted)
+              and e.handle == handle]
+    return done
+
+
+def test_a_client_attaches_to_a_peer_and_is_reached_through_it_from_anywhere(topology):
+    ring = build(8, topology=topology)
+    peers = ring.live()
+    client = attached_client(ring, peers[2])
+    assert client.admitting_peer == peers[2].me
+    assert [e for at, e in ring.events if at == client.me.addr and isinstance(e, Attached)] == [
+        Attached(peers[2].me.node_id, peers[2].me.addr)]
+    assert dict(peers[2].stat_local().counters)["clients"] == 1
+    for origin in (peers[0], peers[5], peers[2]):
+        payload = f"INVITE from {origin.me.node_id:x}".encode()
+        done = tunnel_to(ring, origin, client, payload)
+        assert done.error is None and done.responder == client.me.node_id
+        assert [e for at, e in ring.events if isinstance(e, Tunnelled) and e.payload == payload] == [
+            Tunnelled(origin.me.node_id, payload)]
+    for peer in peers:  # it routes nothing: no peer has it in its tables
+        stat = peer.stat_local()
+        assert client.me.node_id not in (stat.pred, *stat.successors, *stat.fingers)
+
+
+def test_a_client_sends_one_keepalive_a_period_and_its_peer_keeps_it(topology):
+    ring = build(5, topology=topology)
+    peer = ring.live()[1]
+    client = attached_client(ring, peer)
+    sent_before = sum(v for k, v in client.counters.items() if k.startswith("sent."))
+    periods = 10
+    ring.run(periods * KEEPALIVE_MS)
+    sent = sum(v for k, v in client.counters.items() if k.startswith("sent.")) - sent_before
+    assert periods - 1 <= client.counters["sent.ATTACH"] - 1 <= periods + 1
+    assert sent <= periods + 2, client.counters  # keepalives, and nothing else (ping answers aside)
+    assert tunnel_to(ring, ring.live()[3], client, b"still there").error is None
+
+
+def test_a_silent_client_is_forgotten_and_a_tunnel_to_it_fails_fast(topology):
+    ring = build(5, topology=topology)
+    peer, origin = ring.live()[1], ring.live()[3]
+    client = attached_client(ring, peer)
+    ring.kill(client)
+    ring.run((CLIENT_SILENCE_KEEPALIVES + 1) * KEEPALIVE_MS)
+    assert dict(peer.stat_local().counters)["clients"] == 0
+    done = tunnel_to(ring, origin, client, b"anyone?")
+    assert done.error is not None and "no such client" in done.error.reason
+
+
+def test_when_its_peer_dies_a_client_attaches_to_another_within_a_keepalive(topology):
+    ring = build(8, topology=topology)
+    first = ring.live()[4]
+    client = attached_client(ring, first)
+    ring.kill(first)
+    ring.run(KEEPALIVE_MS + 10_000)  # the next keepalive, its retransmissions, then an alternate
+    now = client.admitting_peer
+    assert now is not None and now.node_id != first.me.node_id
+    moves = [e for at, e in ring.events if at == client.me.addr and isinstance(e, Attached)]
+    assert [m.peer_id for m in moves] == [first.me.node_id, now.node_id]
+    origin = next(p for p in ring.live() if p.me.node_id != now.node_id)
+    assert tunnel_to(ring, origin, client, b"found you").error is None
+
+
+def test_a_client_takes_nothing_but_from_its_own_peer(topology):
+    ring = build(4, topology=topology)
+    peer, stranger = ring.live()[0], ring.live()[2]
+    client = attached_client(ring, peer)
+    forged = Message(8, (stranger.me.node_id,), (Dest(DestKind.NODE, client.me.node_id),), 77, Code.TUNNEL,
+                     Tunnel(b"INVITE, straight to you"))
+    client.receive_datagram(encode(forged, OVERLAY), stranger.me.addr, now_ms=ring.now_ms)
+    ring.flush(client)
+    assert client.counters["drop.state"] == 1
+    assert not [e for at, e in ring.events if at == client.me.addr and isinstance(e, Tunnelled)]
+
+
+def test_a_client_nobody_admits_fails_to_join():
+    ring = build(3)
+    gone = ring.live()[0]
+    ring.kill(gone)
+    client = ring.add(attach=True, bootstrap=gone.me.addr)
+    ring.run(10_000)
+    assert client.state is State.IDLE
+    assert [e for at, e in ring.events if at == client.me.addr and isinstance(e, JoinFailed)]
