@@ -10,7 +10,15 @@ from peerphone.core.ids import id_from_name
 from peerphone.core.usages import Kind, OfflineMessage, Registration
 from peerphone.core.wire.messages import DataModel, Entry
 from peerphone.sip import front as front_module
-from peerphone.sip.front import RESOLVING_MAX, RESOLVING_PER_SOURCE_MAX, Forwarded, Link, OverlayFetch, OverlayStore
+from peerphone.sip.front import (
+    RESOLVING_MAX,
+    RESOLVING_PER_SOURCE_MAX,
+    Forwarded,
+    Link,
+    OverlayFetch,
+    OverlayStore,
+    OverlayTunnel,
+)
 from peerphone.sip.message import SipRequest, SipResponse
 
 from tests.sip.frontworld import DOMAIN, FRONT_PORT, PHONE, FrontWorld, answer, request
@@ -439,3 +447,37 @@ def test_a_retransmitted_register_gets_the_same_answer_without_being_served_agai
     assert world.front.counters["sip REGISTER"] == 1  # parsed and served once
     world.send(raw, PHONE + 14)  # the same bytes from elsewhere: not taken for a retransmission
     assert world.front.counters["sip REGISTER"] == 2
+
+
+def test_a_client_front_says_its_phones_are_reached_through_its_peer_and_moves_them_when_it_moves():
+    world = FrontWorld()
+    world.register("ivy", port=PHONE + 20)
+    aor = f"sip:ivy@{DOMAIN}"
+
+    def stored() -> Registration:
+        [entry] = world.fetch(aor, Kind.SIP_REGISTRATION).entries
+        return Registration.from_bytes(entry.value)
+
+    assert stored().reachable and stored().via is None
+    world.front.reached_through(0xBEEF, now_ms=world.now_ms)
+    world.advance(10)
+    assert (stored().reachable, stored().via, stored().node_id) == (False, 0xBEEF, world.node.me.node_id)
+    world.front.reached_through(0xCAFE, now_ms=world.now_ms)  # its peer died: another admitted it
+    world.advance(10)
+    assert stored().via == 0xCAFE
+    world.front.reached_through(None, now_ms=world.now_ms)  # a peer again
+    world.advance(10)
+    assert stored().reachable and stored().via is None
+
+
+def test_sip_for_a_phone_behind_a_client_goes_through_the_overlay_by_way_of_its_peer():
+    world = FrontWorld()
+    aor = f"sip:kai@{DOMAIN}"
+    record = Registration(f"sip:kai@127.0.0.1:{PHONE + 21}", ("127.0.0.1", 6011), 0x5151, False, via=0x7777)
+    world.node.store(id_from_name(aor), Kind.SIP_REGISTRATION, DataModel.DICTIONARY,
+                     [Entry(b"k" * 20, record.to_bytes(), 1000, 600)], now_ms=world.now_ms)
+    world.ring.flush(world.node)
+    world.ring.run(10)
+    world.send(request("INVITE", aor))
+    tunnels = [r for r in world.overlay_started if isinstance(r, OverlayTunnel)]
+    assert tunnels and {(t.node_id, t.via) for t in tunnels} == {(0x5151, 0x7777)}

@@ -208,6 +208,9 @@ def _peer_arguments(peer: argparse.ArgumentParser, overlay_help: str) -> None:
     peer.add_argument("--advertise", metavar="HOST", help="address other peers reach us at "
                       "(default: the listen address, or the route toward the first bootstrap peer)")
     peer.add_argument("--overlay", default=DEFAULT_OVERLAY, help=overlay_help)
+    peer.add_argument("--client", action="store_true",
+                      help="attach to a bootstrap peer as a client: store and route nothing for others, be "
+                           "reached through that peer (a battery handset, a node others cannot reach)")
     _topology_argument(peer, "chord, kademlia, or onehop for overlays of up to a few hundred nodes; every peer "
                              "of one overlay must use the same (default chord)")
     peer.add_argument("--maintenance-ms", type=_positive_ms, default=Timing().maintenance_interval_ms,

@@ -97,6 +97,9 @@ async def stat(args: argparse.Namespace) -> int:
     finally:
         driver.close()
     print(f"node        {s.node_id:040x}")
+    counters = dict(s.counters)
+    print(f"role        {'client' if counters.get('client') else 'peer'}"
+          + (f", {counters['clients']} clients attached" if counters.get("clients") else ""))
     print(f"predecessor {'-' if s.pred is None else format(s.pred, '040x')}")
     print(f"successors  {' '.join(short(x) for x in s.successors)}")
     print(f"fingers     {len(s.fingers)} distinct: {' '.join(short(x) for x in s.fingers)}")

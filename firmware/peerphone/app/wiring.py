@@ -27,8 +27,11 @@ async def start_peer(args: argparse.Namespace, supervisor: Supervisor) -> tuple[
     bootstrap = [parse_hostport(b, DEFAULT_PORT) for b in args.bootstrap]
     advertise_host = args.advertise or (listen[0] if listen[0] not in ("0.0.0.0", "::") else
                                         route_source_address(bootstrap[0] if bootstrap else ("192.0.2.1", 9)))
+    client = getattr(args, "client", False)
+    if client and not bootstrap:
+        raise ConfigError("--client needs --bootstrap: a client attaches to a peer of an overlay")
     config = PeerConfig(overlay_id(args.overlay), Timing().scaled(args.maintenance_ms),
-                        topology=Topology(args.topology))
+                        topology=Topology(args.topology), client=client, attach=client)
     try:
         driver = await UdpDriver.open(listen, system_node_factory(config, advertise_host))
     except OSError as e:
@@ -44,7 +47,10 @@ async def start_peer(args: argparse.Namespace, supervisor: Supervisor) -> tuple[
         driver.close()
         raise
     me = driver.node.me
-    print(f"listening {me.addr[0]}:{me.addr[1]} id={me.node_id:040x}", flush=True)
+    admitting = driver.node.admitting_peer
+    print(f"listening {me.addr[0]}:{me.addr[1]} id={me.node_id:040x}"
+          + (f" client of {admitting.node_id:040x} at {admitting.addr[0]}:{admitting.addr[1]}" if admitting else ""),
+          flush=True)
     log.info("peer %s on %s:%d, overlay %r", short(me.node_id), me.addr[0], me.addr[1], args.overlay)
     supervisor.on_shutdown("leave the overlay", lambda: driver.leave(config.timing.leave_timeout_ms / 1000))
     front = None
@@ -52,14 +58,31 @@ async def start_peer(args: argparse.Namespace, supervisor: Supervisor) -> tuple[
         sip_listen = parse_hostport(args.sip_listen)
         gateways = dict(parse_gateway(g) for g in args.gateway)
         front_config = FrontConfig(args.domain or args.overlay, me.node_id, advertise_host, sip_listen[1],
-                                   gateways=gateways, reachable=not args.sip_tunnel)
+                                   gateways=gateways, reachable=not args.sip_tunnel,
+                                   admitting=admitting.node_id if admitting else None)
         try:
             front = await SipTransport.open(*sip_listen, front_config, driver, supervisor.spawn)
         except OSError as e:
             raise ConfigError(f"cannot listen for SIP on {args.sip_listen}: {e.strerror or e}") from None
         supervisor.on_shutdown("close the SIP front", front.close)
         print(f"sip {advertise_host}:{front.port} domain={front.front.config.domain}", flush=True)
+    if client:
+        _say_when_attached(driver)
     return driver, front
+
+
+def _say_when_attached(driver: UdpDriver) -> None:
+    """A client's new admitting peer, on stdout (after whatever else listens for it)."""
+    before = driver.on_attached
+
+    def attached(peer_id: int) -> None:
+        if before is not None:
+            before(peer_id)
+        peer = driver.node.admitting_peer
+        where = f" at {peer.addr[0]}:{peer.addr[1]}" if peer is not None else ""
+        print(f"attached to {peer_id:040x}{where}", flush=True)
+
+    driver.on_attached = attached
 
 
 async def open_client(via: Addr, overlay: str, topology: Topology = Topology.CHORD) -> UdpDriver:

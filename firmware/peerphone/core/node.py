@@ -450,8 +450,8 @@ class PeerNode:
         """Where a request for `dest` goes next: None means here; an Error is what to answer
         instead. A client sends everything through its admitting peer; a peer asks its topology."""
         if self.config.client:
-            if dest == (Dest(DestKind.NODE, self.me.node_id),):
-                return None
+            if not dest or dest == (Dest(DestKind.NODE, self.me.node_id),):
+                return None  # for us: a STAT, or what our peer hands us
             if self._admitting is None:
                 return Error(ErrorCode.UNREACHABLE, "not attached")
             return Route(self._admitting, dest, None)
@@ -528,7 +528,8 @@ class PeerNode:
             self._perform(msg, sender, addr, now_ms)  # at once, no larger than it came: how senders prove themselves
             return
         if self.config.client:
-            if not (self.config.attach and addr == self._admitting and msg.code in _TO_CLIENTS):
+            from_peer = self.config.attach and addr == self._admitting and msg.code in _TO_CLIENTS
+            if not (from_peer or (msg.code is Code.STAT and not msg.dest)):  # diagnostics: from anyone, as a peer's
                 self._drop("state")
                 return
         elif msg.code in _OVERLAY_CODES and self.state not in (State.JOINED, State.LEAVING):
@@ -787,7 +788,7 @@ class PeerNode:
 
     def _stat_body(self, page: int | None) -> StatAns:
         """Page `page` of our diagnostics (None: all of it)."""
-        gauges = {"clients": len(self._clients)} if not self.config.client else {}
+        gauges = {"client": 1} if self.config.client else {"clients": len(self._clients)}
         counters = tuple(sorted((self.counters | gauges).items()))
         pred, successors, fingers = self._stat_topology()
         pages = max(1, -(-max(len(counters), len(fingers)) // STAT_ITEMS_PER_PAGE))
@@ -902,6 +903,8 @@ class PeerNode:
         assert isinstance(purpose, User)
         if answer is None:
             self._completed(purpose.handle, TIMED_OUT, 0, None)
+            if self.config.attach and self.state is State.JOINED:
+                self._keep_attached(now_ms)  # our peer may be dead: ask now, not at the next keepalive
         else:
             self._completed(purpose.handle, answer.body, max(0, len(answer.via) - 1),
                             answer.via[-1] if answer.via else None)

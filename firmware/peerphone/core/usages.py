@@ -48,33 +48,32 @@ class Registration:
     """Where an AOR is reachable: its contact, and the SIP front (and node) serving it.
 
     `reachable` is False when the front cannot be sent to directly (a client behind
-    NAT): requests then travel through the overlay to `node_id` (a Tunnel request).
+    NAT): requests then travel through the overlay to `node_id` (a Tunnel request), and
+    through `via` first when that node is a client attached to the peer `via`.
     """
 
     contact: str
     front: Addr
     node_id: int
     reachable: bool = True
+    via: int | None = None
 
     def to_bytes(self) -> bytes:
-        return _dump({"c": self.contact, "h": self.front[0], "p": self.front[1],
-                      "n": format(self.node_id, "x"), "r": self.reachable})
+        fields = {"c": self.contact, "h": self.front[0], "p": self.front[1], "n": format(self.node_id, "x"),
+                  "r": self.reachable}
+        if self.via is not None:
+            fields["v"] = format(self.via, "x")
+        return _dump(fields)
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> "Registration":
         d = _load(raw)
-        contact, host, port, node, reachable = (d.get(k) for k in ("c", "h", "p", "n", "r"))
+        contact, host, port, node, reachable, via = (d.get(k) for k in ("c", "h", "p", "n", "r", "v"))
         if not (isinstance(contact, str) and 0 < len(contact) <= URI_CHARS_MAX and isinstance(host, str)
                 and 0 < len(host) <= HOST_CHARS_MAX and type(port) is int and 0 < port < 65536
-                and isinstance(node, str) and 0 < len(node) <= 40 and isinstance(reachable, bool)):
+                and isinstance(reachable, bool)):
             raise RecordError("bad registration record")
-        try:
-            node_id = int(node, 16)
-        except ValueError:
-            raise RecordError("bad registration record") from None
-        if node_id < 0:
-            raise RecordError("bad registration record")
-        return cls(contact, (host, port), node_id, reachable)
+        return cls(contact, (host, port), _node_id(node), reachable, None if via is None else _node_id(via))
 
 
 @dataclass(frozen=True)
@@ -118,3 +117,10 @@ def _load(raw: bytes) -> dict[str, object]:
     if not isinstance(d, dict):
         raise RecordError("record is not an object")
     return d
+
+
+def _node_id(text: object) -> int:
+    """A node id as a record writes it (hex), checked."""
+    if not (isinstance(text, str) and 0 < len(text) <= 40 and all(c in "0123456789abcdef" for c in text)):
+        raise RecordError("bad registration record")
+    return int(text, 16)

@@ -167,6 +167,7 @@ class SipTransport(asyncio.DatagramProtocol):
                                   wall_offset_ms=time.time_ns() // 1_000_000 - now_ms)
             overlay.on_tunnel = sip._tunnelled
             overlay.on_node_failed = sip._node_failed
+            overlay.on_attached = sip._attached
             sip._pump()
             return sip
         raise OSError("no port free for both UDP and TCP")
@@ -203,6 +204,10 @@ class SipTransport(asyncio.DatagramProtocol):
 
     def _tunnelled(self, origin: int, payload: bytes) -> None:
         self.front.receive_tunnelled(origin, payload, now_ms=self.now_ms())
+        self._pump()
+
+    def _attached(self, peer_id: int) -> None:
+        self.front.reached_through(peer_id, now_ms=self.now_ms())
         self._pump()
 
     def _node_failed(self) -> None:

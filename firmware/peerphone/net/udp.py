@@ -22,7 +22,7 @@ import socket
 import time
 from typing import Callable
 
-from ..core.events import Event, Joined, JoinFailed, Left, NodeFailed, RequestCompleted, Tunnelled
+from ..core.events import Attached, Event, Joined, JoinFailed, Left, NodeFailed, RequestCompleted, Tunnelled
 from ..core.ids import short
 from ..core.peer import PeerConfig, PeerNode, make_peer
 from ..core.wire.messages import Addr, DataModel, Entry, Error, FetchAns, NodeInfo, StatAns
@@ -50,6 +50,7 @@ class UdpDriver:
         self.left: asyncio.Future[None] = self._loop.create_future()
         self.on_tunnel: Callable[[int, bytes], None] | None = None  # (origin node, payload)
         self.on_node_failed: Callable[[], None] | None = None  # the overlay may have lost copies
+        self.on_attached: Callable[[int], None] | None = None  # a client's new admitting peer (its id)
         host, port = sock.getsockname()[:2]
         self.node: PeerNode = make_node((host, port), self.now_ms())
         self._loop.add_reader(sock.fileno(), self._on_readable)
@@ -135,6 +136,10 @@ class UdpDriver:
         elif isinstance(event, Tunnelled):
             if self.on_tunnel is not None:
                 self.on_tunnel(event.origin, event.payload)
+        elif isinstance(event, Attached):
+            log.info("attached to peer %s at %s:%d", short(event.peer_id), *event.addr)
+            if self.on_attached is not None:
+                self.on_attached(event.peer_id)
         elif isinstance(event, NodeFailed):
             log.info("node %s failed", short(event.node_id))
             if self.on_node_failed is not None:

@@ -84,6 +84,7 @@ SERVER_GIVE_UP_MS = TIMER_C_MS + 64 * 500  # a request nothing answered by then 
 RETRY_AFTER_S = 5
 GATEWAY_LIFETIME_S = 180
 TUNNEL_PARAM = "pp-node"  # on our Record-Route when we are reached through the overlay: our node id
+VIA_PARAM = "pp-via"  # and when we are a client: our admitting peer's
 ROUTE_TOKEN_PARAM = "pp-rr"  # on our Record-Route: proof, when it comes back as a Route, that we recorded it
 OFFLINE_LIFETIME_S = min(LIFETIME_S_MAX, 7 * 24 * 3600)
 OFFLINE_RECHECK_MS = 300_000
@@ -124,6 +125,7 @@ class Link:
     transport: str  # "UDP", "TCP", or "TUNNEL": through the overlay to `node_id`
     addr: Addr
     node_id: int = 0
+    via: int | None = None  # a TUNNEL to a client: its admitting peer
 
     @property
     def via_transport(self) -> str:
@@ -142,6 +144,7 @@ class FrontConfig:
     port: int = 5060  # where we listen (UDP and TCP): in our Via and Record-Route
     reach_timeout_ms: int = REACH_TIMEOUT_MS  # no answer at all from the next hop within this: 480
     reachable: bool = True  # False: other fronts send to us through the overlay (we are behind NAT)
+    admitting: int | None = None  # our node is a client attached to this peer: we are reached through it
     gateways: dict[str, Addr] = field(default_factory=dict)  # foreign domain -> its proxy
 
 
@@ -174,9 +177,10 @@ class OverlayTunnel:
     handle: int
     node_id: int
     payload: bytes
+    via: int | None = None
 
     def start(self, node: PeerNode, now_ms: int) -> int:
-        return node.tunnel(self.node_id, self.payload, now_ms=now_ms)
+        return node.tunnel(self.node_id, self.payload, now_ms=now_ms, via=self.via)
 
 
 OverlayRequest = Union[OverlayStore, OverlayFetch, OverlayTunnel]
@@ -646,7 +650,7 @@ class SipFront:
     def _registration(self, contact: str, stamp: int, expires_s: int) -> Entry:
         """The overlay's record of one binding of ours (a removal when `expires_s` is 0)."""
         record = Registration(contact, (self.config.advertise_host, self.config.port), self.config.node_id,
-                              self.config.reachable)
+                              self._reachable, self.config.admitting)
         return Entry(_contact_key(contact), record.to_bytes() if expires_s else b"", stamp, expires_s)
 
     def _register_stored(self, now_ms: int) -> None:
@@ -733,6 +737,22 @@ class SipFront:
             for b in bindings.values():
                 b.offline_checked_ms = now_ms
             self._deliver_offline(aor, now_ms)
+
+    @property
+    def _reachable(self) -> bool:
+        return self.config.reachable and self.config.admitting is None
+
+    def reached_through(self, peer_id: int | None, *, now_ms: int) -> None:
+        """Our node became a client attached to `peer_id` (None: a peer again): our phones'
+        records in the overlay say so at once, so calls take the new path."""
+        if peer_id == self.config.admitting:
+            return
+        self.config.admitting = peer_id
+        for aor in self._bindings.aors():
+            bindings = list(self._bindings.live(aor, now_ms=now_ms).values())
+            if bindings:
+                self.counters["sip registrations stored on a new path"] += len(bindings)
+                self._store_behind(aor, bindings, now_ms)
 
     def overlay_changed(self, *, now_ms: int) -> None:
         """A node of the overlay failed: our phones' records may have gone with it."""
@@ -826,7 +846,7 @@ class SipFront:
             targets: list[Link] = []
             for _, record in sorted(records, key=lambda r: -r[0]):
                 target = Link("UDP", record.front) if record.reachable else \
-                    Link("TUNNEL", record.front, record.node_id)
+                    Link("TUNNEL", record.front, record.node_id, record.via)
                 if target not in targets and target != avoid:
                     targets.append(target)
             req.uri = aor  # the serving front knows the AOR, not our own address it may have been sent to
@@ -874,9 +894,9 @@ class SipFront:
             log.warning("sip: %s: %s", what, error.reason)
 
     def _link_to(self, uri: Uri) -> Link:
-        node = uri.param(TUNNEL_PARAM)  # a front that is reached through the overlay (its Record-Route)
-        if node and len(node) <= 40 and all(c in "0123456789abcdef" for c in node):
-            return Link("TUNNEL", (uri.host, uri.port or 5060), int(node, 16))
+        node = _hex_id(uri.param(TUNNEL_PARAM))  # a front that is reached through the overlay (its Record-Route)
+        if node is not None:
+            return Link("TUNNEL", (uri.host, uri.port or 5060), node, _hex_id(uri.param(VIA_PARAM)))
         transport = "TCP" if (uri.param("transport") or "").lower() == "tcp" else "UDP"
         return Link(transport, (uri.host, uri.port or 5060))
 
@@ -909,7 +929,9 @@ class SipFront:
         out.headers.insert(0, ("Via", self._via(downstream, branch)))
         if req.method in DIALOG_CREATING and _tag(req.get("to")) == "":
             transport = ";transport=tcp" if "TCP" in (upstream.transport, downstream.transport) else ""
-            node = "" if self.config.reachable else f";{TUNNEL_PARAM}={self.config.node_id:x}"
+            node = "" if self._reachable else f";{TUNNEL_PARAM}={self.config.node_id:x}"
+            if self.config.admitting is not None:
+                node += f";{VIA_PARAM}={self.config.admitting:x}"
             token = f";{ROUTE_TOKEN_PARAM}={self._route_token(req)}"
             out.headers.insert(1, ("Record-Route", f"<sip:{self.config.advertise_host}:{self.config.port}"
                                                    f"{transport}{node}{token};lr>"))
@@ -1178,7 +1200,7 @@ class SipFront:
             self._handles += 1
             wait = _Wait(self._handles, failed, None, "", 0)
             self._waits[wait.handle] = wait  # no deadline of ours: the overlay's transaction ends it
-            self._requests.append(OverlayTunnel(wait.handle, link.node_id, part))
+            self._requests.append(OverlayTunnel(wait.handle, link.node_id, part, link.via))
 
     # ------------------------------------------------------------------ offline messages (seed 000)
 
@@ -1354,3 +1376,10 @@ def _drop_first(msg: SipRequest | SipResponse, name: str) -> None:
             else:
                 del msg.headers[i]
             return
+
+
+def _hex_id(text: str | None) -> int | None:
+    """A node id as our Record-Route writes it (hex), or None."""
+    if text and len(text) <= 40 and all(c in "0123456789abcdef" for c in text):
+        return int(text, 16)
+    return None
