@@ -72,6 +72,17 @@ class LineProc:
             if match:
                 return match
 
+    def collect(self, seconds: float) -> list[str]:
+        """Every line that comes within `seconds` (kept in `seen` too)."""
+        deadline, got = time.monotonic() + seconds, []
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                got.append(self.lines.get(timeout=left))
+            except queue.Empty:
+                break
+        self.seen += got
+        return got
+
     def saw(self, pattern: str, timeout: float = START_TIMEOUT_S) -> str:
         """A line matching `pattern`, already seen or still to come."""
         for line in self.seen:

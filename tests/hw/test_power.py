@@ -46,7 +46,10 @@ def test_a_missing_or_unreadable_battery_is_one_clear_line(tmp_path: Path):
         SysfsBattery.find("auto", tmp_path)
     with pytest.raises(PowerError, match=r"no battery BAT1 in .* \(it lists: AC\)"):
         SysfsBattery.find("BAT1", tmp_path)
+    with pytest.raises(PowerError, match="no capacity file"):
+        SysfsBattery.find(str(tmp_path / "AC"))
     broken = supply(tmp_path, "BAT0", "Battery", capacity="", status="Discharging")
+    assert SysfsBattery.find(str(broken)).directory == broken  # a directory named whole
     with pytest.raises(PowerError, match="capacity: unreadable"):
         SysfsBattery(broken).read()
 

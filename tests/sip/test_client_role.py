@@ -6,9 +6,11 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import wave
 from pathlib import Path
 
 import pytest
+from peerphone.app.roles import ROLE_CHECK_S
 from peerphone.app.tone import dominant_frequency
 
 from tests.procs import LineProc, peerphone, stop
@@ -56,6 +58,80 @@ def test_a_client_phone_is_called_through_its_peer_and_through_another_once_that
         moved = bob.expect(r"^attached to ([0-9a-f]+) at (\S+)$", timeout=REATTACH_S)
         assert int(moved.group(1), 16) in {p.node_id for p in peers if p is not admitting}
         call_with_tone(alice, bob, "bob")  # bob's front stored his registration anew when he moved
+    finally:
+        for phone in (alice, bob):
+            if phone is not None:
+                phone.stop()
+        stop(peers)
+
+
+def battery(directory: Path, percent: int, status: str) -> None:
+    """Write a battery as the kernel's power_supply class shows it."""
+    directory.mkdir(exist_ok=True)
+    (directory / "type").write_text("Battery\n")
+    (directory / "status").write_text(status + "\n")
+    (directory / "capacity").write_text(f"{percent}\n")
+
+
+def last_seconds(recording: Path, seconds: float, out: Path) -> Path:
+    with wave.open(str(recording), "rb") as whole:
+        rate, frames = whole.getframerate(), whole.getnframes()
+        whole.setpos(max(0, frames - int(rate * seconds)))
+        tail = whole.readframes(frames)
+        params = whole.getparams()
+    with wave.open(str(out), "wb") as part:
+        part.setparams(params)
+        part.writeframes(tail)
+    return out
+
+
+def test_a_phone_on_a_draining_battery_becomes_a_client_and_a_peer_again_on_its_charger(tmp_path: Path):
+    peers = start_overlay(4)
+    supply = tmp_path / "BAT0"
+    battery(supply, 80, "Discharging")
+    bob = alice = None
+    try:
+        bob = LineProc.start([sys.executable, "-m", "peerphone", "phone", "--aor", f"sip:bob2@{DOMAIN}",
+                              "--bootstrap", peers[0].addr, "--listen", "127.0.0.1:0", "--sip-listen", "127.0.0.1:0",
+                              "--maintenance-ms", "100", "--battery", str(supply), "--role-dwell-s", "3",
+                              "--record-dir", str(tmp_path)], stdin=subprocess.PIPE)
+        assert "battery, link and reachability all good" in bob.expect(r"^role peer: ").string
+        bob_node = bob.expect(r"^listening (\S+) id=").group(1)
+        bob.expect(rf"^registered sip:bob2@{DOMAIN}")
+        keys = [f"kept-{i}" for i in range(24)]
+        for key in keys:
+            assert peerphone("put", key, f"value of {key}", "--via", bob_node).returncode == 0
+        held = int(re.search(r"^values\s+(\d+) stored", peerphone("stat", "--via", bob_node).stdout, re.M).group(1))
+        assert held > 0, "bob, a peer, should hold some of the values"  # about 3 in 5 of them
+
+        alice = start_phone("alice2", peers[3].sip)
+        alice.send(f"call sip:bob2@{DOMAIN} tone=1000 seconds=14")
+        bob.expect(r"^incoming call from ", timeout=30)
+        battery(supply, 15, "Discharging")
+        assert "battery 15% and discharging" in bob.expect(r"^role client: ", timeout=30).string
+        bob.expect(r"^role client: in the overlay through ", timeout=60)
+        assert counters(bob_node)["role"] == "client"
+        for key in keys:  # what bob held was handed over before he stopped answering for it
+            got = peerphone("get", key, "--via", peers[1].addr)
+            assert got.returncode == 0 and got.stdout.strip() == f"value of {key}", (key, got.stderr)
+        assert alice.expect(r"^call ended \((\d+)", timeout=60).group(1) == "200"  # the call went on
+        recording = Path(bob.expect(r"^recorded (\S+)").group(1))
+        hz, level = dominant_frequency(last_seconds(recording, 3, tmp_path / "tail.wav"))
+        assert abs(hz - 1000) <= 20 and level > 0.05, (hz, level)  # the tone to the end, after the change
+
+        battery(supply, 90, "Charging")
+        assert "all good" in bob.expect(r"^role peer: ", timeout=30).string
+        bob.expect(r"^role peer: in the overlay", timeout=60)
+        assert counters(bob_node)["role"] == "peer"
+        call_with_tone(alice, bob, "bob2")  # reached directly again
+
+        flips_s, lines = 16.5, []
+        for i in range(int(flips_s / 1.5)):  # a gauge that jumps across both thresholds every 1.5 s
+            battery(supply, 10 if i % 2 == 0 else 95, "Discharging")
+            lines += bob.collect(1.5)
+        changes = [line for line in lines if line.startswith("role ") and "in the overlay" not in line]
+        # It follows the gauge, but at most once per dwell (3 s) and per check (ROLE_CHECK_S, 5 s)
+        assert 1 <= len(changes) <= flips_s / max(3, ROLE_CHECK_S) + 1, changes
     finally:
         for phone in (alice, bob):
             if phone is not None:

@@ -211,6 +211,12 @@ def _peer_arguments(peer: argparse.ArgumentParser, overlay_help: str) -> None:
     peer.add_argument("--client", action="store_true",
                       help="attach to a bootstrap peer as a client: store and route nothing for others, be "
                            "reached through that peer (a battery handset, a node others cannot reach)")
+    peer.add_argument("--battery", metavar="auto|NAME|DIR",
+                      help="follow this battery (the kernel's power_supply: the first battery, one by name, or a "
+                           "directory of its files): a client below 25%% while discharging, a peer again from 50%% or "
+                           "on a charger (a board file's [battery] and [role] say otherwise)")
+    peer.add_argument("--role-dwell-s", type=int, metavar="S",
+                      help="least time in a role before the battery may change it (default 60, or the board's)")
     _topology_argument(peer, "chord, kademlia, or onehop for overlays of up to a few hundred nodes; every peer "
                              "of one overlay must use the same (default chord)")
     peer.add_argument("--maintenance-ms", type=_positive_ms, default=Timing().maintenance_interval_ms,

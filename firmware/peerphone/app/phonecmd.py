@@ -83,7 +83,7 @@ async def phone(args: argparse.Namespace) -> int:
         proxy, *backups = [parse_hostport(p, 5060) for p in args.proxy]
     else:
         args.domain = args.domain or aor.host
-        _driver, front = await start_peer(args, supervisor)
+        _driver, front = await start_peer(args, supervisor, board)
         if front is None:
             raise ConfigError("a phone with its own peer needs its SIP front: drop --sip-listen off or give --proxy")
         # The handset sits beside its front, on the address the rest of the overlay reaches it at:

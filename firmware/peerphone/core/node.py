@@ -422,6 +422,14 @@ class PeerNode:
         dest = (to,) if via is None else (Dest(DestKind.NODE, via), to)
         return self._originate_to(Code.TUNNEL, Tunnel(payload), dest, now_ms, None)
 
+    def known_peers(self) -> list[Addr]:
+        """Peers to join or attach through after a role change: a client's peer and the peers it
+        would fall back on; a peer's successors (or nearest contacts)."""
+        if self._attachment is not None:
+            return list(self._attachment.candidates())
+        _, successors, _ = self._stat_topology()
+        return [a for s in successors if (a := self._address_of(s)) is not None]
+
     @property
     def admitting_peer(self) -> NodeInfo | None:
         """An attached client's peer (None: a peer, or not attached yet)."""

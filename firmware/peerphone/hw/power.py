@@ -34,7 +34,7 @@ class BatterySpec:
     """A board file's [battery] section."""
 
     source: str = "none"  # none (mains), sysfs, ina219
-    supply: str = "auto"  # sysfs: a name under /sys/class/power_supply, or the first battery there
+    supply: str = "auto"  # sysfs: a name under /sys/class/power_supply, a directory, or auto: the first battery
     i2c_bus: int = 1  # ina219: /dev/i2c-N, its address, the cells in series
     address: int = 0x42
     cells: int = 1
@@ -73,7 +73,12 @@ class SysfsBattery:
 
     @classmethod
     def find(cls, supply: str = "auto", root: Path = SYSFS_POWER_SUPPLY) -> SysfsBattery:
-        """`supply`: a name under `root` (BAT0, pisugar-battery), or auto: the first of type Battery."""
+        """`supply`: a name under `root` (BAT0, pisugar-battery), a directory of the same files, or
+        auto: the first of type Battery under `root`."""
+        if supply.startswith("/"):
+            if not (Path(supply) / "capacity").exists():
+                raise PowerError(f"{supply}: no capacity file (a power_supply directory has capacity and status)")
+            return cls(Path(supply))
         if supply != "auto":
             if not (root / supply / "capacity").exists():
                 raise PowerError(f"no battery {supply} in {root} (it lists: {', '.join(_names(root)) or 'nothing'})")

@@ -167,7 +167,7 @@ class SipTransport(asyncio.DatagramProtocol):
                                   wall_offset_ms=time.time_ns() // 1_000_000 - now_ms)
             overlay.on_tunnel = sip._tunnelled
             overlay.on_node_failed = sip._node_failed
-            overlay.on_attached = sip._attached
+            overlay.on_attached = sip.reached_through
             sip._pump()
             return sip
         raise OSError("no port free for both UDP and TCP")
@@ -206,7 +206,8 @@ class SipTransport(asyncio.DatagramProtocol):
         self.front.receive_tunnelled(origin, payload, now_ms=self.now_ms())
         self._pump()
 
-    def _attached(self, peer_id: int) -> None:
+    def reached_through(self, peer_id: int | None) -> None:
+        """Our node's admitting peer now (None: it is a peer): see SipFront.reached_through."""
         self.front.reached_through(peer_id, now_ms=self.now_ms())
         self._pump()
 

@@ -22,6 +22,7 @@ import socket
 import time
 from typing import Callable
 
+from ..core.errors import ErrorCode, LocalProtocolError
 from ..core.events import Attached, Event, Joined, JoinFailed, Left, NodeFailed, RequestCompleted, Tunnelled
 from ..core.ids import short
 from ..core.peer import PeerConfig, PeerNode, make_peer
@@ -52,7 +53,8 @@ class UdpDriver:
         self.on_node_failed: Callable[[], None] | None = None  # the overlay may have lost copies
         self.on_attached: Callable[[int], None] | None = None  # a client's new admitting peer (its id)
         host, port = sock.getsockname()[:2]
-        self.node: PeerNode = make_node((host, port), self.now_ms())
+        self._bound: Addr = (host, port)
+        self.node: PeerNode = make_node(self._bound, self.now_ms())
         self._loop.add_reader(sock.fileno(), self._on_readable)
 
     @classmethod
@@ -149,7 +151,12 @@ class UdpDriver:
 
     def begin(self, start: Callable[[PeerNode, int], int], done: Callable[[RequestCompleted], None]) -> None:
         """Start a node command that returns a handle; `done` gets its completion (always, once)."""
-        self._waiting[start(self.node, self.now_ms())] = done
+        try:
+            handle = start(self.node, self.now_ms())
+        except LocalProtocolError as e:  # not joined (between roles, say): an answer, after the caller's turn
+            self._loop.call_soon(done, RequestCompleted(0, None, Error(ErrorCode.UNREACHABLE, str(e)), 0, None))
+            return
+        self._waiting[handle] = done
         self._pump()
 
     async def request(self, start: Callable[[PeerNode, int], int]) -> RequestCompleted:
@@ -210,6 +217,25 @@ class UdpDriver:
         except asyncio.TimeoutError:
             log.warning("leave not acknowledged within %.1f s", timeout_s)
 
+    async def change_role(self, make_node: Callable[[Addr, int], PeerNode], bootstrap: list[Addr],
+                          timeout_s: float) -> None:
+        """Become the node `make_node` makes (the same id, the other role) on the same socket: a
+        peer first leaves, handing every value it holds over; the new node joins (a peer) or
+        attaches (a client) through the peers the old one knew, then `bootstrap`. OverlayError
+        when none takes it within `timeout_s`."""
+        old = self.node
+        known = old.known_peers()
+        if not old.config.client:
+            await self.leave(timeout_s)
+        self._fail_waiting("the node changed its role")
+        self.node = make_node(self._bound, self.now_ms())
+        self.joined, self.left = self._loop.create_future(), self._loop.create_future()
+        self.join(list(dict.fromkeys(known + bootstrap)))
+        try:
+            await asyncio.wait_for(asyncio.shield(self.joined), timeout_s)
+        except asyncio.TimeoutError:
+            raise OverlayError(f"no peer took the new role within {timeout_s:.0f} s") from None
+
     def close(self) -> None:
         """Stop reading and close the socket; commands still waiting fail."""
         if self._sock.fileno() < 0:
@@ -217,17 +243,23 @@ class UdpDriver:
         self._loop.remove_reader(self._sock.fileno())
         self._sock.close()
         self._timer.cancel()
+        self._fail_waiting("driver closed")
+
+    def _fail_waiting(self, reason: str) -> None:
         waiting, self._waiting = self._waiting, {}
         for handle, done in waiting.items():
-            done(RequestCompleted(handle, None, Error(0, "driver closed"), 0, None))
+            done(RequestCompleted(handle, None, Error(0, reason), 0, None))
 
 
-def system_node_factory(config: PeerConfig, advertise_host: str | None = None) -> Callable[[Addr, int], PeerNode]:
+def system_node_factory(config: PeerConfig, advertise_host: str | None = None,
+                        node_id: int | None = None) -> Callable[[Addr, int], PeerNode]:
     """Wire a node to the operating system's randomness once its socket is bound;
-    other nodes reach it at `advertise_host` (default: the bound host) and the bound port."""
+    other nodes reach it at `advertise_host` (default: the bound host) and the bound port.
+    `node_id`: the one it had in its other role (default: a random one)."""
 
     def make(bound: Addr, now_ms: int) -> PeerNode:
-        me = NodeInfo(int.from_bytes(os.urandom(20), "big"), (advertise_host or bound[0], bound[1]))
+        chosen = node_id if node_id is not None else int.from_bytes(os.urandom(20), "big")
+        me = NodeInfo(chosen, (advertise_host or bound[0], bound[1]))
         return make_peer(me, config, rng=random.Random(os.urandom(16)), entropy=os.urandom, now_ms=now_ms,
                          wall_offset_ms=time.time_ns() // 1_000_000 - now_ms)
 
