@@ -108,3 +108,18 @@ def test_a_client_nobody_admits_fails_to_join():
     ring.run(10_000)
     assert client.state is State.IDLE
     assert [e for at, e in ring.events if at == client.me.addr and isinstance(e, JoinFailed)]
+
+
+def test_round_trips_and_losses_to_neighbours_are_measured_from_traffic_the_node_has_anyway(topology):
+    ring = build(6, topology=topology)
+    node = ring.live()[2]
+    ring.run(5000)
+    gauges = dict(node.stat_local().counters)
+    assert node.link.loss == 0.0 and gauges["link.loss_permille"] == 0
+    assert node.link.rtt_ms is not None and 1 <= node.link.rtt_ms <= 10  # the ring's 1 ms each way
+    client = attached_client(ring, node)
+    ring.run(12 * KEEPALIVE_MS)  # the keepalives alone: 12 samples
+    assert client.link.rtt_ms is not None and client.link.loss == 0.0
+    ring.kill(node)
+    ring.run(KEEPALIVE_MS + 10_000)
+    assert client.link.loss is not None and client.link.loss > 0.1  # its peer stopped answering

@@ -69,11 +69,11 @@ def test_a_late_ack_teaches_the_wait_and_a_dead_hop_keeps_the_wait_it_had():
     assert hops.track(request(1), (), 9, frozenset(), now_ms=0)
     [silent] = hops.due(now_ms=100)  # 9 answers in 300 ms: the first forward times out...
     assert silent.next_id == 9
-    assert not hops.acked(1, 9, now_ms=300)  # ...and its ack, late, is a sample all the same
+    assert hops.acked(1, 9, now_ms=300) is None  # ...and its ack, late, is a sample all the same
     hops.track(request(2), (), 9, frozenset(), now_ms=1000)
     assert hops.next_deadline_ms() == 1000 + 300 + 4 * 150 and hops.due(now_ms=1299) == []
-    assert hops.acked(2, 9, now_ms=1300)
-    assert not hops.acked(3, 9, now_ms=1400)  # an ack for nothing of ours teaches nothing
+    assert hops.acked(2, 9, now_ms=1300) is not None
+    assert hops.acked(3, 9, now_ms=1400) is None  # an ack for nothing of ours teaches nothing
     for txid in range(10, 20):  # a dead neighbour: no ack ever, and its wait does not grow
         hops.track(request(txid), (), 8, frozenset(), now_ms=2000 + txid)
         hops.due(now_ms=10_000)

@@ -76,6 +76,7 @@ from .limits import (
 )
 from .overlay import Topology
 from .replication import ReplicaTracker
+from .role import LinkQuality
 from .rpc import AnswerCache, Hop, HopTracker, Pending, Transactions
 from .storage import Key, Storage
 from .usages import lifetime_max_s
@@ -284,6 +285,7 @@ class PeerNode:
         self._attachment: Attachment | None = None  # an attached client's
         self._keepalive_ms = config.timing.client_keepalive_ms
         self._clients = AttachedClients(config.timing.client_keepalive_ms)  # a peer's
+        self.link = LinkQuality()  # round trip and loss to our neighbours, for the role policy
         self._proven: BoundedLru[Addr, int] = BoundedLru(PROVEN_MAX)  # address -> the id that answered there
         self._heard: BoundedLru[int, int] = BoundedLru(PEER_TABLE_MAX)  # node id -> when a proven datagram came
         self._held: dict[Addr, list[Message]] = {}
@@ -328,8 +330,12 @@ class PeerNode:
             self._hop_not_acked(hop, now_ms)
         resend, expired = self._rpc.due(now_ms=now_ms)
         for pending in resend:
+            if pending.target is not None:
+                self.link.lost()
             self._retransmit(pending, now_ms)
         for pending in expired:
+            if pending.target is not None:
+                self.link.lost()
             self.counters["timeouts"] += 1
             self._finish(pending.purpose, None, now_ms, silent_since_ms=pending.started_ms)
         if self._maintenance_ms is not None and now_ms >= self._maintenance_ms:
@@ -659,6 +665,7 @@ class PeerNode:
     def _hop_not_acked(self, hop: Hop, now_ms: int) -> None:
         """The next hop stayed silent: suspect it, and send the request around it."""
         self.counters["hop_timeouts"] += 1
+        self.link.lost()
         suspect = self._address_of(hop.next_id)
         if suspect is not None:
             self._probe(NodeInfo(hop.next_id, suspect), now_ms)
@@ -719,8 +726,11 @@ class PeerNode:
 
     def _receive_answer(self, msg: Message, now_ms: int) -> None:
         if msg.code is Code.HOP_ACK:
-            if not (msg.via and self._hops.acked(msg.txid, msg.via[0], now_ms=now_ms)):
+            rtt_ms = self._hops.acked(msg.txid, msg.via[0], now_ms=now_ms) if msg.via else None
+            if rtt_ms is None:
                 self._drop("unexpected_ack")
+            else:
+                self.link.acknowledged(rtt_ms)
             return
         if not msg.dest or msg.dest[0] != (DestKind.NODE, self.me.node_id):
             self._drop("misrouted")
@@ -731,6 +741,8 @@ class PeerNode:
             if pending is None:
                 self._drop("unknown_transaction")
                 return
+            if pending.target is not None and pending.transmissions == 1:  # one neighbour, no ambiguity
+                self.link.acknowledged(now_ms - pending.started_ms)
             if msg.via:
                 self._heard.put(msg.via[-1], now_ms)
             if pending.target is not None and msg.via and msg.code is not Code.ERROR:
@@ -797,6 +809,8 @@ class PeerNode:
     def _stat_body(self, page: int | None) -> StatAns:
         """Page `page` of our diagnostics (None: all of it)."""
         gauges = {"client": 1} if self.config.client else {"clients": len(self._clients)}
+        if self.link.rtt_ms is not None and self.link.loss is not None:
+            gauges |= {"link.rtt_ms": round(self.link.rtt_ms), "link.loss_permille": round(self.link.loss * 1000)}
         counters = tuple(sorted((self.counters | gauges).items()))
         pred, successors, fingers = self._stat_topology()
         pages = max(1, -(-max(len(counters), len(fingers)) // STAT_ITEMS_PER_PAGE))

@@ -210,18 +210,19 @@ class HopTracker:
         self._deadlines.set(msg.txid, hop.deadline_ms)
         return True
 
-    def acked(self, txid: int, by: int, *, now_ms: int) -> bool:
-        """True for an ack still awaited; a late one only teaches us the round trip."""
+    def acked(self, txid: int, by: int, *, now_ms: int) -> int | None:
+        """The round trip of an ack still awaited (a number, maybe 0), else None: a late one only
+        teaches us the round trip."""
         hop = self._hops.get(txid)
         if hop is None or hop.next_id != by:
             late = self._late.pop(txid)
             if late is not None and late[0] == by:
                 self.round_trips.sample(by, now_ms - late[1])
-            return False
+            return None
         del self._hops[txid]
         self._deadlines.discard(txid)
         self.round_trips.sample(by, now_ms - hop.sent_ms)
-        return True
+        return now_ms - hop.sent_ms
 
     def next_deadline_ms(self) -> int | None:
         return self._deadlines.next_ms()
