@@ -123,3 +123,18 @@ def test_round_trips_and_losses_to_neighbours_are_measured_from_traffic_the_node
     ring.kill(node)
     ring.run(KEEPALIVE_MS + 10_000)
     assert client.link.loss is not None and client.link.loss > 0.1  # its peer stopped answering
+
+
+def test_a_client_busy_with_requests_through_its_peer_sends_no_keepalive_and_stays_attached(topology):
+    ring = build(5, topology=topology)
+    peer = ring.live()[1]
+    client = attached_client(ring, peer)
+    attaches = client.counters["sent.ATTACH"]
+    for _ in range(int(6 * KEEPALIVE_MS / 10_000)):  # a fetch every 10 s for six keepalive periods
+        client.fetch(12345, 1, now_ms=ring.now_ms)
+        ring.flush(client)
+        ring.run(10_000)
+    assert client.counters["sent.ATTACH"] == attaches  # the fetches did the keepalive's work
+    assert dict(peer.stat_local().counters)["clients"] == 1  # and kept it attached
+    ring.run(2 * KEEPALIVE_MS)  # quiet again: keepalives again
+    assert client.counters["sent.ATTACH"] - attaches in (1, 2)

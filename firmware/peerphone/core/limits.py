@@ -50,10 +50,11 @@ class Timing:
     dedup_window_ms: int = 10_000
     leave_timeout_ms: int = 1500
     graveyard_keep_ms: int = 30 * 60 * 1000  # how long a failed node is asked again (partitions heal)
-    # An attached client's keepalive: one ATTACH and its answer. Home routers keep a UDP
-    # mapping 30 s or more (RFC 4787 asks 2 minutes; some give 30 s): one every 25 s keeps
-    # the binding that calls come in through, at under 2.5 datagrams sent a minute.
-    client_keepalive_ms: int = 25_000
+    # An attached client's keepalive: one ATTACH and its answer, after this long without a
+    # request of its own through its peer. It keeps the NAT binding calls come in through:
+    # RFC 4787 asks routers to keep a UDP mapping 2 minutes, most keep it a minute or more
+    # (a few only 30 s: set it lower there). 30 s is issue 14's bound: 2 datagrams sent a minute.
+    client_keepalive_ms: int = 30_000
 
     def scaled(self, maintenance_interval_ms: int) -> "Timing":
         """Same ratios with a different maintenance period (lab and simulator)."""

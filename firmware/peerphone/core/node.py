@@ -284,6 +284,7 @@ class PeerNode:
         self._admitting: Addr | None = None
         self._attachment: Attachment | None = None  # an attached client's
         self._keepalive_ms = config.timing.client_keepalive_ms
+        self._peer_answered_ms = -(1 << 62)  # when a request of ours through our peer last came back
         self._clients = AttachedClients(config.timing.client_keepalive_ms)  # a peer's
         self.link = LinkQuality()  # round trip and loss to our neighbours, for the role policy
         self._proven: BoundedLru[Addr, int] = BoundedLru(PROVEN_MAX)  # address -> the id that answered there
@@ -340,9 +341,14 @@ class PeerNode:
             self._finish(pending.purpose, None, now_ms, silent_since_ms=pending.started_ms)
         if self._maintenance_ms is not None and now_ms >= self._maintenance_ms:
             if self.config.client:
-                self._maintenance_ms = now_ms + self._keepalive_ms
-                if self.state is State.JOINED:
-                    self._keep_attached(now_ms)
+                # A request of ours that our peer passed on within the period did the keepalive's
+                # work (the NAT binding, the peer's note of us): the keepalive waits for silence.
+                if self._peer_answered_ms > now_ms - self._keepalive_ms:
+                    self._maintenance_ms = self._peer_answered_ms + self._keepalive_ms
+                else:
+                    self._maintenance_ms = now_ms + self._keepalive_ms
+                    if self.state is State.JOINED:
+                        self._keep_attached(now_ms)
             else:
                 interval = self._timing.maintenance_interval_ms
                 self._maintenance_ms = now_ms + int(interval * (0.75 + 0.5 * self._rng.random()))  # no lockstep
@@ -356,6 +362,7 @@ class PeerNode:
         """The ingress pipeline: each stage may drop, and counts why (STYLE.md habit 4).
         False when it was dropped before decoding: nothing changed, a driver under a flood
         need not look for output."""
+        self.counters["received"] += 1
         if len(data) > DATAGRAM_BYTES_MAX:
             self._drop("oversize")
             return False
@@ -554,6 +561,8 @@ class PeerNode:
             return
         self._recent.put(sender.node_id, addr)
         self._heard.put(sender.node_id, now_ms)
+        if len(msg.via) == 1 and self._clients.address(sender.node_id) == addr:
+            self._clients.heard(sender.node_id, addr, now_ms=now_ms)  # any request of a client keeps it attached
         self._heard_from(sender, msg, now_ms)
         self._route_request(msg, sender, addr, now_ms)
         if msg.hop_ack:  # after the request moved on: the ack is not on the critical path
@@ -928,6 +937,8 @@ class PeerNode:
             if self.config.attach and self.state is State.JOINED:
                 self._keep_attached(now_ms)  # our peer may be dead: ask now, not at the next keepalive
         else:
+            if self.config.attach:
+                self._peer_answered_ms = now_ms
             self._completed(purpose.handle, answer.body, max(0, len(answer.via) - 1),
                             answer.via[-1] if answer.via else None)
 
@@ -994,6 +1005,7 @@ class PeerNode:
         assert isinstance(purpose, Attaching) and self._attachment is not None
         self._in_flight.discard(("attach", 0))
         if answer is not None and isinstance(answer.body, AttachAns) and answer.via:
+            self._peer_answered_ms = now_ms
             peer = NodeInfo(answer.via[-1], purpose.candidates[purpose.index])
             self._admitting = peer.addr
             self._keepalive_ms = max(1000, min(self._timing.client_keepalive_ms, answer.body.keepalive_s * 1000))
