@@ -92,6 +92,7 @@ VERIFYING_MAX = 64
 CLIENTS_MAX = 1024
 CLIENT_SILENCE_KEEPALIVES = 3
 ALTERNATES_MAX = 4  # peers an admitting peer names for its clients to fall back on
+KEEPALIVE_SLACK_MS = 1000  # a keepalive waits this much past a request of the same period
 
 # Kademlia (Maymounkov and Mazieres, IPTPS 2002).
 K = 20      # bucket size, and how many closest nodes a lookup settles on (§2.3)
