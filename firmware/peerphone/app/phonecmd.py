@@ -19,9 +19,10 @@ from typing import AsyncIterator
 from ..hw.audio import set_levels
 from ..hw.board import load as load_board
 from ..hw.gpio import HardwareError, Panel, pin_factory
+from ..net.sip_transport import SipTransport
 from ..net.supervisor import Supervisor
 from ..sip.message import SipParseError
-from ..sip.ua import CallReport, Handset, HandsetError, SoundDevices
+from ..sip.ua import IDLE_POLL_S, POLL_S, CallReport, Handset, HandsetError, SoundDevices
 from ..sip.uri import Uri
 from .config import ConfigError, parse_hostport, route_source_address
 from .deskphone import Deskphone, terminal
@@ -79,6 +80,7 @@ async def phone(args: argparse.Namespace) -> int:
         record_dir.mkdir(parents=True, exist_ok=True)
     supervisor = Supervisor()
     backups: list[tuple[str, int]] = []
+    front: SipTransport | None = None
     if args.proxy:
         proxy, *backups = [parse_hostport(p, 5060) for p in args.proxy]
     else:
@@ -102,7 +104,10 @@ async def phone(args: argparse.Namespace) -> int:
             media_address = proxy[0] if not args.proxy and proxy[0] != bind_host else None
             handset = Handset(aor.aor, proxy, transport=args.sip_transport, record_dir=record_dir,
                               bind_host=bind_host, backups=backups, listener=desk, sound=sound,
-                              media_address=media_address, rtp_port=args.rtp_port or 0)
+                              media_address=media_address, rtp_port=args.rtp_port or 0,
+                              idle_poll_s=IDLE_POLL_S if front is not None else POLL_S)
+            if front is not None:
+                front.on_sent = handset.nudge  # whatever comes to the handset comes through its front
             await handset.start()
         except HandsetError as e:
             failed.append(str(e))

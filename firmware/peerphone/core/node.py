@@ -285,7 +285,7 @@ class PeerNode:
         self._admitting: Addr | None = None
         self._attachment: Attachment | None = None  # an attached client's
         self._keepalive_ms = config.timing.client_keepalive_ms
-        self._sent_to_peer_ms = -(1 << 62)  # when a request of ours last went to our peer
+        self._peer_answered_ms = -(1 << 62)  # when our peer last passed an answer of ours back
         self._clients = AttachedClients(config.timing.client_keepalive_ms)  # a peer's
         self.link = LinkQuality()  # round trip and loss to our neighbours, for the role policy
         self._proven: BoundedLru[Addr, int] = BoundedLru(PROVEN_MAX)  # address -> the id that answered there
@@ -334,6 +334,8 @@ class PeerNode:
         for pending in resend:
             if pending.target is not None:
                 self.link.lost()
+            elif self.config.attach and self.state is State.JOINED:
+                self._keep_attached(now_ms)  # no answer through our peer yet: is it there?
             self._retransmit(pending, now_ms)
         for pending in expired:
             if pending.target is not None:
@@ -342,11 +344,11 @@ class PeerNode:
             self._finish(pending.purpose, None, now_ms, silent_since_ms=pending.started_ms)
         if self._maintenance_ms is not None and now_ms >= self._maintenance_ms:
             if self.config.client:
-                # A request of ours to our peer within the period did the keepalive's work (the NAT
-                # binding, the peer's note of us; if it goes unanswered we look for another peer at
-                # once): the keepalive waits for that much silence, and a moment more, so that a
-                # request of the same period (the front's audit) is not sent beside it.
-                quiet_from_ms = self._sent_to_peer_ms + KEEPALIVE_SLACK_MS
+                # A request of ours through our peer answered within the period did the keepalive's
+                # work (the NAT binding, the peer's note of us): the keepalive waits for that much
+                # silence, and a moment more, so that a request of the same period (the front's
+                # audit) is not sent beside it.
+                quiet_from_ms = self._peer_answered_ms + KEEPALIVE_SLACK_MS
                 if quiet_from_ms > now_ms - self._keepalive_ms:
                     self._maintenance_ms = quiet_from_ms + self._keepalive_ms
                 else:
@@ -887,12 +889,9 @@ class PeerNode:
                 return
             self._rpc.open(msg, purpose, None, now_ms=now_ms, routed=routed)
             self._send_routed(msg, dest, hop, frozenset(), now_ms)
-            target = hop.addr
-        else:
-            self._rpc.open(msg, purpose, target, now_ms=now_ms, routed=routed, transmissions_max=transmissions_max)
-            self._send(msg, target)
-        if self.config.attach and target == self._admitting:
-            self._sent_to_peer_ms = now_ms
+            return
+        self._rpc.open(msg, purpose, target, now_ms=now_ms, routed=routed, transmissions_max=transmissions_max)
+        self._send(msg, target)
 
     def _finish_here(self, msg: Message, purpose: Purpose, now_ms: int) -> None:
         """We are the destination of our own request: run it without the network."""
@@ -944,6 +943,8 @@ class PeerNode:
             if self.config.attach and self.state is State.JOINED:
                 self._keep_attached(now_ms)  # our peer may be dead: ask now, not at the next keepalive
         else:
+            if self.config.attach:
+                self._peer_answered_ms = now_ms
             self._completed(purpose.handle, answer.body, max(0, len(answer.via) - 1),
                             answer.via[-1] if answer.via else None)
 
@@ -1010,6 +1011,7 @@ class PeerNode:
         assert isinstance(purpose, Attaching) and self._attachment is not None
         self._in_flight.discard(("attach", 0))
         if answer is not None and isinstance(answer.body, AttachAns) and answer.via:
+            self._peer_answered_ms = now_ms
             peer = NodeInfo(answer.via[-1], purpose.candidates[purpose.index])
             self._admitting = peer.addr
             self._keepalive_ms = max(1000, min(self._timing.client_keepalive_ms, answer.body.keepalive_s * 1000))

@@ -143,6 +143,7 @@ class SipTransport(asyncio.DatagramProtocol):
         self._streams: dict[tuple[str, int], _Stream] = {}
         self._connecting: dict[tuple[str, int], list[bytes]] = {}
         self._timer = DeadlineTimer(self._loop, self._on_timer)
+        self.on_sent: Callable[[], None] | None = None  # the front sent something (a handset beside it polls)
 
     @classmethod
     async def open(cls, host: str, port: int, config: FrontConfig, overlay: UdpDriver,
@@ -227,8 +228,12 @@ class SipTransport(asyncio.DatagramProtocol):
 
     def _pump(self) -> None:
         front = self.front
+        sent = False
         for data, link in front.messages_to_send():
             self._send(data, link)
+            sent = True
+        if sent and self.on_sent is not None:
+            self.on_sent()
         for request in front.overlay_requests():
             self.overlay.begin(request.start, partial(self._overlay_done, request.handle))
         for event in front.events():

@@ -1,8 +1,14 @@
 """The handset user agent on pjsua2: the only module that imports pjsua2.
 
 pjsua2 is driven from asyncio: no worker threads (`threadCnt=0`,
-`mainThreadOnly`), and one task polls `libHandleEvents(0)` every few ms, so
-every callback runs on the event loop's thread. One Endpoint per process (a
+`mainThreadOnly`, and RTP on the SIP endpoint's ioqueue, not a media thread of
+its own), and one task polls `libHandleEvents(0)`, so every callback runs on the
+event loop's thread. It polls every 5 ms while something is going on (a call, or
+BUSY_S after a nudge or a request of ours) and, when idle, every `idle_poll_s` or at once when
+`nudge()`d: a phone's own SIP front nudges it whenever it sends, so an idle
+phone wakes about once a second and still answers a call at once. The sound
+device (or the null device that clocks the conference bridge) closes after a
+second with no call and opens again for the next. One Endpoint per process (a
 second aborts it). pjsua2 objects (account, calls, buddies, players, recorders)
 are held in explicit attributes and released before `libDestroy`, which aborts
 the process if any is still alive; a recorder's WAV is complete only once the
@@ -26,6 +32,8 @@ from .message import SipParseError, parse
 log = logging.getLogger("peerphone.ua")
 
 POLL_S = 0.005
+BUSY_S = 2.0  # fast polling this long after the last event, for the exchanges that follow
+IDLE_POLL_S = 1.0  # pjsua2's own timers (REGISTER refresh, keep-alives) may run this late
 REGISTER_TIMEOUT_S = 10.0
 SESSION_EXPIRES_S = 90  # RFC 4028 section 4: the smallest Min-SE
 RTP_PORTS = 20  # a fixed RTP range (rtp_port): what a NAT in front of the phone forwards
@@ -80,7 +88,7 @@ class Handset:
                  transport: str = "udp", record_dir: Path | None = None, backups: Sequence[tuple[str, int]] = (),
                  say: Callable[[str], None] = lambda line: print(line, flush=True),
                  listener: CallListener | None = None, sound: SoundDevices | None = None,
-                 media_address: str | None = None, rtp_port: int = 0) -> None:
+                 media_address: str | None = None, rtp_port: int = 0, idle_poll_s: float = POLL_S) -> None:
         """`backups`: more fronts to register at, each its own flow (RFC 5626 in spirit): calls
         reach the phone through whichever lives. Calls it makes go through `proxy`. With a
         `listener`, an incoming call rings (180) until `answer`, and calls are driven by
@@ -88,7 +96,9 @@ class Handset:
         call's audio and the tones of `play_tone` go through those ALSA devices (a pjsua2
         built with ALSA: `tools/pjproject`); without, through pjsua2's null device.
         `media_address`: the address far phones send audio to when it is not `bind_host` (a
-        NAT that forwards the RTP ports `rtp_port`..+RTP_PORTS to us); `rtp_port` 0: any."""
+        NAT that forwards the RTP ports `rtp_port`..+RTP_PORTS to us); `rtp_port` 0: any.
+        `idle_poll_s`: how often pjsua2 is polled when nothing goes on; a phone whose own front
+        `nudge`s it takes IDLE_POLL_S, one registered elsewhere keeps polling fast."""
         why = available()
         if why is not None:
             raise HandsetError(why)
@@ -107,6 +117,7 @@ class Handset:
         self.sound = sound
         self.media_address = media_address
         self.rtp_port = rtp_port
+        self.idle_poll_s = idle_poll_s
         self._sound_on = False  # the sound devices are in use (not the null device)
         self._tone: Any = None  # the player of the tone playing
         self._loop = asyncio.get_running_loop()
@@ -119,6 +130,8 @@ class Handset:
         self._message_status: dict[str, collections.deque[asyncio.Future[int]]] = {}
         self._poller: asyncio.Task[None] | None = None
         self._calls_answered = 0
+        self._nudged = asyncio.Event()
+        self._busy_until = 0.0
 
     # ------------------------------------------------------------------ life cycle
 
@@ -142,6 +155,8 @@ class Handset:
         # pjsua2 logs to stdout, where the phone says what happens: only with --log-level debug.
         cfg.logConfig.level = cfg.logConfig.consoleLevel = 5 if log.isEnabledFor(logging.DEBUG) else 0
         cfg.medConfig.noVad = True
+        cfg.medConfig.hasIoqueue = False  # RTP on the SIP endpoint's ioqueue: no media thread
+        cfg.medConfig.threadCnt = 0      # waking 100 times a second, the poll below drives it
         try:
             ep.libInit(cfg)
             tcfg = pj.TransportConfig()
@@ -151,6 +166,7 @@ class Handset:
             ep.transportCreate(kind, tcfg)
             ep.libStart()
             self._sound_on = self._use_sound_devices()
+            self._close_sound_when_idle()
         except (pj.Error, HandsetError) as e:
             ep.libDestroy()
             self._ep = None
@@ -249,6 +265,20 @@ class Handset:
         acfg.callConfig.timerMinSESec = SESSION_EXPIRES_S
         return acfg
 
+    def _close_sound_when_idle(self) -> None:
+        """Have pjsua close the device it just opened after its idle time (a second): it does so
+        only after a disconnect in its bridge, so ask for one that changes nothing."""
+        devices = self._ep.audDevManager()
+        try:
+            devices.getCaptureDevMedia().stopTransmit(devices.getPlaybackDevMedia())
+        except self.pj.Error:
+            pass  # nothing was connected: the idle check ran all the same
+
+    def nudge(self) -> None:
+        """Something may be on its way to pjsua2 (our front just sent): poll now, and fast."""
+        self._busy_until = self._loop.time() + BUSY_S
+        self._nudged.set()
+
     async def _poll(self) -> None:
         """The one task that drives pjsua2 (every callback runs inside libHandleEvents)."""
         while True:
@@ -256,7 +286,17 @@ class Handset:
                 self._ep.libHandleEvents(0)
             except self.pj.Error as e:
                 log.warning("pjsua2: %s", e.info())
-            await asyncio.sleep(POLL_S)
+            now = self._loop.time()
+            if self._calls:  # (pjsua2's own timers count as events: they would keep it busy for ever)
+                self._busy_until = now + BUSY_S
+            if now < self._busy_until:
+                await asyncio.sleep(POLL_S)
+                continue
+            self._nudged.clear()
+            try:
+                await asyncio.wait_for(self._nudged.wait(), self.idle_poll_s)
+            except asyncio.TimeoutError:
+                pass
 
     async def stop(self) -> None:
         """Hang up, unregister, and destroy the library with no pjsua2 object left alive."""
