@@ -775,8 +775,9 @@ class SipFront:
             aor = self._audit_queue.popleft()
             if aor not in self._behind and self._bindings.live(aor, now_ms=now_ms):
                 self._audit_one(aor, now_ms)
-        if len(self._bindings):
-            self._timers.set(_AUDIT, now_ms + AUDIT_TICK_MS)
+        if len(self._bindings):  # the next few AORs in a second; with none left, the next round
+            self._timers.set(_AUDIT, now_ms + AUDIT_TICK_MS if self._audit_queue
+                             else max(now_ms + AUDIT_TICK_MS, self._audit_cycle_ms))
 
     def _audit_one(self, aor: str, now_ms: int) -> None:
         resource = id_from_name(aor)

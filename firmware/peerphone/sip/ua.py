@@ -6,7 +6,7 @@ its own), and one task polls `libHandleEvents(0)`, so every callback runs on the
 event loop's thread. It polls every 5 ms while something is going on (a call, or
 BUSY_S after a nudge or a request of ours) and, when idle, every `idle_poll_s` or at once when
 `nudge()`d: a phone's own SIP front nudges it whenever it sends, so an idle
-phone wakes about once a second and still answers a call at once. The sound
+phone's handset wakes every few seconds and still answers a call at once. The sound
 device (or the null device that clocks the conference bridge) closes after a
 second with no call and opens again for the next. One Endpoint per process (a
 second aborts it). pjsua2 objects (account, calls, buddies, players, recorders)
@@ -33,7 +33,7 @@ log = logging.getLogger("peerphone.ua")
 
 POLL_S = 0.005
 BUSY_S = 2.0  # fast polling this long after the last event, for the exchanges that follow
-IDLE_POLL_S = 1.0  # pjsua2's own timers (REGISTER refresh, keep-alives) may run this late
+IDLE_POLL_S = 5.0  # pjsua2's own timers (REGISTER refresh, keep-alives, closing the sound device) may run this late
 REGISTER_TIMEOUT_S = 10.0
 SESSION_EXPIRES_S = 90  # RFC 4028 section 4: the smallest Min-SE
 RTP_PORTS = 20  # a fixed RTP range (rtp_port): what a NAT in front of the phone forwards
