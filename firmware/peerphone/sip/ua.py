@@ -32,7 +32,7 @@ from .message import SipParseError, parse
 log = logging.getLogger("peerphone.ua")
 
 POLL_S = 0.005
-BUSY_S = 2.0  # fast polling this long after the last event, for the exchanges that follow
+BUSY_S = 0.5  # fast polling this long after a nudge (a call keeps it fast for its whole length)
 IDLE_POLL_S = 5.0  # pjsua2's own timers (REGISTER refresh, keep-alives, closing the sound device) may run this late
 REGISTER_TIMEOUT_S = 10.0
 SESSION_EXPIRES_S = 90  # RFC 4028 section 4: the smallest Min-SE
