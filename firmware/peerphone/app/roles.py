@@ -25,24 +25,23 @@ ROLE_CHECK_S = 5.0  # a battery changes by a percent in minutes: a read every 5 
 ROLE_CHANGE_TIMEOUT_S = 30.0
 
 
+def conditions_of(reading: PowerReading) -> Conditions:
+    return Conditions(reading.battery_percent, reading.external_power)
+
+
 def config_for(config: PeerConfig, role: Role) -> PeerConfig:
     client = role is Role.CLIENT
     return replace(config, client=client, attach=client)
 
 
 class RoleKeeper:
-    def __init__(self, policy: RolePolicy, power: PowerSource, driver: UdpDriver, front: SipTransport | None,
-                 advertise_host: str, bootstrap: list[Addr]) -> None:
-        self.policy, self.power = policy, power
+    def __init__(self, policy: RolePolicy, power: PowerSource, reading: PowerReading, driver: UdpDriver,
+                 front: SipTransport | None, advertise_host: str, bootstrap: list[Addr]) -> None:
+        """`reading`: the battery as the first role was decided on."""
+        self.policy, self.power, self._reading = policy, power, reading
         self.driver, self.front = driver, front
         self.advertise_host, self.bootstrap = advertise_host, bootstrap
-        self._reading: PowerReading | None = None
         self._power_error = ""
-
-    @staticmethod
-    def read(power: PowerSource) -> Conditions:
-        reading = power.read()
-        return Conditions(reading.battery_percent, reading.external_power)
 
     def conditions(self) -> Conditions:
         """What the node knows now; an unreadable battery keeps its last reading (and says so once)."""
@@ -52,9 +51,7 @@ class RoleKeeper:
             if str(e) != self._power_error:
                 log.warning("battery: %s", e)
                 self._power_error = str(e)
-        if self._reading is None:
-            return Conditions()
-        return Conditions(self._reading.battery_percent, self._reading.external_power)
+        return conditions_of(self._reading)
 
     async def run(self) -> None:
         while True:

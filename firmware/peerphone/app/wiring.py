@@ -14,13 +14,13 @@ from ..core.peer import PeerConfig
 from ..core.role import Role, RolePolicy, RoleThresholds
 from ..core.wire.messages import Addr
 from ..hw.board import Board
-from ..hw.power import BatterySpec, PowerError, PowerSource, power_source
+from ..hw.power import BatterySpec, PowerError, PowerReading, PowerSource, power_source
 from ..net.sip_transport import SipTransport
 from ..net.supervisor import Supervisor
 from ..net.udp import OverlayError, UdpDriver, system_node_factory
 from ..sip.front import FrontConfig
 from .config import DEFAULT_PORT, ConfigError, overlay_id, parse_gateway, parse_hostport, route_source_address
-from .roles import RoleKeeper, config_for
+from .roles import RoleKeeper, conditions_of, config_for
 
 log = logging.getLogger("peerphone")
 JOIN_TIMEOUT_S = 15.0
@@ -36,14 +36,15 @@ async def start_peer(args: argparse.Namespace, supervisor: Supervisor,
     advertise_host = args.advertise or (listen[0] if listen[0] not in ("0.0.0.0", "::") else
                                         route_source_address(bootstrap[0] if bootstrap else ("192.0.2.1", 9)))
     now_ms = int(asyncio.get_running_loop().time() * 1000)  # the driver's clock
-    power, policy = _role_policy(args, board, now_ms)
+    battery = _battery(args, board, now_ms)
     client = getattr(args, "client", False)
     config = PeerConfig(overlay_id(args.overlay), Timing().scaled(args.maintenance_ms),
                         topology=Topology(args.topology))
-    if policy is not None and power is not None:
+    if battery is not None:
         if not bootstrap:
             raise ConfigError("--battery needs --bootstrap: a node on a low battery attaches to a peer as a client")
-        decision = policy.decide(RoleKeeper.read(power), now_ms=now_ms)
+        policy, _, reading = battery
+        decision = policy.decide(conditions_of(reading), now_ms=now_ms)
         client = decision.role is Role.CLIENT
         print(f"role {decision.role.value}: {decision.reason}", flush=True)
     if client and not bootstrap:
@@ -83,31 +84,31 @@ async def start_peer(args: argparse.Namespace, supervisor: Supervisor,
             raise ConfigError(f"cannot listen for SIP on {args.sip_listen}: {e.strerror or e}") from None
         supervisor.on_shutdown("close the SIP front", front.close)
         print(f"sip {advertise_host}:{front.port} domain={front.front.config.domain}", flush=True)
-    if client or policy is not None:
+    if client or battery is not None:
         _say_when_attached(driver)
-    if policy is not None and power is not None:
-        keeper = RoleKeeper(policy, power, driver, front, advertise_host, bootstrap)
-        supervisor.spawn(keeper.run())
+    if battery is not None:
+        supervisor.spawn(RoleKeeper(*battery, driver, front, advertise_host, bootstrap).run())
     return driver, front
 
 
-def _role_policy(args: argparse.Namespace, board: Board | None,
-                 now_ms: int) -> tuple[PowerSource | None, RolePolicy | None]:
-    """The battery to follow (--battery, else the board's [battery]) and the policy for it."""
-    battery = getattr(args, "battery", None)
-    spec = BatterySpec(source="sysfs", supply=battery) if battery else board.battery if board else BatterySpec()
+def _battery(args: argparse.Namespace, board: Board | None,
+             now_ms: int) -> tuple[RolePolicy, PowerSource, PowerReading] | None:
+    """The policy for the battery to follow (--battery, else the board's [battery]), that battery,
+    and its first reading (a source that cannot be read is a mistake of the settings); None: mains."""
+    supply = getattr(args, "battery", None)
+    spec = BatterySpec(source="sysfs", supply=supply) if supply else board.battery if board else BatterySpec()
     if spec.source == "none":
-        return None, None
+        return None
     thresholds = board.role if board else RoleThresholds()
     dwell_s = getattr(args, "role_dwell_s", None)
     if dwell_s is not None:
         thresholds = replace(thresholds, min_dwell_ms=dwell_s * 1000)
     try:
         power = power_source(spec)
-        power.read()
+        reading = power.read()
     except PowerError as e:
         raise ConfigError(f"battery: {e}") from None
-    return power, RolePolicy(thresholds, now_ms=now_ms)
+    return RolePolicy(thresholds, now_ms=now_ms), power, reading
 
 
 def _say_when_attached(driver: UdpDriver) -> None:

@@ -28,6 +28,14 @@ def id_from_bytes(raw: bytes) -> int:
     return int.from_bytes(raw, "big")
 
 
+def id_from_hex(text: object) -> int | None:
+    """An id as records and Record-Routes write it (lower-case hex, `format(id, "x")`), or None
+    for anything else (it comes from the network)."""
+    if isinstance(text, str) and 0 < len(text) <= ID_BITS // 4 and all(c in "0123456789abcdef" for c in text):
+        return int(text, 16)
+    return None
+
+
 def short(node_id: int) -> str:
     """First 8 hex digits: enough to tell nodes apart in logs."""
     return f"{node_id:040x}"[:8]

@@ -24,9 +24,11 @@ A peer answers overlay requests only when JOINED or LEAVING; PING, STAT and CLOS
 A client (seed 001) stores and routes nothing: everything goes through one peer. A transient
 one (the one-shot commands) just sends through its first bootstrap peer. An attached one
 (`PeerConfig.attach`, a phone that is a client) joins by ATTACH to a bootstrap peer, keeps the
-attachment alive with an ATTACH every `client_keepalive_ms`, takes Tunnel requests its peer
-hands it ([NODE peer, NODE client], attachment.py), and when its peer stops answering
-attaches to the peer's alternates or the bootstrap peers (an Attached event says so).
+attachment alive with an ATTACH after `client_keepalive_ms` without a request of its own
+answered through its peer, takes Tunnel requests its peer hands it ([NODE peer, NODE
+client], attachment.py), and when its peer stops answering (a keepalive, or a request of its
+own that needs a retransmission) attaches to the peer's alternates or the bootstrap peers
+(an Attached event says so).
 
 Return routability (STYLE.md habit 4, issue 11): answers to our own requests carry our
 nonce (the transaction id), so they are believed; a request is a claim. A request from a
@@ -446,8 +448,12 @@ class PeerNode:
         would fall back on; a peer's successors (or nearest contacts)."""
         if self._attachment is not None:
             return list(self._attachment.candidates())
+        return [n.addr for n in self._successor_nodes()]
+
+    def _successor_nodes(self) -> list[NodeInfo]:
+        """Our successors (Kademlia: nearest contacts) with the addresses we know them at."""
         _, successors, _ = self._stat_topology()
-        return [a for s in successors if (a := self._address_of(s)) is not None]
+        return [NodeInfo(s, a) for s in successors if (a := self._address_of(s)) is not None]
 
     @property
     def admitting_peer(self) -> NodeInfo | None:
@@ -813,8 +819,7 @@ class PeerNode:
         if self.state is not State.JOINED:
             return Code.ERROR, Error(ErrorCode.LEAVING, "leaving")
         self._clients.heard(sender.node_id, sender.addr, now_ms=now_ms)
-        _, successors, _ = self._stat_topology()
-        alternates = tuple(NodeInfo(s, a) for s in successors[:ALTERNATES_MAX] if (a := self._address_of(s)))
+        alternates = tuple(self._successor_nodes()[:ALTERNATES_MAX])
         return Code.ATTACH_ANS, AttachAns(self._timing.client_keepalive_ms // 1000, alternates)
 
     def _on_stat(self, msg: Message, sender: NodeInfo, now_ms: int) -> tuple[Code, Body]:
@@ -940,8 +945,6 @@ class PeerNode:
         assert isinstance(purpose, User)
         if answer is None:
             self._completed(purpose.handle, TIMED_OUT, 0, None)
-            if self.config.attach and self.state is State.JOINED:
-                self._keep_attached(now_ms)  # our peer may be dead: ask now, not at the next keepalive
         else:
             if self.config.attach:
                 self._peer_answered_ms = now_ms

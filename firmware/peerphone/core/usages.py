@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from enum import IntEnum
 
+from .ids import id_from_hex
 from .limits import (
     CONTENT_TYPE_CHARS_MAX,
     HOST_CHARS_MAX,
@@ -120,7 +121,7 @@ def _load(raw: bytes) -> dict[str, object]:
 
 
 def _node_id(text: object) -> int:
-    """A node id as a record writes it (hex), checked."""
-    if not (isinstance(text, str) and 0 < len(text) <= 40 and all(c in "0123456789abcdef" for c in text)):
+    node_id = id_from_hex(text)
+    if node_id is None:
         raise RecordError("bad registration record")
-    return int(text, 16)
+    return node_id

@@ -42,7 +42,7 @@ from typing import Callable, Union
 from ..core.deadlines import Deadlines
 from ..core.errors import ErrorCode
 from ..core.events import RequestCompleted
-from ..core.ids import id_from_name
+from ..core.ids import id_from_hex, id_from_name
 from ..core.ingress import BoundedLru
 from ..core.limits import (
     BINDINGS_MAX,
@@ -895,9 +895,9 @@ class SipFront:
             log.warning("sip: %s: %s", what, error.reason)
 
     def _link_to(self, uri: Uri) -> Link:
-        node = _hex_id(uri.param(TUNNEL_PARAM))  # a front that is reached through the overlay (its Record-Route)
+        node = id_from_hex(uri.param(TUNNEL_PARAM))  # a front that is reached through the overlay (its Record-Route)
         if node is not None:
-            return Link("TUNNEL", (uri.host, uri.port or 5060), node, _hex_id(uri.param(VIA_PARAM)))
+            return Link("TUNNEL", (uri.host, uri.port or 5060), node, id_from_hex(uri.param(VIA_PARAM)))
         transport = "TCP" if (uri.param("transport") or "").lower() == "tcp" else "UDP"
         return Link(transport, (uri.host, uri.port or 5060))
 
@@ -1377,10 +1377,3 @@ def _drop_first(msg: SipRequest | SipResponse, name: str) -> None:
             else:
                 del msg.headers[i]
             return
-
-
-def _hex_id(text: str | None) -> int | None:
-    """A node id as our Record-Route writes it (hex), or None."""
-    if text and len(text) <= 40 and all(c in "0123456789abcdef" for c in text):
-        return int(text, 16)
-    return None
