@@ -115,8 +115,10 @@ class PeerProc:
 
 
 def start_peer(*extra: str, bootstrap: str | None = None) -> PeerProc:
+    """A peer for the test's overlay; a peer whatever its link (a busy machine answering late at a
+    100 ms period is no lossy link) unless `extra` says --role auto."""
     cmd = [sys.executable, "-m", "peerphone", "peer", "--listen", "127.0.0.1:0", "--sip-listen", "127.0.0.1:0",
-           "--maintenance-ms", "100", *extra]
+           "--maintenance-ms", "100", "--role", "peer", *extra]
     if bootstrap:
         cmd += ["--bootstrap", bootstrap]
     p = LineProc.start(cmd)

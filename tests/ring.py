@@ -20,9 +20,9 @@ OVERLAY = 0x5EE1
 TIMING = Timing().scaled(200)
 
 
-def build(n: int, seed: int = 7, topology: Topology = Topology.CHORD) -> "Ring":
+def build(n: int, seed: int = 7, topology: Topology = Topology.CHORD, timing: Timing = TIMING) -> "Ring":
     """`n` peers joined one after the other, run until their tables agree with the oracle."""
-    ring = Ring(seed=seed, topology=topology)
+    ring = Ring(seed=seed, topology=topology, timing=timing)
     first = ring.add()
     for _ in range(n - 1):
         ring.add(bootstrap=first.me.addr)
@@ -45,6 +45,7 @@ class Ring:
         self.wire: deque[tuple[int, bytes, Addr, Addr]] = deque()
         self.events: list[tuple[Addr, object]] = []
         self.strays: list[tuple[bytes, Addr]] = []  # datagrams sent to an address no node has (data, to)
+        self.closed: set[Addr] = set()  # nodes behind a filter that lets in only answers to what they sent
 
     def add(self, node_id: int | None = None, *, bootstrap: Addr | None = None, client: bool = False,
             attach: bool = False) -> PeerNode:
@@ -67,6 +68,10 @@ class Ring:
     def flush(self, node: PeerNode) -> None:
         for data, to in node.datagrams_to_send():
             self.wire.append((self.now_ms + self.latency_ms, data, node.me.addr, to))
+        other_port = (node.me.addr[0], node.me.addr[1] + 1)  # a port nobody ever sent to
+        for data, to in node.datagrams_from_other_port():
+            if to not in self.closed:
+                self.wire.append((self.now_ms + self.latency_ms, data, other_port, to))
         self.events.extend((node.me.addr, e) for e in node.events())
 
     def step_until(self, until_ms: int) -> None:
@@ -119,4 +124,4 @@ class Ring:
     def converged(self) -> bool:
         """Every live node's nearest neighbours are the oracle's (ring: successor and
         predecessor; Kademlia: the XOR-nearest live node)."""
-        return self.oracle().ring_errors(self.live(), self.topology) == 0
+        return self.oracle().ring_errors(self.live(), self.topology, now_ms=self.now_ms) == 0

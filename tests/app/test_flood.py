@@ -54,7 +54,9 @@ def test_a_peer_flooded_from_many_ports_stays_in_its_neighbours_tables():
         stats = stat_all([p.addr for p in peers])
         flooded = next(s for s in stats if s.node_id == victim.node_id)
         others = [s for s in stats if s.node_id != victim.node_id]
-        assert dict(flooded.counters).get("drop.rate", 0) > sent // 2  # the flood was there, and held back
+        counters = dict(flooded.counters)
+        # The flood was there (what the kernel did not drop for a full buffer), and held back:
+        assert counters["received"] > sent // 10 and counters.get("drop.rate", 0) > counters["received"] // 2
         assert all(victim.node_id in (s.pred, *s.successors) for s in others)
         assert all(dict(s.counters).get("node_failed", 0) == 0 for s in stats)  # nobody was taken for dead
     finally:

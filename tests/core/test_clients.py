@@ -2,15 +2,19 @@
 a peer, keeps the attachment alive, is reached through that peer only, is forgotten when it
 goes silent, and attaches to another peer when its own dies."""
 
-from peerphone.core.events import Attached, JoinFailed, RequestCompleted, Tunnelled
-from peerphone.core.limits import CLIENT_SILENCE_KEEPALIVES
-from peerphone.core.peer import PeerNode, State
-from peerphone.core.wire import encode
-from peerphone.core.wire.messages import Code, Dest, DestKind, Message, Tunnel
+from dataclasses import replace
 
-from tests.ring import OVERLAY, Ring, build
+from peerphone.core.events import Attached, JoinFailed, RequestCompleted, Tunnelled
+from peerphone.core.limits import CLIENT_SILENCE_KEEPALIVES, REACH_WAIT_MS
+from peerphone.core.peer import PeerNode, State
+from peerphone.core.reachability import Reachability
+from peerphone.core.wire import encode
+from peerphone.core.wire.messages import EMPTY, Code, Dest, DestKind, Message, Tunnel
+
+from tests.ring import OVERLAY, TIMING, Ring, build
 
 KEEPALIVE_MS = Ring().timing.client_keepalive_ms
+CHECK_MS = 20_000  # the reach test's period, shortened
 
 
 def attached_client(ring: Ring, via: PeerNode) -> PeerNode:
@@ -38,7 +42,7 @@ def test_a_client_attaches_to_a_peer_and_is_reached_through_it_from_anywhere(top
     assert client.admitting_peer == peers[2].me
     assert [e for at, e in ring.events if at == client.me.addr and isinstance(e, Attached)] == [
         Attached(peers[2].me.node_id, peers[2].me.addr)]
-    assert dict(peers[2].stat_local().counters)["clients"] == 1
+    assert dict(peers[2].stat_local(now_ms=ring.now_ms).counters)["clients"] == 1
     for origin in (peers[0], peers[5], peers[2]):
         payload = f"INVITE from {origin.me.node_id:x}".encode()
         done = tunnel_to(ring, origin, client, payload)
@@ -46,7 +50,7 @@ def test_a_client_attaches_to_a_peer_and_is_reached_through_it_from_anywhere(top
         assert [e for at, e in ring.events if isinstance(e, Tunnelled) and e.payload == payload] == [
             Tunnelled(origin.me.node_id, payload)]
     for peer in peers:  # it routes nothing: no peer has it in its tables
-        stat = peer.stat_local()
+        stat = peer.stat_local(now_ms=ring.now_ms)
         assert client.me.node_id not in (stat.pred, *stat.successors, *stat.fingers)
 
 
@@ -69,7 +73,7 @@ def test_a_silent_client_is_forgotten_and_a_tunnel_to_it_fails_fast(topology):
     client = attached_client(ring, peer)
     ring.kill(client)
     ring.run((CLIENT_SILENCE_KEEPALIVES + 1) * KEEPALIVE_MS)
-    assert dict(peer.stat_local().counters)["clients"] == 0
+    assert dict(peer.stat_local(now_ms=ring.now_ms).counters)["clients"] == 0
     done = tunnel_to(ring, origin, client, b"anyone?")
     assert done.error is not None and "no such client" in done.error.reason
 
@@ -114,15 +118,18 @@ def test_round_trips_and_losses_to_neighbours_are_measured_from_traffic_the_node
     ring = build(6, topology=topology)
     node = ring.live()[2]
     ring.run(5000)
-    gauges = dict(node.stat_local().counters)
-    assert node.link.loss == 0.0 and gauges["link.loss_permille"] == 0
-    assert node.link.rtt_ms is not None and 1 <= node.link.rtt_ms <= 10  # the ring's 1 ms each way
+    gauges = dict(node.stat_local(now_ms=ring.now_ms).counters)
+    rtt_ms, loss = node.link.measured(now_ms=ring.now_ms)
+    assert loss == 0.0 and gauges["link.loss_permille"] == 0
+    assert rtt_ms is not None and 1 <= rtt_ms <= 10  # the ring's 1 ms each way
     client = attached_client(ring, node)
     ring.run(12 * KEEPALIVE_MS)  # the keepalives alone: 12 samples
-    assert client.link.rtt_ms is not None and client.link.loss == 0.0
+    rtt_ms, loss = client.link.measured(now_ms=ring.now_ms)
+    assert rtt_ms is not None and loss == 0.0
     ring.kill(node)
     ring.run(KEEPALIVE_MS + 10_000)
-    assert client.link.loss is not None and client.link.loss > 0.1  # its peer stopped answering
+    _, loss = client.link.measured(now_ms=ring.now_ms)
+    assert loss is not None and loss > 0  # its peer stopped answering (a request lost twice over: one loss)
 
 
 def test_a_client_busy_with_requests_through_its_peer_sends_no_keepalive_and_stays_attached(topology):
@@ -135,6 +142,46 @@ def test_a_client_busy_with_requests_through_its_peer_sends_no_keepalive_and_sta
         ring.flush(client)
         ring.run(10_000)
     assert client.counters["sent.ATTACH"] == attaches  # the fetches did the keepalive's work
-    assert dict(peer.stat_local().counters)["clients"] == 1  # and kept it attached
+    assert dict(peer.stat_local(now_ms=ring.now_ms).counters)["clients"] == 1  # and kept it attached
     ring.run(2 * KEEPALIVE_MS)  # quiet again: keepalives again
     assert client.counters["sent.ATTACH"] - attaches in (1, 2)
+
+
+def test_a_node_finds_out_whether_strangers_can_reach_it(topology):
+    ring = build(5, topology=topology, timing=replace(TIMING, reach_check_ms=CHECK_MS))
+    open_node, closed_node = ring.live()[1], ring.live()[3]
+    ring.closed.add(closed_node.me.addr)
+    ring.run(2 * CHECK_MS)  # two checks more
+    assert open_node.reachable is True and closed_node.reachable is False
+    assert dict(open_node.stat_local(now_ms=ring.now_ms).counters)["reachable"] == 1
+    assert closed_node.counters["reach.unreachable"] >= 1  # two misses in a row, once closed
+    client = attached_client(ring, open_node)
+    ring.run(3 * KEEPALIVE_MS)
+    assert client.reachable is True  # its peer tried from its other port
+    ring.closed.add(client.me.addr)
+    ring.run(CHECK_MS + 3000)
+    assert client.reachable is False
+
+
+def test_a_reach_test_goes_only_to_the_address_that_asked(topology):
+    ring = build(3, topology=topology)
+    asked = ring.live()[0]
+    stranger = ring.live()[1]
+    req = Message(8, (stranger.me.node_id, 12345), (), 99, Code.REACH, EMPTY)  # forwarded: whose address?
+    asked.receive_datagram(encode(req, OVERLAY), stranger.me.addr, now_ms=ring.now_ms)
+    assert asked.datagrams_from_other_port() == []
+
+
+def test_one_lost_datagram_from_the_other_port_is_a_miss_not_unreachable():
+    reach = Reachability(period_ms=600_000, retry_ms=2000)
+    reach.asked(1, now_ms=0)
+    reach.answered(now_ms=10)
+    assert not reach.expire(now_ms=10 + REACH_WAIT_MS) and reach.reachable is None  # a miss: ask again soon
+    assert reach.due_ms == 10 + REACH_WAIT_MS + 2000
+    reach.asked(2, now_ms=reach.due_ms)
+    assert not reach.came_back(1) and reach.came_back(2) and reach.reachable is True  # the old one is no answer
+    for txid in (3, 4):
+        reach.asked(txid, now_ms=0)
+        reach.answered(now_ms=0)
+        unreachable = reach.expire(now_ms=REACH_WAIT_MS)
+    assert unreachable and reach.reachable is False

@@ -80,6 +80,9 @@ BODIES = {
     Code.TUNNEL_ANS: st.just(EMPTY),
     Code.ATTACH: st.just(EMPTY),
     Code.ATTACH_ANS: st.builds(AttachAns, st.integers(0, 3600), node_lists),
+    Code.REACH: st.just(EMPTY),
+    Code.REACH_ANS: st.just(EMPTY),
+    Code.REACH_BACK: st.just(EMPTY),
     Code.ERROR: st.builds(Error, st.integers(0, 0xFFFF), st.text(max_size=40)),
 }
 messages = st.sampled_from(list(Code)).flatmap(lambda code: st.builds(

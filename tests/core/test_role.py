@@ -107,13 +107,65 @@ def test_thresholds_without_a_gap_are_refused(bad: RoleThresholds, words: str):
 def test_link_quality_is_unknown_until_enough_outcomes_then_follows_them():
     link = LinkQuality(window=16, min_samples=8)
     for _ in range(7):
-        link.acknowledged(100)
-    assert link.rtt_ms is None and link.loss is None
-    link.acknowledged(100)
-    assert link.rtt_ms == pytest.approx(100) and link.loss == 0.0
+        link.acknowledged(1, 100, now_ms=0)
+    assert link.measured(now_ms=0) == (None, None)
+    link.acknowledged(1, 100, now_ms=0)
+    assert link.measured(now_ms=0) == (pytest.approx(100), 0.0)
     for i in range(200):  # one in five lost
-        link.lost() if i % 5 == 0 else link.acknowledged(300)
-    assert link.loss == pytest.approx(0.2, abs=0.08) and link.rtt_ms == pytest.approx(300, abs=5)
+        link.lost(1, now_ms=0) if i % 5 == 0 else link.acknowledged(1, 300, now_ms=0)
+    assert link.measured(now_ms=0) == (pytest.approx(300, abs=5), pytest.approx(0.2, abs=0.08))
     for _ in range(100):
-        link.acknowledged(300)
-    assert link.loss < 0.01
+        link.acknowledged(1, 300, now_ms=0)
+    assert link.measured(now_ms=0)[1] < 0.01  # type: ignore[operator]
+
+
+def test_one_silent_neighbour_is_not_a_lossy_link_but_every_neighbour_losing_is():
+    link = LinkQuality(window=16, min_samples=8)
+    for _ in range(20):
+        for neighbour in (1, 2, 3):
+            link.acknowledged(neighbour, 20, now_ms=0)
+        link.lost(4, now_ms=0)  # dead, not yet declared failed
+    assert link.measured(now_ms=0) == (pytest.approx(20), 0.0)
+    link.forget(4)
+    for i in range(40):  # our own link drops a third of everything, to every neighbour
+        for neighbour in (1, 2, 3):
+            link.lost(neighbour, now_ms=0) if (i + neighbour) % 3 == 0 else link.acknowledged(neighbour, 20, now_ms=0)
+    loss = link.measured(now_ms=0)[1]
+    assert loss is not None and loss > 0.2
+
+
+def test_neighbours_not_heard_for_a_while_no_longer_count():
+    link = LinkQuality(window=16, min_samples=8, fresh_ms=120_000)
+    for i in range(20):
+        link.lost(1, now_ms=i * 1000)  # a neighbour of the role the node left, silent
+    assert link.measured(now_ms=60_000)[1] == 1.0
+    for i in range(20):
+        link.acknowledged(2, 30, now_ms=100_000 + i * 5000)  # the peer a client keeps alive now
+    assert link.measured(now_ms=195_000) == (30, 0.0)  # the first is stale by then
+    assert link.measured(now_ms=195_000 + 120_001) == (None, None)  # and nothing heard since
+
+
+def test_link_quality_keeps_a_bounded_number_of_neighbours():
+    link = LinkQuality(window=16, min_samples=1, neighbours_max=4)
+    for neighbour in range(1000):
+        link.lost(neighbour, now_ms=0)
+    for neighbour in range(996, 1000):
+        link.acknowledged(neighbour, 10, now_ms=0)
+    assert link.measured(now_ms=0)[1] == pytest.approx(0.5)  # only the last four, each one lost and one acknowledged
+
+
+def test_a_client_for_its_link_or_its_reach_stays_one_until_they_are_seen_good_not_just_unknown():
+    p = policy()
+    assert p.decide(Conditions(loss=0.3, rtt_ms=20), now_ms=DWELL_MS).role is Role.CLIENT
+    unknown = p.decide(MAINS, now_ms=3 * DWELL_MS)  # a new client's link: nothing measured yet
+    assert unknown.role is Role.CLIENT and "not measured since it was poor" in unknown.reason
+    assert p.decide(Conditions(loss=0.0, rtt_ms=20), now_ms=3 * DWELL_MS).role is Role.PEER
+    assert p.decide(Conditions(reachable=False), now_ms=4 * DWELL_MS).role is Role.CLIENT
+    assert p.decide(Conditions(loss=0.0, rtt_ms=20), now_ms=6 * DWELL_MS).role is Role.CLIENT
+    assert p.decide(Conditions(loss=0.0, rtt_ms=20, reachable=True), now_ms=6 * DWELL_MS).role is Role.PEER
+
+
+def test_a_client_for_its_battery_needs_no_link_measure_to_be_a_peer_on_its_charger():
+    p = policy()
+    assert p.decide(battery(10), now_ms=0).role is Role.CLIENT
+    assert p.decide(battery(90, charging=True), now_ms=DWELL_MS).role is Role.PEER

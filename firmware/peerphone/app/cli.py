@@ -39,6 +39,13 @@ def _positive_ms(text: str) -> int:
     return value
 
 
+def _dwell_s(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 86_400:
+        raise argparse.ArgumentTypeError("must be 1..86400 s")
+    return value
+
+
 def _rtp_port(text: str) -> int:
     value = int(text)
     if not 1024 <= value <= 65536 - RTP_PORTS:
@@ -208,15 +215,17 @@ def _peer_arguments(peer: argparse.ArgumentParser, overlay_help: str) -> None:
     peer.add_argument("--advertise", metavar="HOST", help="address other peers reach us at "
                       "(default: the listen address, or the route toward the first bootstrap peer)")
     peer.add_argument("--overlay", default=DEFAULT_OVERLAY, help=overlay_help)
-    peer.add_argument("--client", action="store_true",
-                      help="attach to a bootstrap peer as a client: store and route nothing for others, be "
-                           "reached through that peer (a battery handset, a node others cannot reach)")
+    peer.add_argument("--role", choices=("auto", "peer", "client"), default="auto",
+                      help="auto (default): a peer while its battery, its link to its neighbours and its "
+                           "reachability allow, else a client; client: attach to a bootstrap peer, store and route "
+                           "nothing for others, be reached through that peer; peer: always a peer")
+    peer.add_argument("--client", action="store_const", const="client", dest="role", help="the same as --role client")
     peer.add_argument("--battery", metavar="auto|NAME|DIR",
                       help="follow this battery (the kernel's power_supply: the first battery, one by name, or a "
                            "directory of its files): a client below 25%% while discharging, a peer again from 50%% or "
                            "on a charger (a board file's [battery] and [role] say otherwise)")
-    peer.add_argument("--role-dwell-s", type=int, metavar="S",
-                      help="least time in a role before the battery may change it (default 60, or the board's)")
+    peer.add_argument("--role-dwell-s", type=_dwell_s, metavar="S",
+                      help="least time in a role before the policy may change it (default 60, or the board's)")
     _topology_argument(peer, "chord, kademlia, or onehop for overlays of up to a few hundred nodes; every peer "
                              "of one overlay must use the same (default chord)")
     peer.add_argument("--maintenance-ms", type=_positive_ms, default=Timing().maintenance_interval_ms,

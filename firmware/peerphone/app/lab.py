@@ -146,7 +146,9 @@ class Lab:
     # -- processes --
 
     def _spawn(self, index: int, bootstrap: Addr | None) -> subprocess.Popen[bytes]:
-        args = ["--log-level", "warning", "peer", "--listen", "127.0.0.1:0", "--overlay", LAB_OVERLAY,
+        # Peers whatever their link (a loaded machine's slow answers are not a lossy link): the lab
+        # measures the overlay, not the role policy.
+        args = ["--log-level", "warning", "peer", "--role", "peer", "--listen", "127.0.0.1:0", "--overlay", LAB_OVERLAY,
                 "--sip-listen", "127.0.0.1:0", "--maintenance-ms", str(self.spec.maintenance_ms),
                 "--topology", self.spec.topology.value]
         if bootstrap is not None:

@@ -1,7 +1,14 @@
-"""The role policy (core/role.py) on a running phone or peer: the battery is read every
-ROLE_CHECK_S, and when the policy wants the other role the node changes it on its socket
-(UdpDriver.change_role: a peer hands its values over first), the SIP front's records follow
-(through the new admitting peer, or reached directly again), and a line says why.
+"""The role policy (core/role.py) on a running phone or peer: every ROLE_CHECK_S the battery
+is read and the node's link measured (core/role.py LinkQuality), and when the policy wants the
+other role the node changes it on its socket (UdpDriver.change_role: a peer hands its values
+over first), the SIP front's records follow (through the new admitting peer, or reached
+directly again), and a line says why.
+
+A client on external power keeps its attachment alive every LINK_WATCH_KEEPALIVE_S instead of
+the battery client's 30 s: those keepalives are what measures the link it would be a peer on
+(each role measures its own links from its start), and the default dwell time (60 s) lets
+enough of them in (LinkQuality's 8) before the policy may take it back to peer; a node that
+does not count its datagrams pays a few a minute for that.
 
 The handset and its calls are not touched: their media goes phone to phone, and the front
 stays where it is; only the overlay path of the front's requests changes.
@@ -13,7 +20,8 @@ import asyncio
 import logging
 from dataclasses import replace
 
-from ..core.peer import PeerConfig
+from ..core.limits import Timing
+from ..core.peer import PeerConfig, PeerNode
 from ..core.role import Conditions, Role, RolePolicy
 from ..core.wire.messages import Addr
 from ..hw.power import PowerError, PowerReading, PowerSource
@@ -23,15 +31,24 @@ from ..net.udp import OverlayError, UdpDriver, system_node_factory
 log = logging.getLogger("peerphone.role")
 ROLE_CHECK_S = 5.0  # a battery changes by a percent in minutes: a read every 5 s costs nothing
 ROLE_CHANGE_TIMEOUT_S = 30.0
+LINK_WATCH_KEEPALIVE_S = 2
 
 
-def conditions_of(reading: PowerReading) -> Conditions:
-    return Conditions(reading.battery_percent, reading.external_power)
+def conditions_of(reading: PowerReading, node: PeerNode | None = None, *, now_ms: int = 0) -> Conditions:
+    """The policy's inputs: the battery's reading, and what `node` measured of its network."""
+    if node is None:
+        return Conditions(reading.battery_percent, reading.external_power)
+    rtt_ms, loss = node.link.measured(now_ms=now_ms)
+    return Conditions(reading.battery_percent, reading.external_power, rtt_ms, loss, node.reachable)
 
 
-def config_for(config: PeerConfig, role: Role) -> PeerConfig:
+def config_for(config: PeerConfig, role: Role, reading: PowerReading) -> PeerConfig:
+    """A client on battery keeps alive every 30 s and leaves its reachability alone (the battery
+    decides its role); on external power it watches both, to be a peer again when they allow."""
     client = role is Role.CLIENT
-    return replace(config, client=client, attach=client)
+    keepalive_ms = LINK_WATCH_KEEPALIVE_S * 1000 if reading.external_power else Timing().client_keepalive_ms
+    return replace(config, client=client, attach=client, reach_check=not client or reading.external_power,
+                   timing=replace(config.timing, client_keepalive_ms=keepalive_ms))
 
 
 class RoleKeeper:
@@ -51,7 +68,7 @@ class RoleKeeper:
             if str(e) != self._power_error:
                 log.warning("battery: %s", e)
                 self._power_error = str(e)
-        return conditions_of(self._reading)
+        return conditions_of(self._reading, self.driver.node, now_ms=self.driver.now_ms())
 
     async def run(self) -> None:
         while True:
@@ -64,7 +81,8 @@ class RoleKeeper:
     async def change(self, role: Role, reason: str) -> None:
         print(f"role {role.value}: {reason}", flush=True)
         node = self.driver.node
-        make = system_node_factory(config_for(node.config, role), self.advertise_host, node_id=node.me.node_id)
+        make = system_node_factory(config_for(node.config, role, self._reading), self.advertise_host,
+                                   node_id=node.me.node_id)
         try:
             await self.driver.change_role(make, self.bootstrap, ROLE_CHANGE_TIMEOUT_S)
         except OverlayError as e:

@@ -36,20 +36,21 @@ async def start_peer(args: argparse.Namespace, supervisor: Supervisor,
     advertise_host = args.advertise or (listen[0] if listen[0] not in ("0.0.0.0", "::") else
                                         route_source_address(bootstrap[0] if bootstrap else ("192.0.2.1", 9)))
     now_ms = int(asyncio.get_running_loop().time() * 1000)  # the driver's clock
-    battery = _battery(args, board, now_ms)
-    client = getattr(args, "client", False)
+    role = getattr(args, "role", "peer")
+    client = role == "client"
+    policy, power, reading = _role_policy(args, board, now_ms)
+    keep_role = role == "auto" and bool(bootstrap)  # the first peer of an overlay has nobody to attach to
     config = PeerConfig(overlay_id(args.overlay), Timing().scaled(args.maintenance_ms),
                         topology=Topology(args.topology))
-    if battery is not None:
-        if not bootstrap:
-            raise ConfigError("--battery needs --bootstrap: a node on a low battery attaches to a peer as a client")
-        policy, _, reading = battery
+    if reading.battery_percent is not None and not bootstrap:
+        raise ConfigError("--battery needs --bootstrap: a node on a low battery attaches to a peer as a client")
+    if keep_role:
         decision = policy.decide(conditions_of(reading), now_ms=now_ms)
         client = decision.role is Role.CLIENT
         print(f"role {decision.role.value}: {decision.reason}", flush=True)
     if client and not bootstrap:
         raise ConfigError("--client needs --bootstrap: a client attaches to a peer of an overlay")
-    config = config_for(config, Role.CLIENT if client else Role.PEER)
+    config = config_for(config, Role.CLIENT if client else Role.PEER, reading)
     try:
         driver = await UdpDriver.open(listen, system_node_factory(config, advertise_host))
     except OSError as e:
@@ -84,21 +85,20 @@ async def start_peer(args: argparse.Namespace, supervisor: Supervisor,
             raise ConfigError(f"cannot listen for SIP on {args.sip_listen}: {e.strerror or e}") from None
         supervisor.on_shutdown("close the SIP front", front.close)
         print(f"sip {advertise_host}:{front.port} domain={front.front.config.domain}", flush=True)
-    if client or battery is not None:
+    if client or keep_role:
         _say_when_attached(driver)
-    if battery is not None:
-        supervisor.spawn(RoleKeeper(*battery, driver, front, advertise_host, bootstrap).run())
+    if keep_role:
+        supervisor.spawn(RoleKeeper(policy, power, reading, driver, front, advertise_host, bootstrap).run())
     return driver, front
 
 
-def _battery(args: argparse.Namespace, board: Board | None,
-             now_ms: int) -> tuple[RolePolicy, PowerSource, PowerReading] | None:
-    """The policy for the battery to follow (--battery, else the board's [battery]), that battery,
-    and its first reading (a source that cannot be read is a mistake of the settings); None: mains."""
+def _role_policy(args: argparse.Namespace, board: Board | None,
+                 now_ms: int) -> tuple[RolePolicy, PowerSource, PowerReading]:
+    """The policy (the board's [role], --role-dwell-s), the power it follows (--battery, else
+    the board's [battery], else mains) and its first reading (a battery that cannot be read is
+    a mistake of the settings)."""
     supply = getattr(args, "battery", None)
     spec = BatterySpec(source="sysfs", supply=supply) if supply else board.battery if board else BatterySpec()
-    if spec.source == "none":
-        return None
     thresholds = board.role if board else RoleThresholds()
     dwell_s = getattr(args, "role_dwell_s", None)
     if dwell_s is not None:

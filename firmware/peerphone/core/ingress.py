@@ -36,6 +36,9 @@ class BoundedLru(Generic[K, V]):
     def pop(self, key: K) -> V | None:
         return self._items.pop(key, None)
 
+    def values(self) -> list[V]:
+        return list(self._items.values())
+
 
 def network_of(host: str) -> str:
     """The network a host sits in for rate limits: its /24 (IPv4) or /64 (IPv6), where one

@@ -55,6 +55,9 @@ class Timing:
     # RFC 4787 asks routers to keep a UDP mapping 2 minutes, most keep it a minute or more
     # (a few only 30 s: set it lower there). 30 s is issue 14's bound: 2 datagrams sent a minute.
     client_keepalive_ms: int = 30_000
+    # How often a node asks a neighbour to reach it from another port (a NAT or a firewall that
+    # lets in only answers shows up as a missing datagram); after a change of address, sooner.
+    reach_check_ms: int = 10 * 60 * 1000
 
     def scaled(self, maintenance_interval_ms: int) -> "Timing":
         """Same ratios with a different maintenance period (lab and simulator)."""
@@ -93,6 +96,9 @@ CLIENTS_MAX = 1024
 CLIENT_SILENCE_KEEPALIVES = 3
 ALTERNATES_MAX = 4  # peers an admitting peer names for its clients to fall back on
 KEEPALIVE_SLACK_MS = 1000  # a keepalive waits this much past a request of the same period
+REACH_WAIT_MS = 2000  # after the neighbour's answer, how long its datagram from the other port may take
+REACH_MISSES = 2  # reach tests in a row without that datagram: unreachable
+LINK_LOSS_TRANSMISSIONS = 3  # a request to a neighbour is a loss of the link once its first two went unanswered
 
 # Kademlia (Maymounkov and Mazieres, IPTPS 2002).
 K = 20      # bucket size, and how many closest nodes a lookup settles on (§2.3)

@@ -64,6 +64,7 @@ from .limits import (
     INGRESS_NETWORK_RATE_PER_S,
     INGRESS_RATE_PER_S,
     KEEPALIVE_SLACK_MS,
+    LINK_LOSS_TRANSMISSIONS,
     PEER_TABLE_MAX,
     PROVEN_MAX,
     RATE_SOURCES_MAX,
@@ -78,6 +79,7 @@ from .limits import (
     Timing,
 )
 from .overlay import Topology
+from .reachability import Reachability
 from .replication import ReplicaTracker
 from .role import LinkQuality
 from .rpc import AnswerCache, Hop, HopTracker, Pending, Transactions
@@ -127,6 +129,7 @@ class PeerConfig:
     timing: Timing = Timing()
     client: bool = False  # a client routes nothing and stores nothing for others (seed 001)
     attach: bool = False  # a long-running client: attached, kept alive, reachable through its peer
+    reach_check: bool = True  # find out now and then whether strangers can reach us (reachability.py)
     # Ask for answers straight from the responder (RFC 7263) on a request's first
     # transmission; retransmissions always take the symmetric path, so an origin
     # behind a NAT that filters the direct answer loses one retransmission interval.
@@ -168,6 +171,11 @@ class Attaching(Purpose):
 
     candidates: tuple[Addr, ...]
     index: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reaching(Purpose):
+    """A REACH: try to reach me from your other port."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,6 +298,8 @@ class PeerNode:
         self._peer_answered_ms = -(1 << 62)  # when our peer last passed an answer of ours back
         self._clients = AttachedClients(config.timing.client_keepalive_ms)  # a peer's
         self.link = LinkQuality()  # round trip and loss to our neighbours, for the role policy
+        self._reach = Reachability(config.timing.reach_check_ms, retry_ms=10 * config.timing.maintenance_interval_ms)
+        self._from_other_port: list[tuple[bytes, Addr]] = []
         self._proven: BoundedLru[Addr, int] = BoundedLru(PROVEN_MAX)  # address -> the id that answered there
         self._heard: BoundedLru[int, int] = BoundedLru(PEER_TABLE_MAX)  # node id -> when a proven datagram came
         self._held: dict[Addr, list[Message]] = {}
@@ -302,6 +312,7 @@ class PeerNode:
             Code.STAT: self._on_stat,
             Code.TUNNEL: self._on_tunnel,
             Code.ATTACH: self._on_attach,
+            Code.REACH: self._on_reach,
         }
         self._answer_handlers: dict[type, Callable[[Purpose, Message | None, int], None]] = {
             User: self._done_user,
@@ -312,6 +323,7 @@ class PeerNode:
             ReplicaPush: self._replica_pushed,
             Verify: self._done_verify,
             Attaching: self._done_attaching,
+            Reaching: self._done_reaching,
         }
 
     # ------------------------------------------------------------------ driver side
@@ -320,13 +332,24 @@ class PeerNode:
         out, self._outbox = self._outbox, []
         return out
 
+    def datagrams_from_other_port(self) -> list[tuple[bytes, Addr]]:
+        """Datagrams the driver sends from a second socket, never from the node's own port (the
+        reach test's REACH_BACK: to the receiver's NAT or firewall, a stranger)."""
+        out, self._from_other_port = self._from_other_port, []
+        return out
+
     def events(self) -> list[Event]:
         out, self._events = self._events, []
         return out
 
+    @property
+    def reachable(self) -> bool | None:
+        """Whether a neighbour's datagram from a port we never sent to got in (None: not known yet)."""
+        return self._reach.reachable
+
     def next_deadline_ms(self) -> int | None:
-        deadlines = [d for d in (self._rpc.next_deadline_ms(), self._hops.next_deadline_ms(), self._maintenance_ms)
-                     if d is not None]
+        deadlines = [d for d in (self._rpc.next_deadline_ms(), self._hops.next_deadline_ms(), self._maintenance_ms,
+                                 self._reach.next_deadline_ms()) if d is not None]
         return min(deadlines) if deadlines else None
 
     def handle_timer(self, *, now_ms: int) -> None:
@@ -334,16 +357,17 @@ class PeerNode:
             self._hop_not_acked(hop, now_ms)
         resend, expired = self._rpc.due(now_ms=now_ms)
         for pending in resend:
-            if pending.target is not None:
-                self.link.lost()
+            if pending.target is not None and pending.transmissions == LINK_LOSS_TRANSMISSIONS:
+                self._link_lost(pending.target, now_ms)
             elif self.config.attach and self.state is State.JOINED:
                 self._keep_attached(now_ms)  # no answer through our peer yet: is it there?
             self._retransmit(pending, now_ms)
         for pending in expired:
-            if pending.target is not None:
-                self.link.lost()
+            if pending.target is not None and pending.transmissions < LINK_LOSS_TRANSMISSIONS:
+                self._link_lost(pending.target, now_ms)
             self.counters["timeouts"] += 1
             self._finish(pending.purpose, None, now_ms, silent_since_ms=pending.started_ms)
+        self._check_reach(now_ms)
         if self._maintenance_ms is not None and now_ms >= self._maintenance_ms:
             if self.config.client:
                 # A request of ours through our peer answered within the period did the keepalive's
@@ -467,9 +491,9 @@ class PeerNode:
         self._request(Code.STAT, Stat(page), (), User(handle), now_ms, target=peer)
         return handle
 
-    def stat_local(self) -> StatAns:
+    def stat_local(self, *, now_ms: int) -> StatAns:
         """Our diagnostics, every finger and counter in one answer (it is not sent)."""
-        return self._stat_body(None)
+        return self._stat_body(None, now_ms)
 
     # ------------------------------------------------------------------ topology hooks
 
@@ -515,11 +539,21 @@ class PeerNode:
     def _lost(self, node_id: int) -> None:
         """What every topology does once it has declared `node_id` failed."""
         self._recent.pop(node_id)
+        self.link.forget(node_id)  # its silence says nothing about our own link
         self.counters["node_failed"] += 1
         self._events.append(NodeFailed(node_id))
 
     def _address_of(self, node_id: int) -> Addr | None:
         raise NotImplementedError
+
+    def _link_lost(self, target: Addr, now_ms: int) -> None:
+        """A request to a neighbour went unanswered twice (or for good): a loss on the link to the
+        node known there. One silence is not enough: a busy neighbour's late answer is not a lost
+        datagram, and an answer after a retransmission says nothing either way (Karn), so each
+        request counts once, answered at the first try or lost at the second."""
+        node_id = self._proven.get(target)
+        if node_id is not None:
+            self.link.lost(node_id, now_ms=now_ms)
 
     def _maintain(self, now_ms: int) -> None:
         raise NotImplementedError
@@ -686,7 +720,7 @@ class PeerNode:
     def _hop_not_acked(self, hop: Hop, now_ms: int) -> None:
         """The next hop stayed silent: suspect it, and send the request around it."""
         self.counters["hop_timeouts"] += 1
-        self.link.lost()
+        self.link.lost(hop.next_id, now_ms=now_ms)
         suspect = self._address_of(hop.next_id)
         if suspect is not None:
             self._probe(NodeInfo(hop.next_id, suspect), now_ms)
@@ -751,7 +785,13 @@ class PeerNode:
             if rtt_ms is None:
                 self._drop("unexpected_ack")
             else:
-                self.link.acknowledged(rtt_ms)
+                self.link.acknowledged(msg.via[0], rtt_ms, now_ms=now_ms)
+            return
+        if msg.code is Code.REACH_BACK:
+            if self._reach.came_back(msg.txid):
+                self.counters["reach.reachable"] += 1
+            else:
+                self._drop("unexpected_reach")
             return
         if not msg.dest or msg.dest[0] != (DestKind.NODE, self.me.node_id):
             self._drop("misrouted")
@@ -762,8 +802,8 @@ class PeerNode:
             if pending is None:
                 self._drop("unknown_transaction")
                 return
-            if pending.target is not None and pending.transmissions == 1:  # one neighbour, no ambiguity
-                self.link.acknowledged(now_ms - pending.started_ms)
+            if pending.target is not None and pending.transmissions == 1 and msg.via:  # no ambiguity
+                self.link.acknowledged(msg.via[-1], now_ms - pending.started_ms, now_ms=now_ms)
             if msg.via:
                 self._heard.put(msg.via[-1], now_ms)
             if pending.target is not None and msg.via and msg.code is not Code.ERROR:
@@ -824,13 +864,16 @@ class PeerNode:
 
     def _on_stat(self, msg: Message, sender: NodeInfo, now_ms: int) -> tuple[Code, Body]:
         assert isinstance(msg.body, Stat)
-        return Code.STAT_ANS, self._stat_body(msg.body.page)
+        return Code.STAT_ANS, self._stat_body(msg.body.page, now_ms)
 
-    def _stat_body(self, page: int | None) -> StatAns:
+    def _stat_body(self, page: int | None, now_ms: int) -> StatAns:
         """Page `page` of our diagnostics (None: all of it)."""
         gauges = {"client": 1} if self.config.client else {"clients": len(self._clients)}
-        if self.link.rtt_ms is not None and self.link.loss is not None:
-            gauges |= {"link.rtt_ms": round(self.link.rtt_ms), "link.loss_permille": round(self.link.loss * 1000)}
+        rtt_ms, loss = self.link.measured(now_ms=now_ms)
+        if rtt_ms is not None and loss is not None:
+            gauges |= {"link.rtt_ms": round(rtt_ms), "link.loss_permille": round(loss * 1000)}
+        if self.reachable is not None:
+            gauges["reachable"] = int(self.reachable)
         counters = tuple(sorted((self.counters | gauges).items()))
         pred, successors, fingers = self._stat_topology()
         pages = max(1, -(-max(len(counters), len(fingers)) // STAT_ITEMS_PER_PAGE))
@@ -874,12 +917,13 @@ class PeerNode:
             raise LocalProtocolError("request exceeds one datagram")
 
     def _request(self, code: Code, body: Body, dest: tuple[Dest, ...], purpose: Purpose, now_ms: int, *,
-                 target: Addr | None = None, transmissions_max: int | None = None) -> None:
-        """Send a request of ours; `target` fixes the first hop, else it is routed."""
+                 target: Addr | None = None, transmissions_max: int | None = None) -> int | None:
+        """Send a request of ours; `target` fixes the first hop, else it is routed. Its transaction
+        id, or None when it was finished at once (here, or refused)."""
         if self._rpc.is_full():
             self.counters["rpc_full"] += 1
             self._finish(purpose, None, now_ms, timed_out=False)
-            return
+            return None
         txid = int.from_bytes(self._entropy(8), "big")
         reply_to = STAMP_ME if self.config.direct_response else None
         msg = Message(TTL_INITIAL, (self.me.node_id,), dest, txid, code, body, None, reply_to)
@@ -888,15 +932,16 @@ class PeerNode:
             hop = self._next_hop(dest)
             if hop is None:
                 self._finish_here(msg, purpose, now_ms)
-                return
+                return None
             if isinstance(hop, Error):
                 self._finish(purpose, self._local_answer(msg, Code.ERROR, hop), now_ms)
-                return
+                return None
             self._rpc.open(msg, purpose, None, now_ms=now_ms, routed=routed)
             self._send_routed(msg, dest, hop, frozenset(), now_ms)
-            return
+            return txid
         self._rpc.open(msg, purpose, target, now_ms=now_ms, routed=routed, transmissions_max=transmissions_max)
         self._send(msg, target)
+        return txid
 
     def _finish_here(self, msg: Message, purpose: Purpose, now_ms: int) -> None:
         """We are the destination of our own request: run it without the network."""
@@ -994,10 +1039,43 @@ class PeerNode:
     def _joined(self, now_ms: int) -> None:
         self.state = State.JOINED
         self._events.append(Joined(self.me.node_id))
+        if self.config.reach_check and (self.config.attach or not self.config.client):
+            self._reach.schedule(now_ms + 2 * self._timing.maintenance_interval_ms)  # once neighbours are known
         if not self.config.client:
             self._maintenance_ms = now_ms + self._timing.maintenance_interval_ms
         elif self.config.attach:
             self._maintenance_ms = now_ms + self._keepalive_ms
+
+    # ------------------------------------------------------------------ reachability (reachability.py)
+
+    def _check_reach(self, now_ms: int) -> None:
+        if self._reach.expire(now_ms):
+            self.counters["reach.unreachable"] += 1
+        if self._reach.due_ms is None or now_ms < self._reach.due_ms or self.state is not State.JOINED:
+            return
+        if self.config.client:
+            ask = self._admitting
+        else:
+            successors = self._successor_nodes()
+            ask = successors[0].addr if successors else None
+        txid = self._request(Code.REACH, EMPTY, (), Reaching(), now_ms, target=ask) if ask is not None else None
+        self._reach.asked(txid, now_ms)
+
+    def _on_reach(self, msg: Message, sender: NodeInfo, now_ms: int) -> tuple[Code, Body]:
+        """Try to reach the asker from our other port: one datagram, to where its REACH came from."""
+        if len(msg.via) != 1:  # only the asker's own datagram says where the asker is
+            return Code.ERROR, Error(ErrorCode.BAD_REQUEST, "a reach test is asked of a neighbour, not routed")
+        back = Message(1, (self.me.node_id,), (Dest(DestKind.NODE, sender.node_id),), msg.txid, Code.REACH_BACK,
+                       EMPTY)
+        self._from_other_port.append((encode(back, self.config.overlay_id), sender.addr))
+        self.counters["sent.REACH_BACK"] += 1
+        return Code.REACH_ANS, EMPTY
+
+    def _done_reaching(self, purpose: Purpose, answer: Message | None, now_ms: int) -> None:
+        if answer is not None and answer.code is Code.REACH_ANS:
+            self._reach.answered(now_ms)
+        else:
+            self._reach.not_answered(now_ms)
 
     # ------------------------------------------------------------------ an attached client
 

@@ -13,6 +13,8 @@ around one threshold cannot make the role flap:
   `rtt_peer_below_ms` (or not measured yet) make it fit to be a peer.
 - reachability: a node others tried and failed to reach unsolicited wants to be a client;
   one not tested yet, or reached, is fit to be a peer.
+- a rule that made the node a client is cleared only by a good reading: while a client for its
+  link or its reachability, "not measured yet" keeps it a client.
 
 The table: a peer with any reason to be a client becomes a client; a client becomes a peer
 only when every rule finds it fit; anything in a gap keeps the role it has. A change
@@ -27,6 +29,8 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+
+from .ingress import BoundedLru
 
 
 class Role(enum.Enum):
@@ -43,7 +47,9 @@ class RoleThresholds:
 
     battery_client_below: int = 25  # percent
     battery_peer_above: int = 50
-    loss_client_above: float = 0.10  # fraction of acknowledgements that never came
+    # Requests to a neighbour lost twice over, and hops never acknowledged (node.py: about 15% and
+    # 9% of datagrams dropped each way on our link):
+    loss_client_above: float = 0.10
     loss_peer_below: float = 0.03
     rtt_client_above_ms: int = 800
     rtt_peer_below_ms: int = 300
@@ -73,7 +79,7 @@ class Conditions:
     battery_percent: int | None = None  # None: no battery (mains)
     external_power: bool = True  # charging, full, or mains
     rtt_ms: float | None = None  # smoothed round trip to its neighbours
-    loss: float | None = None  # share of hop acknowledgements lost
+    loss: float | None = None  # share of requests and hops to neighbours lost (LinkQuality)
     reachable: bool | None = None  # another peer's unsolicited attempt to reach it got through
 
 
@@ -93,6 +99,7 @@ class RolePolicy:
         self.role: Role | None = None
         self.since_ms = now_ms  # the first role's dwell counts from the start
         self.changes = 0
+        self._to_clear: frozenset[str] = frozenset()  # the rules that made it a client: they must be seen good
 
     def decide(self, conditions: Conditions, *, now_ms: int) -> RoleDecision:
         to_client = self.reasons_to_be_client(conditions)
@@ -112,7 +119,14 @@ class RolePolicy:
         if wanted is not self.role:
             self.role, self.since_ms = wanted, now_ms
             self.changes += changed
+            self._to_clear = self._failed_rules(conditions) if wanted is Role.CLIENT else frozenset()
         return RoleDecision(wanted, reason, changed)
+
+    def _failed_rules(self, c: Conditions) -> frozenset[str]:
+        t = self.thresholds
+        poor_link = (c.loss is not None and c.loss > t.loss_client_above) or \
+            (c.rtt_ms is not None and c.rtt_ms > t.rtt_client_above_ms)
+        return frozenset({"link"} if poor_link else set()) | frozenset({"reach"} if c.reachable is False else set())
 
     def reasons_to_be_client(self, c: Conditions) -> list[str]:
         t = self.thresholds
@@ -139,37 +153,70 @@ class RolePolicy:
             reasons.append(f"round trip {c.rtt_ms:.0f} ms (peer below {t.rtt_peer_below_ms} ms)")
         if c.reachable is False:
             reasons.append("other peers cannot reach this address")
+        # What made it a client is cleared by a good reading, not by none (a new client's link is
+        # its admitting peer alone, measured after a few keepalives; its reach test, after one).
+        if "link" in self._to_clear and (c.loss is None or c.rtt_ms is None):
+            reasons.append("link not measured since it was poor")
+        if "reach" in self._to_clear and c.reachable is None:
+            reasons.append("reachability not tested since it failed")
         return reasons
 
 
 class LinkQuality:
-    """Round trip and loss to the neighbours, from what the node already exchanges with them
-    (hop acknowledgements, answers to keepalives and probes): no traffic of its own. Both are
-    moving averages over about `window` outcomes; None until `min_samples` outcomes."""
+    """Round trip and loss on this node's own link, from what it already exchanges with its
+    neighbours (hop acknowledgements, answers to keepalives and probes): no traffic of its own.
 
-    def __init__(self, window: int = 16, min_samples: int = 8) -> None:
+    Each neighbour gets a moving average over about `window` outcomes; the link's figure is the
+    lower median of the neighbours with at least `min_samples` outcomes, the last within
+    `fresh_ms`. A lossy link of ours shows to every neighbour, a dead or overloaded neighbour
+    only to itself: one silent neighbour among several must not make a healthy node a client
+    (and a dead one is forgotten once the node declares it failed). Neighbours of a role the
+    node left (a client talks to its peer alone) fall out once they are stale."""
+
+    def __init__(self, window: int = 16, min_samples: int = 8, fresh_ms: int = 120_000,
+                 neighbours_max: int = 64) -> None:
         self._weight = 1 / window
         self._min_samples = min_samples
-        self._samples = 0
-        self._rtt_ms: float | None = None
-        self._loss = 0.0
+        self._fresh_ms = fresh_ms
+        self._links: BoundedLru[int, _Link] = BoundedLru(neighbours_max)
 
-    def acknowledged(self, rtt_ms: int) -> None:
-        self._rtt_ms = rtt_ms if self._rtt_ms is None else self._rtt_ms + self._weight * (rtt_ms - self._rtt_ms)
-        self._outcome(0.0)
+    def acknowledged(self, node_id: int, rtt_ms: int, *, now_ms: int) -> None:
+        link = self._link(node_id, now_ms)
+        link.rtt_ms = rtt_ms if link.rtt_ms is None else link.rtt_ms + self._weight * (rtt_ms - link.rtt_ms)
+        self._outcome(link, 0.0)
 
-    def lost(self) -> None:
-        self._outcome(1.0)
+    def lost(self, node_id: int, *, now_ms: int) -> None:
+        self._outcome(self._link(node_id, now_ms), 1.0)
 
-    def _outcome(self, lost: float) -> None:
-        self._samples += 1
-        weight = max(self._weight, 1 / self._samples)  # the first outcomes count fully, not against a zero start
-        self._loss += weight * (lost - self._loss)
+    def forget(self, node_id: int) -> None:
+        self._links.pop(node_id)
 
-    @property
-    def rtt_ms(self) -> float | None:
-        return self._rtt_ms if self._samples >= self._min_samples else None
+    def measured(self, *, now_ms: int) -> tuple[float | None, float | None]:
+        """(round trip in ms, share lost), each None while not known."""
+        links = [link for link in self._links.values()
+                 if link.samples >= self._min_samples and now_ms - link.heard_ms <= self._fresh_ms]
+        return (_lower_median([link.rtt_ms for link in links if link.rtt_ms is not None]),
+                _lower_median([link.loss for link in links]))
 
-    @property
-    def loss(self) -> float | None:
-        return self._loss if self._samples >= self._min_samples else None
+    def _link(self, node_id: int, now_ms: int) -> _Link:
+        link = self._links.get(node_id) or _Link()
+        link.heard_ms = now_ms
+        self._links.put(node_id, link)
+        return link
+
+    def _outcome(self, link: _Link, lost: float) -> None:
+        link.samples += 1
+        weight = max(self._weight, 1 / link.samples)  # the first outcomes count fully, not against a zero start
+        link.loss += weight * (lost - link.loss)
+
+
+@dataclass
+class _Link:
+    samples: int = 0
+    loss: float = 0.0
+    rtt_ms: float | None = None
+    heard_ms: int = 0
+
+
+def _lower_median(values: list[float]) -> float | None:
+    return sorted(values)[(len(values) - 1) // 2] if values else None

@@ -54,6 +54,7 @@ class UdpDriver:
         self.on_attached: Callable[[int], None] | None = None  # a client's new admitting peer (its id)
         host, port = sock.getsockname()[:2]
         self._bound: Addr = (host, port)
+        self._other: socket.socket | None = None  # the reach test's second port, opened when first needed
         self.node: PeerNode = make_node(self._bound, self.now_ms())
         self._loop.add_reader(sock.fileno(), self._on_readable)
 
@@ -105,14 +106,28 @@ class UdpDriver:
     def _pump(self) -> None:
         node = self.node
         for data, addr in node.datagrams_to_send():
-            try:
-                self._sock.sendto(data, addr)
-            except (OSError, ValueError) as e:  # a full buffer or an address the kernel refuses
-                node.counters["drop.unsendable"] += 1  # must not cost the rest; UDP loses, the node resends
-                log.debug("cannot send to %s: %s", addr, e)
+            self._send(self._sock, data, addr)
+        for data, addr in node.datagrams_from_other_port():
+            self._send(self._other_port(), data, addr)
         for event in node.events():
             self._on_event(event)
         self._timer.follow(node.next_deadline_ms())
+
+    def _send(self, sock: socket.socket, data: bytes, addr: Addr) -> None:
+        try:
+            sock.sendto(data, addr)
+        except (OSError, ValueError) as e:  # a full buffer or an address the kernel refuses
+            self.node.counters["drop.unsendable"] += 1  # must not cost the rest; UDP loses, the node resends
+            log.debug("cannot send to %s: %s", addr, e)
+
+    def _other_port(self) -> socket.socket:
+        """A socket on the same address, another port, that only sends (core/reachability.py)."""
+        if self._other is None:
+            self._other = socket.socket(self._sock.family, socket.SOCK_DGRAM)
+            self._other.setblocking(False)
+            self._other.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)  # nothing is read from it
+            self._other.bind((self._bound[0], 0))
+        return self._other
 
     def _on_timer(self) -> None:
         self._read_queued()  # answers already here are not silence
@@ -222,14 +237,14 @@ class UdpDriver:
         """Become the node `make_node` makes (the same id, the other role) on the same socket: a
         peer first leaves, handing every value it holds over; the new node joins (a peer) or
         attaches (a client) through the peers the old one knew, then `bootstrap`. OverlayError
-        when none takes it within `timeout_s`."""
+        when none takes it within `timeout_s`. The new node measures its link afresh: a client's
+        is the one to its admitting peer, not the neighbours it had as a peer."""
         old = self.node
         known = old.known_peers()
         if not old.config.client:
             await self.leave(timeout_s)
         self._fail_waiting("the node changed its role")
         self.node = make_node(self._bound, self.now_ms())
-        self.node.link = old.link  # the measure of this machine's network, whatever its role
         self.joined, self.left = self._loop.create_future(), self._loop.create_future()
         self.join(list(dict.fromkeys(known + bootstrap)))
         try:
@@ -243,6 +258,8 @@ class UdpDriver:
             return
         self._loop.remove_reader(self._sock.fileno())
         self._sock.close()
+        if self._other is not None:
+            self._other.close()
         self._timer.cancel()
         self._fail_waiting("driver closed")
 

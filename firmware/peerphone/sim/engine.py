@@ -88,7 +88,8 @@ class Simulation:
 
     def _flush(self, node: PeerNode) -> None:
         src = node.me.addr
-        for data, dst in node.datagrams_to_send():
+        # No NAT nor firewall in the simulator: the other port's datagrams arrive as any other.
+        for data, dst in node.datagrams_to_send() + node.datagrams_from_other_port():
             self.datagrams += 1
             if dst not in self.nodes:
                 continue
@@ -275,14 +276,14 @@ class Oracle:
         want = {self.successor((me + (1 << k)) % RING) for k in range(ID_BITS)} - {me}
         return neighbours_ok, len(want.symmetric_difference(stat.fingers))
 
-    def ring_errors(self, nodes: list[PeerNode], topology: Topology) -> int:
+    def ring_errors(self, nodes: list[PeerNode], topology: Topology, *, now_ms: int) -> int:
         """Live nodes whose nearest neighbours are not the oracle's."""
-        return sum(not self.judge(node.stat_local(), topology)[0] for node in nodes)
+        return sum(not self.judge(node.stat_local(now_ms=now_ms), topology)[0] for node in nodes)
 
-    def finger_errors(self, nodes: list[PeerNode], topology: Topology) -> int:
+    def finger_errors(self, nodes: list[PeerNode], topology: Topology, *, now_ms: int) -> int:
         """Distinct fingers, over all live nodes, that are missing or point elsewhere than the oracle's
         successor of their start (Chord)."""
-        return sum(self.judge(node.stat_local(), topology)[1] for node in nodes)
+        return sum(self.judge(node.stat_local(now_ms=now_ms), topology)[1] for node in nodes)
 
 
 def hops_formula(n: int) -> float:

@@ -288,7 +288,9 @@ class Scenario:
         live = self.sim.live_nodes()
         oracle = self.sim.oracle()
         topology = self.spec.topology
-        ring, fingers = oracle.ring_errors(live, topology), oracle.finger_errors(live, topology)
+        now_ms = self.sim.now_ms
+        ring, fingers = (oracle.ring_errors(live, topology, now_ms=now_ms),
+                         oracle.finger_errors(live, topology, now_ms=now_ms))
         finger_text = f", {fingers} distinct fingers missing or wrong" if topology is Topology.CHORD else ""
         wrong = "nearest contact" if topology is Topology.KADEMLIA else "successor or predecessor"
         self.report.add(f"ring_errors {when}", ring, f"{when}: {ring} nodes with a wrong {wrong}{finger_text}")

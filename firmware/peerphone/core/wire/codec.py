@@ -325,6 +325,9 @@ _BODY_DECODERS: dict[Code, Callable[[Any], Body]] = {
     Code.TUNNEL_ANS: _empty,
     Code.ATTACH: _empty,
     Code.ATTACH_ANS: _attach_ans,
+    Code.REACH: _empty,
+    Code.REACH_ANS: _empty,
+    Code.REACH_BACK: _empty,
     Code.ERROR: _error,
 }
 

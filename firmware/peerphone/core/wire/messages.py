@@ -43,6 +43,9 @@ class Code(IntEnum):
     TUNNEL_ANS = 27
     ATTACH = 28  # a client to its admitting peer: take me, and keep taking me (the keepalive too)
     ATTACH_ANS = 29
+    REACH = 30  # to a neighbour: try to reach me from another port (is my address open to strangers?)
+    REACH_ANS = 31
+    REACH_BACK = 33  # not an answer: the reach test's datagram, from the answerer's other port
     ERROR = 0xFFFF
 
     @property
