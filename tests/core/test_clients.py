@@ -185,3 +185,13 @@ def test_one_lost_datagram_from_the_other_port_is_a_miss_not_unreachable():
         reach.answered(now_ms=0)
         unreachable = reach.expire(now_ms=REACH_WAIT_MS)
     assert unreachable and reach.reachable is False
+
+
+def test_a_leaving_node_stops_its_reach_tests_instead_of_spinning_on_a_due_time_in_the_past():
+    ring = build(4, timing=replace(TIMING, reach_check_ms=CHECK_MS))
+    node = ring.live()[1]
+    node.leave(now_ms=ring.now_ms)
+    later = ring.now_ms + CHECK_MS + 1  # past its next reach test's due time, whenever that was
+    node.handle_timer(now_ms=later)
+    deadline = node.next_deadline_ms()
+    assert deadline is None or deadline > later

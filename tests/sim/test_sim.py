@@ -7,6 +7,7 @@ import sys
 
 import pytest
 from peerphone.core.overlay import Topology
+from peerphone.core.role import Role
 from peerphone.sim.network import Network, NetworkModel, Partition
 from peerphone.sim.scenario import Scenario, SimSpec
 
@@ -104,3 +105,17 @@ def test_two_rings_left_by_a_partition_merge_after_it_heals():
     assert report.figures["ring_errors 20 rounds after the partition"] == 0
     assert report.figures["finger_errors 20 rounds after the partition"] == 0
     assert report.figures["under-replicated 20 rounds after the partition"] == 0
+
+
+def test_battery_handsets_follow_the_policy_and_their_role_changes_lose_nothing():
+    scenario = Scenario(SimSpec(nodes=200, seed=3, values=200, lookups=300, duration_s=120, battery_share=0.5))
+    report = scenario.run()
+    fleet = scenario.fleet
+    assert fleet is not None and len(fleet.handsets) == 100
+    assert fleet.changes[Role.CLIENT] > 0 and fleet.changes[Role.PEER] > 0  # both ways, during the run
+    assert report.figures["values found"] == report.figures["stored"] == 200  # handed over, not lost
+    assert report.figures["from clients success"] >= 0.99 and report.figures["from peers success"] >= 0.99
+    assert report.figures["client datagrams sent a minute"] <= 2.05  # the keepalive every 30 s, and no more
+    clients = [scenario.sim.nodes[a] for a in scenario.sim.clients]
+    assert clients and all(node.config.client and node.admitting_peer is not None for node in clients)
+    assert scenario.sim.oracle().ids == sorted(n.me.node_id for n in scenario.sim.live_nodes())  # clients own nothing

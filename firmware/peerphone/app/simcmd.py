@@ -56,13 +56,19 @@ def specs_from_args(args: argparse.Namespace) -> list[SimSpec]:
         raise ConfigError("--calls must not be negative, and calls need --phones of at least 2")
     if args.calls and args.fail_fraction:
         raise ConfigError("--calls are measured on a stable overlay or under churn, not after --fail-fraction")
+    if not 0.0 <= args.battery_share < 1.0:
+        raise ConfigError("--battery-share must be in [0, 1): some nodes must stay peers")
+    if args.battery_share and (args.calls or args.fail_fraction or args.churn_median_s):
+        raise ConfigError("--battery-share is measured on its own, not with --calls, --fail-fraction or churn")
+    if args.battery_share and args.topology == "kademlia":
+        raise ConfigError("--battery-share runs on chord and onehop (the simulator's clients attach to ring peers)")
     partition = _partition(args.partition_s) if args.partition_s else None
     return [SimSpec(nodes=n, partition_s=partition, seed=args.seed, topology=Topology(args.topology),
                     duration_s=args.duration_s,
                     churn_median_s=args.churn_median_s, session=args.session, fail_fraction=args.fail_fraction,
                     values=args.values, lookups=args.lookups, maintenance_s=args.maintenance_s,
                     successors=args.successors, loss=args.loss, cold_start=args.cold_start,
-                    calls=args.calls, phones=args.phones)
+                    calls=args.calls, phones=args.phones, battery_share=args.battery_share)
             for n in _sizes(args.nodes)]
 
 

@@ -1051,7 +1051,10 @@ class PeerNode:
     def _check_reach(self, now_ms: int) -> None:
         if self._reach.expire(now_ms):
             self.counters["reach.unreachable"] += 1
-        if self._reach.due_ms is None or now_ms < self._reach.due_ms or self.state is not State.JOINED:
+        if self._reach.due_ms is None or now_ms < self._reach.due_ms:
+            return
+        if self.state is not State.JOINED:  # leaving: no more tests (a due time left in the past would spin)
+            self._reach.schedule(None)
             return
         if self.config.client:
             ask = self._admitting

@@ -29,7 +29,7 @@ class Reachability:
         self._wait_until_ms: int | None = None
         self._misses = 0
 
-    def schedule(self, at_ms: int) -> None:
+    def schedule(self, at_ms: int | None) -> None:
         self.due_ms = at_ms
 
     def next_deadline_ms(self) -> int | None:

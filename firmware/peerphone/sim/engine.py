@@ -39,7 +39,8 @@ class Simulation:
     topology: Topology = Topology.CHORD
     now_ms: int = 0
     nodes: dict[Addr, PeerNode] = field(default_factory=dict)
-    live: list[Addr] = field(default_factory=list)  # in join order: deterministic choices
+    live: list[Addr] = field(default_factory=list)  # live peers, in join order: deterministic choices
+    clients: list[Addr] = field(default_factory=list)  # attached clients (sim/roles.py), in attach order
     events_run: int = 0
     datagrams: int = 0
 
@@ -53,6 +54,7 @@ class Simulation:
         self._next_host = 0
         self._waiting: dict[tuple[Addr, int], Callable[[RequestCompleted], None]] = {}
         self._joined_ids: list[int] = []
+        self._client_set: set[Addr] = set()
 
     # -- the event heap --
 
@@ -73,7 +75,7 @@ class Simulation:
                 cast(Callable[[], None], a)()
                 continue
             addr = cast(Addr, a)
-            if addr not in self._live_index:
+            if addr not in self._live_index and addr not in self._client_set:
                 continue
             node = self.nodes[addr]
             if kind == DELIVER:
@@ -96,7 +98,7 @@ class Simulation:
             for at_ms in self.network.deliveries(src, dst, self.now_ms):
                 self._push(at_ms, DELIVER, dst, data, src)
         for event in node.events():
-            if isinstance(event, Joined):
+            if isinstance(event, Joined) and not node.config.client:
                 insort(self._joined_ids, event.node_id)
             elif isinstance(event, RequestCompleted):
                 done = self._waiting.pop((src, event.handle), None)
@@ -113,15 +115,60 @@ class Simulation:
         self._next_host += 1
         h = self._next_host
         addr: Addr = (f"10.{h >> 16 & 255}.{h >> 8 & 255}.{h & 255}", 6084)
-        node_rng = random.Random(self.rng.getrandbits(64))
-        config = PeerConfig(SIM_OVERLAY_ID, self.timing, successors_kept=self.successors_kept,
-                            topology=self.topology)
-        node = make_peer(NodeInfo(self.rng.randrange(RING), addr), config, rng=node_rng,
-                        entropy=node_rng.randbytes, now_ms=self.now_ms)
-        self.nodes[addr] = node
         self.network.add_host(addr)
+        seed = self.rng.getrandbits(64)
+        node = self._make(NodeInfo(self.rng.randrange(RING), addr), seed, client=False)
         self._live_index[addr] = len(self.live)
         self.live.append(addr)
+        return node
+
+    def _make(self, me: NodeInfo, seed: int, *, client: bool) -> PeerNode:
+        node_rng = random.Random(seed)
+        # The simulator's clients are battery handsets: no reach tests (app/roles.py config_for).
+        config = PeerConfig(SIM_OVERLAY_ID, self.timing, client=client, attach=client, reach_check=not client,
+                            successors_kept=self.successors_kept, topology=self.topology)
+        node = make_peer(me, config, rng=node_rng, entropy=node_rng.randbytes, now_ms=self.now_ms)
+        self.nodes[me.addr] = node
+        return node
+
+    def add_client(self, bootstrap: list[Addr]) -> PeerNode:
+        """A new client on a host of its own, attaching through `bootstrap`."""
+        self._next_host += 1
+        h = self._next_host
+        addr: Addr = (f"10.{h >> 16 & 255}.{h >> 8 & 255}.{h & 255}", 6084)
+        self.network.add_host(addr)
+        node = self._make(NodeInfo(self.rng.randrange(RING), addr), self.rng.getrandbits(64), client=True)
+        self._client_set.add(addr)
+        self.clients.append(addr)
+        node.join(bootstrap, now_ms=self.now_ms)
+        self._flush(node)
+        return node
+
+    def leave(self, addr: Addr) -> None:
+        """The node at `addr` leaves gracefully (its values handed over); it runs until it has."""
+        node = self.nodes[addr]
+        node.leave(now_ms=self.now_ms)
+        self._flush(node)
+
+    def become(self, addr: Addr, *, client: bool, bootstrap: list[Addr]) -> PeerNode:
+        """The node at `addr` takes the other role, with its id and address (as UdpDriver.change_role
+        does on its socket): a client attaches through `bootstrap`, a peer joins through it. A
+        peer that becomes a client should have left first (its values handed over)."""
+        old = self.nodes[addr]
+        if addr in self._live_index:
+            self.fail(addr)
+        self._client_set.discard(addr)
+        if addr in self.clients:
+            self.clients.remove(addr)
+        node = self._make(old.me, self.rng.getrandbits(64), client=client)
+        if client:
+            self._client_set.add(addr)
+            self.clients.append(addr)
+        else:
+            self._live_index[addr] = len(self.live)
+            self.live.append(addr)
+        node.join(bootstrap, now_ms=self.now_ms)
+        self._flush(node)
         return node
 
     def join(self, bootstrap: PeerNode | None) -> PeerNode:

@@ -16,6 +16,7 @@ from ..core.ids import id_from_name
 from ..core.limits import REPLICAS, Timing
 from ..core.overlay import Topology
 from ..core.peer import PeerNode
+from ..core.role import Role
 from ..core.stats import percentile
 from ..core.usages import MODEL_OF, Kind
 from ..core.wire.messages import Addr, Entry, FetchAns
@@ -23,6 +24,10 @@ from .calls import CALL_GIVE_UP_MS, HOLD_MS, CallOutcome, CallWorld
 from .churn import session_ms
 from .engine import Simulation, hops_formula
 from .network import NetworkModel, Partition
+from .roles import BatteryFleet
+
+ROLE_SETTLE_MS = 120_000  # the first clients attach and the handsets' first checks run
+IDLE_WINDOW_MS = 5 * 60_000
 
 MAINTENANCE_CODES = ("PING", "UPDATE", "FIND", "JOIN", "LEAVE", "ANNOUNCE", "MEMBERS")
 REPLICATION_CODES = ("STORE",)
@@ -50,6 +55,7 @@ class SimSpec:
     partition_s: tuple[int, int] | None = None  # (start, duration) within the measured period
     calls: int = 0  # > 0: calls between phones are measured instead of lookups
     phones: int = 1000
+    battery_share: float = 0.0  # this share of the nodes are battery handsets that follow the role policy
 
     def timing(self) -> Timing:
         # Internet round trips reach a few hundred ms in the network model: wait a second
@@ -93,12 +99,17 @@ class Scenario:
         self.keys: list[str] = []
         self.stored: set[str] = set()
         self.world: CallWorld | None = None  # the phones and fronts, when calls are measured
+        self.fleet: BatteryFleet | None = None  # the battery handsets, when roles are measured
 
     # -- phases --
 
     def build(self) -> None:
         spec, sim = self.spec, self.sim
-        if spec.cold_start:
+        if spec.battery_share:
+            self.fleet = BatteryFleet(sim)
+            self.fleet.build(spec.nodes, int(spec.nodes * spec.battery_share))
+            sim.run_until(sim.now_ms + 5000)  # the clients attach
+        elif spec.cold_start:
             first = sim.join(None)
             for i in range(1, spec.nodes):
                 sim.run_until(sim.now_ms + 200)
@@ -136,16 +147,20 @@ class Scenario:
         """A deferred request from whichever node is a random live one when it runs."""
         return lambda: self.sim.request(self.sim.random_live(), start, done)
 
-    def lookups(self, count: int, spread_ms: int) -> Lookups:
-        """`count` fetches of random ids from random live nodes, judged by who answered."""
+    def lookups(self, count: int, spread_ms: int, from_clients: bool = False) -> Lookups:
+        """`count` fetches of random ids from random live peers (or attached clients), judged by who
+        answered."""
         sim, result = self.sim, Lookups()
         for i in range(count):
-            sim.call_at(sim.now_ms + (i * spread_ms) // max(1, count), lambda: self._one_lookup(result))
+            sim.call_at(sim.now_ms + (i * spread_ms) // max(1, count), lambda: self._one_lookup(result, from_clients))
         self._advance(spread_ms + 30_000)
         return result
 
-    def _one_lookup(self, result: Lookups) -> None:
+    def _one_lookup(self, result: Lookups, from_client: bool = False) -> None:
         sim = self.sim
+        if from_client and not sim.clients:
+            return
+        origin = sim.nodes[sim.clients[sim.rng.randrange(len(sim.clients))]] if from_client else sim.random_live()
         target = sim.rng.getrandbits(160)
         started = sim.now_ms
         result.issued += 1
@@ -161,7 +176,7 @@ class Scenario:
             if event.responder == sim.oracle().responsible(target, sim.topology):
                 result.correct += 1
 
-        sim.request(sim.random_live(), lambda n, now: n.fetch(target, Kind.BLOB, now_ms=now), done)
+        sim.request(origin, lambda n, now: n.fetch(target, Kind.BLOB, now_ms=now), done)
 
     def start_phones(self) -> None:
         """A front on every peer, and phones registering at random fronts over a minute."""
@@ -268,6 +283,8 @@ class Scenario:
             self._mass_failure()
         elif spec.churn_median_s:
             self._churn()
+        elif spec.battery_share:
+            self._roles()
         elif spec.calls:
             self.progress(f"{spec.phones} phones register")
             self.start_phones()
@@ -326,6 +343,41 @@ class Scenario:
         r.add(f"{name} latency", percentile(result.latency_ms, 50),
               f"{name} latency: p50 {percentile(result.latency_ms, 50):.0f} ms "
               f"p99 {percentile(result.latency_ms, 99):.0f} ms")
+
+    def _roles(self) -> None:
+        """Battery handsets follow the role policy for the measured period, with lookups from peers
+        and from clients; then an idle window counts datagrams, and every value is fetched."""
+        spec, sim, r, fleet = self.spec, self.sim, self.report, self.fleet
+        assert fleet is not None
+        handsets = len(fleet.handsets)
+        self.progress(f"{handsets} battery handsets, {fleet.clients()} of them clients")
+        self._advance(ROLE_SETTLE_MS)
+        half = spec.lookups // 2
+        self._lookup_figures("from peers", self.lookups(half, spec.duration_s * 500))
+        self._lookup_figures("from clients", self.lookups(spec.lookups - half, spec.duration_s * 500,
+                                                          from_clients=True))
+        before = {a: (sim.nodes[a], _datagrams(sim.nodes[a])) for a in (*sim.live, *sim.clients)}
+        self._advance(IDLE_WINDOW_MS)
+        minutes = IDLE_WINDOW_MS / 60_000
+        sent: dict[bool, list[float]] = {True: [], False: []}  # client? -> datagrams sent a minute
+        received: dict[bool, list[float]] = {True: [], False: []}
+        for addr, (node, (sent_before, received_before)) in before.items():
+            if sim.nodes[addr] is node and (sim.is_live(addr) or addr in sim.clients):
+                sent_now, received_now = _datagrams(node)
+                sent[node.config.client].append((sent_now - sent_before) / minutes)
+                received[node.config.client].append((received_now - received_before) / minutes)
+        peers = len(sent[False])
+        to_clients = (sum(sent[True]) + sum(received[True])) / peers if peers else 0.0
+        r.add("clients now", fleet.clients(), f"battery handsets: {handsets} of {spec.nodes} nodes; clients "
+              f"now {fleet.clients()}; since the start, changes into client {fleet.changes[Role.CLIENT]}, into peer "
+              f"{fleet.changes[Role.PEER]}; handovers not finished within the leave timeout "
+              f"{fleet.unfinished_handovers}")
+        r.add("client datagrams sent a minute", statistics.fmean(sent[True]) if sent[True] else 0.0,
+              f"idle {IDLE_WINDOW_MS // 60_000} min, datagrams a minute: a client sends {_spread(sent[True])} and "
+              f"receives {_spread(received[True])}; a peer sends {_spread(sent[False])} and receives "
+              f"{_spread(received[False])}, of which {to_clients:.1f} to and from its attached clients")
+        found, missing = self.fetch_all()
+        r.add("values found", found, f"values found after the role changes: {found}/{found + missing}")
 
     def _mass_failure(self) -> None:
         spec, sim, r = self.spec, self.sim, self.report
@@ -401,3 +453,14 @@ class Scenario:
         if mean:
             self.report.add("values max/mean", max(counts) / mean, f"values per node: mean {mean:.2f}, max/mean "
                             f"{max(counts) / mean:.2f}, p99/mean {percentile(counts, 99) / mean:.2f}")
+
+
+def _datagrams(node: PeerNode) -> tuple[int, int]:
+    """(sent, received) by `node`, in datagrams."""
+    return sum(v for k, v in node.counters.items() if k.startswith("sent.")), node.counters["received"]
+
+
+def _spread(values: list[float]) -> str:
+    if not values:
+        return "none"
+    return f"mean {statistics.fmean(values):.1f} (p50 {percentile(values, 50):.1f}, p95 {percentile(values, 95):.1f})"
