@@ -195,3 +195,18 @@ def test_a_leaving_node_stops_its_reach_tests_instead_of_spinning_on_a_due_time_
     node.handle_timer(now_ms=later)
     deadline = node.next_deadline_ms()
     assert deadline is None or deadline > later
+
+
+def test_a_stretched_peer_maintains_half_as_often():
+    def maintenance_sent(node: PeerNode) -> int:
+        return sum(v for k, v in node.counters.items() if k in ("sent.PING", "sent.UPDATE", "sent.FIND"))
+
+    ring = build(6)
+    stretched, normal = ring.live()[1], ring.live()[4]
+    stretched.stretch_maintenance(2)
+    before = maintenance_sent(stretched), maintenance_sent(normal)
+    ring.run(60 * TIMING.maintenance_interval_ms)
+    ratio = (maintenance_sent(stretched) - before[0]) / (maintenance_sent(normal) - before[1])
+    assert 0.3 < ratio < 0.7, ratio
+    gauges = dict(stretched.stat_local(now_ms=ring.now_ms).counters)
+    assert gauges["maintenance_ms"] == 2 * TIMING.maintenance_interval_ms

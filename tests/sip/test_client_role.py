@@ -6,8 +6,10 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 import wave
 from pathlib import Path
+from typing import Callable
 
 import pytest
 from peerphone.app.roles import ROLE_CHECK_S
@@ -26,6 +28,16 @@ def counters(addr: str) -> dict[str, str]:
     assert shown.returncode == 0, shown.stderr
     return dict(line.split()[:2] for line in shown.stdout.splitlines() if line.startswith("  ")) | {
         "role": re.search(r"^role\s+(\w+)", shown.stdout, re.M).group(1)}  # type: ignore[union-attr]
+
+
+def eventually(check: Callable[[], bool], seconds: float = 2 * ROLE_CHECK_S + 2) -> bool:
+    """Whether `check` holds within `seconds` (the role keeper acts at its next check)."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.25)
+    return True
 
 
 def call_with_tone(caller: LineProc, callee: LineProc, user: str) -> None:
@@ -103,6 +115,7 @@ def test_a_phone_on_a_draining_battery_becomes_a_client_and_a_peer_again_on_its_
             assert peerphone("put", key, f"value of {key}", "--via", bob_node).returncode == 0
         held = int(re.search(r"^values\s+(\d+) stored", peerphone("stat", "--via", bob_node).stdout, re.M).group(1))
         assert held > 0, "bob, a peer, should hold some of the values"  # about 3 in 5 of them
+        assert eventually(lambda: counters(bob_node)["maintenance_ms"] == "200")  # a peer on its battery: stretched
 
         alice = start_phone("alice2", peers[3].sip)
         alice.send(f"call sip:bob2@{DOMAIN} tone=1000 seconds=14")
@@ -123,6 +136,7 @@ def test_a_phone_on_a_draining_battery_becomes_a_client_and_a_peer_again_on_its_
         assert "all good" in bob.expect(r"^role peer: ", timeout=30).string
         bob.expect(r"^role peer: in the overlay", timeout=60)
         assert counters(bob_node)["role"] == "peer"
+        assert eventually(lambda: counters(bob_node)["maintenance_ms"] == "100")  # on its charger: the full rate
         call_with_tone(alice, bob, "bob2")  # reached directly again
 
         flips_s, lines = 16.5, []

@@ -31,6 +31,9 @@ from ..net.udp import OverlayError, UdpDriver, system_node_factory
 log = logging.getLogger("peerphone.role")
 ROLE_CHECK_S = 5.0  # a battery changes by a percent in minutes: a read every 5 s costs nothing
 ROLE_CHANGE_TIMEOUT_S = 30.0
+# A peer on its battery maintains at this many times its period: half the maintenance datagrams
+# and wake-ups, for neighbours' failures found half as fast (theirs of it are not slowed).
+BATTERY_MAINTENANCE_STRETCH = 2
 LINK_WATCH_KEEPALIVE_S = 2
 
 
@@ -77,6 +80,8 @@ class RoleKeeper:
             current = Role.CLIENT if self.driver.node.config.client else Role.PEER
             if decision.role is not current:
                 await self.change(decision.role, decision.reason)
+            on_battery = not self._reading.external_power
+            self.driver.node.stretch_maintenance(BATTERY_MAINTENANCE_STRETCH if on_battery else 1)
 
     async def change(self, role: Role, reason: str) -> None:
         print(f"role {role.value}: {reason}", flush=True)

@@ -299,6 +299,7 @@ class PeerNode:
         self._clients = AttachedClients(config.timing.client_keepalive_ms)  # a peer's
         self.link = LinkQuality()  # round trip and loss to our neighbours, for the role policy
         self._reach = Reachability(config.timing.reach_check_ms, retry_ms=10 * config.timing.maintenance_interval_ms)
+        self._maintenance_stretch = 1
         self._from_other_port: list[tuple[bytes, Addr]] = []
         self._proven: BoundedLru[Addr, int] = BoundedLru(PROVEN_MAX)  # address -> the id that answered there
         self._heard: BoundedLru[int, int] = BoundedLru(PEER_TABLE_MAX)  # node id -> when a proven datagram came
@@ -342,6 +343,11 @@ class PeerNode:
         out, self._events = self._events, []
         return out
 
+    def stretch_maintenance(self, factor: int) -> None:
+        """Maintain every `factor` periods (a peer on its battery: fewer wake-ups and datagrams, its
+        neighbours' failures found that much later); 1: the configured period. From the next round."""
+        self._maintenance_stretch = max(1, factor)
+
     @property
     def reachable(self) -> bool | None:
         """Whether a neighbour's datagram from a port we never sent to got in (None: not known yet)."""
@@ -382,7 +388,7 @@ class PeerNode:
                     if self.state is State.JOINED:
                         self._keep_attached(now_ms)
             else:
-                interval = self._timing.maintenance_interval_ms
+                interval = self._timing.maintenance_interval_ms * self._maintenance_stretch
                 self._maintenance_ms = now_ms + int(interval * (0.75 + 0.5 * self._rng.random()))  # no lockstep
                 if self.state is State.JOINED:
                     self._maintain(now_ms)
@@ -874,6 +880,8 @@ class PeerNode:
             gauges |= {"link.rtt_ms": round(rtt_ms), "link.loss_permille": round(loss * 1000)}
         if self.reachable is not None:
             gauges["reachable"] = int(self.reachable)
+        if not self.config.client:
+            gauges["maintenance_ms"] = self._timing.maintenance_interval_ms * self._maintenance_stretch
         counters = tuple(sorted((self.counters | gauges).items()))
         pred, successors, fingers = self._stat_topology()
         pages = max(1, -(-max(len(counters), len(fingers)) // STAT_ITEMS_PER_PAGE))
