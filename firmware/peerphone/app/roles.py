@@ -45,12 +45,14 @@ def conditions_of(reading: PowerReading, node: PeerNode | None = None, *, now_ms
     return Conditions(reading.battery_percent, reading.external_power, rtt_ms, loss, node.reachable)
 
 
-def config_for(config: PeerConfig, role: Role, reading: PowerReading) -> PeerConfig:
+def config_for(config: PeerConfig, role: Role, reading: PowerReading, *, policy: bool = True) -> PeerConfig:
     """A client on battery keeps alive every 30 s and leaves its reachability alone (the battery
-    decides its role); on external power it watches both, to be a peer again when they allow."""
+    decides its role); on external power, under the policy, it watches both, to be a peer again
+    when they allow. A client by choice (`policy` False, --client) only keeps alive."""
     client = role is Role.CLIENT
-    keepalive_ms = LINK_WATCH_KEEPALIVE_S * 1000 if reading.external_power else Timing().client_keepalive_ms
-    return replace(config, client=client, attach=client, reach_check=not client or reading.external_power,
+    watch = policy and reading.external_power
+    keepalive_ms = LINK_WATCH_KEEPALIVE_S * 1000 if watch else Timing().client_keepalive_ms
+    return replace(config, client=client, attach=client, reach_check=not client or watch,
                    timing=replace(config.timing, client_keepalive_ms=keepalive_ms))
 
 

@@ -50,7 +50,7 @@ async def start_peer(args: argparse.Namespace, supervisor: Supervisor,
         print(f"role {decision.role.value}: {decision.reason}", flush=True)
     if client and not bootstrap:
         raise ConfigError("--client needs --bootstrap: a client attaches to a peer of an overlay")
-    config = config_for(config, Role.CLIENT if client else Role.PEER, reading)
+    config = config_for(config, Role.CLIENT if client else Role.PEER, reading, policy=keep_role)
     try:
         driver = await UdpDriver.open(listen, system_node_factory(config, advertise_host))
     except OSError as e:
