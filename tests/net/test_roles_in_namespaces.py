@@ -18,6 +18,7 @@ from tests.netns import Hosts, hosts
 from tests.procs import LineProc
 from tests.sip.world import DOMAIN
 
+pytestmark = pytest.mark.netns
 DWELL_S = 30
 MAINTENANCE_MS = "200"
 
