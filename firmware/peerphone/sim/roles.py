@@ -26,7 +26,7 @@ ROLE_CHECK_MS = 60_000  # the real phone reads its battery every 5 s; a minute i
 DRAIN_PEER_PER_MIN = 3.0  # percent of the charge a minute, a day compressed into an hour: a peer keeps its radio up
 DRAIN_CLIENT_PER_MIN = 0.3
 CHARGE_PER_MIN = 2.0
-PLUG_IN_BELOW, PLUG_IN_CHANCE = 30.0, 0.3  # each check: a user puts a low handset on its charger
+PLUG_IN_BELOW, PLUG_IN_CHANCE = 30.0, 0.05  # each check: a user puts a low handset on its charger
 UNPLUG_ABOVE, UNPLUG_CHANCE = 90.0, 0.3
 
 
