@@ -50,12 +50,27 @@ def _wait_ring(peers, timeout_s=20.0):
     ["sim", "--nodes", "10", "--seed", "1", "--calls", "-1"],
     ["sim", "--nodes", "10", "--seed", "1", "--calls", "5", "--phones", "1"],
     ["sim", "--nodes", "10", "--seed", "1", "--calls", "5", "--fail-fraction", "0.5"],
+    ["sim", "--nodes", "10", "--seed", "1", "--battery-share", "1"],
+    ["sim", "--nodes", "10", "--seed", "1", "--battery-share", "0.5", "--topology", "kademlia"],
+    ["peer", "--role", "server"],
+    ["peer", "--role-dwell-s", "0"],
+    ["peer", "--listen", "127.0.0.1:0", "--sip-listen", "off", "--bootstrap", "127.0.0.1:9", "--battery",
+     "/nonexistent"],
 ])
 def test_bad_arguments_give_one_line_and_status_2(args):
     result = peerphone(*args)
     assert result.returncode == 2, result
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_a_battery_to_follow_needs_the_policy(tmp_path):
+    (tmp_path / "capacity").write_text("80\n")
+    (tmp_path / "status").write_text("Discharging\n")
+    for role in ("--client", "--role=peer"):
+        result = peerphone("peer", "--listen", "127.0.0.1:0", "--sip-listen", "off", "--bootstrap", "127.0.0.1:9",
+                           role, "--battery", str(tmp_path))
+        assert result.returncode == 2 and "--battery needs --role auto" in result.stderr, result.stderr
 
 
 def test_a_port_in_use_is_a_one_line_error():

@@ -50,6 +50,7 @@ def test_every_setting_is_taken(tmp_path: Path):
     ('aor = "sip:pi@x"\nrtp_port = 65530\n', "rtp_port: 20 ports from 65530 go past 65535"),
     ('aor = "sip:pi@x"\ntopology = "ring"\n', "topology: one of chord, onehop, kademlia, not 'ring'"),
     ('aor = "sip:pi@x"\nboard = "pi9"\n', "board: no board 'pi9'"),
+    ('aor = "sip:pi@x"\nrole = "server"\n', "role: one of auto, peer, client, not 'server'"),
     ('aor = "sip:pi@x"\nbord = "pi4-deskphone"\n', "bord: no such setting"),
     ('aor = "sip:pi@x\n', "not TOML"),
 ])

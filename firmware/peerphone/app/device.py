@@ -20,7 +20,8 @@ from ..sip.ua import RTP_PORTS
 from .config import DEFAULT_OVERLAY, DEFAULT_PORT, DEFAULT_SIP_PORT, ConfigError, parse_hostport
 from .phonecmd import phone, sip_uri
 
-KEYS = {"aor", "overlay", "bootstrap", "board", "advertise", "port", "sip_port", "rtp_port", "topology"}
+KEYS = {"aor", "overlay", "bootstrap", "board", "advertise", "port", "sip_port", "rtp_port", "topology", "role"}
+ROLES = ("auto", "peer", "client")
 
 
 def board_dir() -> Path:
@@ -75,13 +76,16 @@ def load(path: Path) -> argparse.Namespace:
     topology = text("topology", Topology.CHORD.value)
     if topology not in {t.value for t in Topology}:
         raise ConfigError(f"{path}: topology: one of {', '.join(t.value for t in Topology)}, not {topology!r}")
+    role = text("role", "auto")
+    if role not in ROLES:
+        raise ConfigError(f"{path}: role: one of {', '.join(ROLES)}, not {role!r}")
     rtp_port = port("rtp_port", None)
     if rtp_port is not None and rtp_port + RTP_PORTS > 65536:
         raise ConfigError(f"{path}: rtp_port: {RTP_PORTS} ports from {rtp_port} go past 65535")
     return argparse.Namespace(
         aor=aor, overlay=text("overlay", DEFAULT_OVERLAY), bootstrap=bootstrap, advertise=advertise,
         listen=f"0.0.0.0:{port('port', DEFAULT_PORT)}", sip_listen=f"0.0.0.0:{port('sip_port', DEFAULT_SIP_PORT)}",
-        rtp_port=rtp_port, topology=topology, board=_board(path, text("board")),
+        rtp_port=rtp_port, topology=topology, board=_board(path, text("board")), role=role,
         proxy=None, record_dir=None, watch=[], sip_transport="udp", sip_tunnel=False, domain=None, gateway=[],
         maintenance_ms=Timing().maintenance_interval_ms)
 

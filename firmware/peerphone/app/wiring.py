@@ -36,7 +36,7 @@ async def start_peer(args: argparse.Namespace, supervisor: Supervisor,
     advertise_host = args.advertise or (listen[0] if listen[0] not in ("0.0.0.0", "::") else
                                         route_source_address(bootstrap[0] if bootstrap else ("192.0.2.1", 9)))
     now_ms = int(asyncio.get_running_loop().time() * 1000)  # the driver's clock
-    role = getattr(args, "role", "peer")
+    role = getattr(args, "role", "auto")
     client = role == "client"
     policy, power, reading = _role_policy(args, board, now_ms)
     keep_role = role == "auto" and bool(bootstrap)  # the first peer of an overlay has nobody to attach to
@@ -44,6 +44,8 @@ async def start_peer(args: argparse.Namespace, supervisor: Supervisor,
                         topology=Topology(args.topology))
     if reading.battery_percent is not None and not bootstrap:
         raise ConfigError("--battery needs --bootstrap: a node on a low battery attaches to a peer as a client")
+    if getattr(args, "battery", None) and role != "auto":
+        raise ConfigError(f"--battery needs --role auto: a node that is always a {role} follows no battery")
     if keep_role:
         decision = policy.decide(conditions_of(reading), now_ms=now_ms)
         client = decision.role is Role.CLIENT
