@@ -30,6 +30,11 @@ client], attachment.py), and when its peer stops answering (a keepalive, or a re
 own that needs a retransmission) attaches to the peer's alternates or the bootstrap peers
 (an Attached event says so).
 
+What the role policy (role.py) reads off a node: `link`, the loss and round trip to its
+neighbours from the traffic above, and `reachable`, from a REACH now and then to a neighbour
+that answers with a REACH_BACK from its other port (reachability.py; the driver sends
+`datagrams_from_other_port` from a second socket).
+
 Return routability (STYLE.md habit 4, issue 11): answers to our own requests carry our
 nonce (the transaction id), so they are believed; a request is a claim. A request from a
 sender we have not proven, (id, address) in our tables or answering one of our nonces,
