@@ -22,6 +22,8 @@ from ..core.wire.messages import Addr
 from .engine import Simulation
 
 START_LOW, START_HIGH = 5.0, 60.0
+LEAVE_WAIT_MS = 30_000  # as long as the phone's role keeper waits for a leave (app/roles.py)
+LEAVE_POLL_MS = 500
 ROLE_CHECK_MS = 60_000  # the real phone reads its battery every 5 s; a minute is enough for minutes of drain
 DRAIN_PEER_PER_MIN = 3.0  # percent of the charge a minute, a day compressed into an hour: a peer keeps its radio up
 DRAIN_CLIENT_PER_MIN = 0.3
@@ -107,13 +109,19 @@ class BatteryFleet:
             sim.become(handset.addr, client=False, bootstrap=known)
             return
         sim.leave(handset.addr)  # hand every value over first, as the real phone does
-        sim.call_at(sim.now_ms + sim.timing.leave_timeout_ms + 100, partial(self._attach_after_leave, handset, known))
+        self._attach_after_leave(handset, known, sim.now_ms + LEAVE_WAIT_MS)
 
-    def _attach_after_leave(self, handset: Handset, bootstrap: list[Addr]) -> None:
-        if self.sim.nodes[handset.addr].state is not State.LEFT:
+    def _attach_after_leave(self, handset: Handset, bootstrap: list[Addr], give_up_ms: int) -> None:
+        """Attach once the node has left (every handover answered or timed out), or at `give_up_ms`."""
+        sim = self.sim
+        if sim.nodes[handset.addr].state is not State.LEFT:
+            if sim.now_ms < give_up_ms:
+                sim.call_at(sim.now_ms + LEAVE_POLL_MS, partial(self._attach_after_leave, handset, bootstrap,
+                                                                 give_up_ms))
+                return
             self.unfinished_handovers += 1  # it attaches anyway, as the driver does after its timeout
-        self.sim.become(handset.addr, client=True, bootstrap=[a for a in bootstrap if self.sim.is_live(a)] or
-                        [self.sim.random_live().me.addr])
+        sim.become(handset.addr, client=True, bootstrap=[a for a in bootstrap if sim.is_live(a)] or
+                   [sim.random_live().me.addr])
 
     def clients(self) -> int:
         return sum(h.role is Role.CLIENT for h in self.handsets)

@@ -24,7 +24,7 @@ from .calls import CALL_GIVE_UP_MS, HOLD_MS, CallOutcome, CallWorld
 from .churn import session_ms
 from .engine import Simulation, hops_formula
 from .network import NetworkModel, Partition
-from .roles import BatteryFleet
+from .roles import LEAVE_WAIT_MS, BatteryFleet
 
 ROLE_SETTLE_MS = 120_000  # the first clients attach and the handsets' first checks run
 IDLE_WINDOW_MS = 5 * 60_000
@@ -370,7 +370,7 @@ class Scenario:
         to_clients = (sum(sent[True]) + sum(received[True])) / peers if peers else 0.0
         r.add("clients now", fleet.clients(), f"battery handsets: {handsets} of {spec.nodes} nodes; clients "
               f"now {fleet.clients()}; since the start, changes into client {fleet.changes[Role.CLIENT]}, into peer "
-              f"{fleet.changes[Role.PEER]}; handovers not finished within the leave timeout "
+              f"{fleet.changes[Role.PEER]}; leaves not finished within {LEAVE_WAIT_MS // 1000} s "
               f"{fleet.unfinished_handovers}")
         r.add("client datagrams sent a minute", statistics.fmean(sent[True]) if sent[True] else 0.0,
               f"idle {IDLE_WINDOW_MS // 60_000} min, datagrams a minute: a client sends {_spread(sent[True])} and "
