@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import pytest
 
@@ -44,6 +45,7 @@ class Hosts:
         self.namespaces: list[str] = []
         self.procs: list[LineProc] = []
         self._links = 0
+        self._devices: dict[str, tuple[str, str]] = {}  # address -> (host, its device)
 
     def host(self, name: str) -> str:
         ns = f"{self.tag}-{name}"
@@ -61,7 +63,17 @@ class Hosts:
         for ns, end, host in ((a, ends[0], 1), (b, ends[1], 2)):
             _sh("ip", "-n", ns, "addr", "add", f"{net}.{host}/24", "dev", end)
             _sh("ip", "-n", ns, "link", "set", end, "up")
+            self._devices[f"{net}.{host}"] = (ns, end)
         return f"{net}.1", f"{net}.2"
+
+    def readdress(self, old: str, host: int) -> str:
+        """A new lease: the device that has `old` loses it, then gets .`host` of its network."""
+        ns, end = self._devices.pop(old)
+        new = f"{old.rsplit('.', 1)[0]}.{host}"
+        _sh("ip", "-n", ns, "addr", "del", f"{old}/24", "dev", end)
+        _sh("ip", "-n", ns, "addr", "add", f"{new}/24", "dev", end)
+        self._devices[new] = (ns, end)
+        return new
 
     def run(self, ns: str, *args: str, stdin: int = subprocess.DEVNULL) -> LineProc:
         """`peerphone ARGS` in host `ns`, stopped at the end."""
@@ -96,6 +108,31 @@ class Hosts:
             proc.stop()
         for ns in reversed(self.namespaces):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+
+
+@dataclass(frozen=True)
+class Overlay:
+    rest: str  # the host of three peers
+    subject: str  # a second host wired to it, empty: for the node under test
+    subject_ip: str
+    bootstrap: str  # the first peer's overlay address
+    front: str  # its SIP front's, or "" without one
+
+
+def overlay_beside(lab: Hosts, maintenance_ms: str, domain: str | None = None) -> Overlay:
+    """Three peers on one host (the first with a SIP front for `domain`, if given) and a second
+    host wired to it."""
+    rest, subject = lab.host("rest"), lab.host("subject")
+    rest_ip, subject_ip = lab.wire(rest, subject)
+    sip = ["--sip-listen", f"{rest_ip}:0", "--domain", domain] if domain else ["--sip-listen", "off"]
+    first = lab.run(rest, "peer", "--role", "peer", "--listen", f"{rest_ip}:0", *sip,
+                    "--maintenance-ms", maintenance_ms)
+    bootstrap = first.expect(r"^listening (\S+) ").group(1)
+    front = first.expect(r"^sip (\S+) ").group(1) if domain else ""
+    for _ in range(2):
+        lab.run(rest, "peer", "--role", "peer", "--listen", f"{rest_ip}:0", "--sip-listen", "off",
+                "--maintenance-ms", maintenance_ms, "--bootstrap", bootstrap).expect(r"^listening ")
+    return Overlay(rest, subject, subject_ip, bootstrap, front)
 
 
 @contextmanager

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from peerphone.app.tone import dominant_frequency
 
-from tests.netns import Hosts, hosts
+from tests.netns import Hosts, Overlay, hosts, overlay_beside
 from tests.procs import LineProc
 from tests.sip.world import DOMAIN
 
@@ -23,22 +23,9 @@ DWELL_S = 30
 MAINTENANCE_MS = "200"
 
 
-def overlay(lab: Hosts) -> tuple[str, str]:
-    """Three peers on one host, and a second host wired to it: (that host, a bootstrap address)."""
-    rest, subject = lab.host("rest"), lab.host("subject")
-    rest_ip, subject_ip = lab.wire(rest, subject)
-    first = lab.run(rest, "peer", "--role", "peer", "--listen", f"{rest_ip}:0", "--sip-listen", "off",
-                    "--maintenance-ms", MAINTENANCE_MS)
-    bootstrap = first.expect(r"^listening (\S+) ").group(1)
-    for _ in range(2):
-        lab.run(rest, "peer", "--role", "peer", "--listen", f"{rest_ip}:0", "--sip-listen", "off",
-                "--maintenance-ms", MAINTENANCE_MS, "--bootstrap", bootstrap).expect(r"^listening ")
-    return subject, f"{subject_ip}:0" + " " + bootstrap
-
-
-def start_subject(lab: Hosts, subject: str, addresses: str) -> LineProc:
-    listen, bootstrap = addresses.split()
-    node = lab.run(subject, "peer", "--listen", listen, "--bootstrap", bootstrap, "--sip-listen", "off",
+def start_subject(lab: Hosts, net: Overlay) -> LineProc:
+    node = lab.run(net.subject, "peer", "--listen", f"{net.subject_ip}:0", "--bootstrap", net.bootstrap,
+                   "--sip-listen", "off",
                    "--maintenance-ms", MAINTENANCE_MS, "--role-dwell-s", str(DWELL_S))
     assert "all good" in node.expect(r"^role peer: ").string
     node.expect(r"^listening ")
@@ -47,23 +34,23 @@ def start_subject(lab: Hosts, subject: str, addresses: str) -> LineProc:
 
 def test_a_peer_on_a_lossy_link_becomes_a_client_and_a_peer_again_once_it_heals():
     with hosts() as lab:
-        subject, addresses = overlay(lab)
-        node = start_subject(lab, subject, addresses)
-        lab.lossy(subject, 30)
+        net = overlay_beside(lab, MAINTENANCE_MS)
+        node = start_subject(lab, net)
+        lab.lossy(net.subject, 30)
         assert "to neighbours (client above" in node.expect(r"^role client: ", timeout=DWELL_S + 40).string
         node.expect(r"^role client: in the overlay through ", timeout=90)
-        lab.heal(subject)
+        lab.heal(net.subject)
         assert "all good" in node.expect(r"^role peer: ", timeout=DWELL_S + 90).string
         node.expect(r"^role peer: in the overlay", timeout=60)
 
 
 def test_a_link_that_breaks_and_heals_every_10_s_does_not_make_the_role_flap():
     with hosts() as lab:
-        subject, addresses = overlay(lab)
-        node = start_subject(lab, subject, addresses)
+        net = overlay_beside(lab, MAINTENANCE_MS)
+        node = start_subject(lab, net)
         started, seconds, lines = time.monotonic(), 120, []
         for i in range(seconds // 10):
-            lab.lossy(subject, 40) if i % 2 == 0 else lab.heal(subject)
+            lab.lossy(net.subject, 40) if i % 2 == 0 else lab.heal(net.subject)
             lines += node.collect(10)
         changes = [line for line in lines if line.startswith("role ") and "in the overlay" not in line]
         elapsed = time.monotonic() - started
@@ -74,15 +61,8 @@ def test_a_link_that_breaks_and_heals_every_10_s_does_not_make_the_role_flap():
 def test_a_phone_others_cannot_reach_ends_as_a_client_and_is_still_called_through_its_peer(tmp_path: Path):
     pytest.importorskip("pjsua2", reason="pjsua2-python is installed by tools/setup --test on x86_64")
     with hosts() as lab:
-        rest, subject = lab.host("rest"), lab.host("subject")
-        rest_ip, subject_ip = lab.wire(rest, subject)
-        first = lab.run(rest, "peer", "--role", "peer", "--listen", f"{rest_ip}:0", "--sip-listen", f"{rest_ip}:0",
-                        "--maintenance-ms", MAINTENANCE_MS, "--domain", DOMAIN)
-        bootstrap = first.expect(r"^listening (\S+) ").group(1)
-        front = first.expect(r"^sip (\S+) ").group(1)
-        for _ in range(2):
-            lab.run(rest, "peer", "--role", "peer", "--listen", f"{rest_ip}:0", "--sip-listen", "off",
-                    "--maintenance-ms", MAINTENANCE_MS, "--bootstrap", bootstrap).expect(r"^listening ")
+        net = overlay_beside(lab, MAINTENANCE_MS, DOMAIN)
+        rest, subject, subject_ip, bootstrap, front = net.rest, net.subject, net.subject_ip, net.bootstrap, net.front
         lab.unsolicited_dropped(subject)  # a firewall, or a NAT's filter, before the phone starts
         bob = lab.run(subject, "phone", "--aor", f"sip:bob@{DOMAIN}", "--bootstrap", bootstrap,
                       "--listen", f"{subject_ip}:0", "--sip-listen", f"{subject_ip}:0",

@@ -26,11 +26,11 @@ PHONE = 40000
 
 
 class FrontWorld:
-    def __init__(self, **config: Any) -> None:
+    def __init__(self, advertise_host: str = "127.0.0.1", **config: Any) -> None:
         self.ring = Ring(seed=3)
         self.node = self.ring.add()
         self.ring.run(10)
-        self.front = SipFront(FrontConfig(DOMAIN, self.node.me.node_id, "127.0.0.1", FRONT_PORT, **config),
+        self.front = SipFront(FrontConfig(DOMAIN, self.node.me.node_id, advertise_host, FRONT_PORT, **config),
                               entropy=random.Random(5).randbytes, now_ms=self.now_ms)
         self.sent: list[tuple[SipMessage, Link]] = []
         self.overlay_paused = False

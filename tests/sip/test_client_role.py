@@ -7,7 +7,6 @@ import re
 import subprocess
 import sys
 import time
-import wave
 from pathlib import Path
 from typing import Callable
 
@@ -16,7 +15,7 @@ from peerphone.app.roles import ROLE_CHECK_S
 from peerphone.app.tone import dominant_frequency
 
 from tests.procs import LineProc, peerphone, stop
-from tests.sip.world import DOMAIN, start_overlay, start_phone
+from tests.sip.world import DOMAIN, last_seconds, start_overlay, start_phone
 
 pytestmark = pytest.mark.sip
 pytest.importorskip("pjsua2", reason="pjsua2-python is installed by tools/setup --test on x86_64")
@@ -83,18 +82,6 @@ def battery(directory: Path, percent: int, status: str) -> None:
     (directory / "type").write_text("Battery\n")
     (directory / "status").write_text(status + "\n")
     (directory / "capacity").write_text(f"{percent}\n")
-
-
-def last_seconds(recording: Path, seconds: float, out: Path) -> Path:
-    with wave.open(str(recording), "rb") as whole:
-        rate, frames = whole.getframerate(), whole.getnframes()
-        whole.setpos(max(0, frames - int(rate * seconds)))
-        tail = whole.readframes(frames)
-        params = whole.getparams()
-    with wave.open(str(out), "wb") as part:
-        part.setparams(params)
-        part.writeframes(tail)
-    return out
 
 
 def test_a_phone_on_a_draining_battery_becomes_a_client_and_a_peer_again_on_its_charger(tmp_path: Path):

@@ -20,6 +20,7 @@ from peerphone.sip.front import (
     OverlayTunnel,
 )
 from peerphone.sip.message import SipRequest, SipResponse
+from peerphone.sip.uri import NameAddr
 
 from tests.sip.frontworld import DOMAIN, FRONT_PORT, PHONE, FrontWorld, answer, request
 from tests.sip.raw import register as raw_register
@@ -468,6 +469,39 @@ def test_a_client_front_says_its_phones_are_reached_through_its_peer_and_moves_t
     world.front.reached_through(None, now_ms=world.now_ms)  # a peer again
     world.advance(10)
     assert stored().reachable and stored().via is None
+
+
+def test_a_front_records_a_route_for_each_side_between_its_phone_on_loopback_and_the_network_and_moves():
+    world = FrontWorld(advertise_host="192.0.2.10")
+    world.register("lee", port=PHONE + 30)  # a phone beside its front, on loopback
+    aor, far = f"sip:lee@{DOMAIN}", ("192.0.2.99", 5060)
+
+    def in_call(method: str, uri: str, routes: list[str], port: int) -> bytes:
+        data = request(method, uri, port, call_id="move", to=aor, extra="".join(f"Route: {r}\r\n" for r in routes))
+        return data.replace(f"To: <{aor}>".encode(), f"To: <{aor}>;tag=x".encode())
+
+    world.send(request("INVITE", aor, port=far[1], call_id="move"), port=far[1], host=far[0])
+    invite, link = forwarded(world, "INVITE")
+    assert link.addr == ("127.0.0.1", PHONE + 30)
+    routes = invite.get_all("record-route")  # the phone's side on top: the phone sends to it
+    assert [NameAddr.parse(r).uri.host for r in routes] == ["127.0.0.1", "192.0.2.10"]
+    assert invite.get_all("via")[0].startswith(f"SIP/2.0/UDP 127.0.0.1:{FRONT_PORT};")  # its answers stay on lo
+    world.send(in_call("BYE", f"sip:alice@{far[0]}:{far[1]}", routes, PHONE + 30), port=PHONE + 30)
+    bye, link = forwarded(world, "BYE")  # both routes were ours
+    assert link.addr == far and not bye.get_all("route")
+    assert bye.get_all("via")[0].startswith(f"SIP/2.0/UDP 192.0.2.10:{FRONT_PORT};")
+
+    world.front.moved("192.0.2.11", now_ms=world.now_ms)  # a new lease
+    world.advance(10)
+    [entry] = world.fetch(aor, Kind.SIP_REGISTRATION).entries
+    assert Registration.from_bytes(entry.value).front == ("192.0.2.11", FRONT_PORT)
+    world.send(request("INVITE", aor, port=far[1], call_id="move2"), port=far[1], host=far[0])
+    invite, _ = forwarded(world, "INVITE")
+    assert [NameAddr.parse(r).uri.host for r in invite.get_all("record-route")] == ["127.0.0.1", "192.0.2.11"]
+    # A request of the first call that made it here by the old address is still ours to route.
+    world.send(in_call("BYE", f"sip:lee@127.0.0.1:{PHONE + 30}", routes[::-1], far[1]), port=far[1], host=far[0])
+    _, link = forwarded(world, "BYE")
+    assert link.addr == ("127.0.0.1", PHONE + 30)
 
 
 def test_sip_for_a_phone_behind_a_client_goes_through_the_overlay_by_way_of_its_peer():

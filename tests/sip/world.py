@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+import wave
 from pathlib import Path
 
 from tests.procs import LineProc, PeerProc, start_peer, stop
@@ -39,3 +40,16 @@ def start_phone(user: str, proxy: str | None, *extra: str, record_dir: Path | No
         phone.stop()
         raise
     return phone
+
+
+def last_seconds(recording: Path, seconds: float, out: Path) -> Path:
+    """The end of a recording, as a WAV of its own: what was heard after a change mid-call."""
+    with wave.open(str(recording), "rb") as whole:
+        rate, frames = whole.getframerate(), whole.getnframes()
+        whole.setpos(max(0, frames - int(rate * seconds)))
+        tail = whole.readframes(frames)
+        params = whole.getparams()
+    with wave.open(str(out), "wb") as part:
+        part.setparams(params)
+        part.writeframes(tail)
+    return out

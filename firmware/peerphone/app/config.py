@@ -51,14 +51,23 @@ def overlay_id(name: str) -> int:
     return overlay_id_from_name(name)
 
 
+WILDCARDS = ("0.0.0.0", "::")  # a listen address that takes every address the device has
+
+
 def route_source_address(toward: Addr) -> str:
-    """Our own address as seen on the path toward `toward` (no packet is sent)."""
+    """Our own address as seen on the path toward `toward` (no packet is sent); loopback's
+    when there is no route."""
+    return route_source(toward) or "127.0.0.1"
+
+
+def route_source(toward: Addr) -> str | None:
+    """Our own address on the path toward `toward`, or None while no route leads there."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         try:
             s.connect(toward)
             return str(s.getsockname()[0])
         except OSError:
-            return "127.0.0.1"
+            return None
 
 
 def parse_gateway(text: str) -> tuple[str, Addr]:

@@ -24,8 +24,9 @@ from ..net.supervisor import Supervisor
 from ..sip.message import SipParseError
 from ..sip.ua import IDLE_POLL_S, POLL_S, CallReport, Handset, HandsetError, SoundDevices
 from ..sip.uri import Uri
-from .config import ConfigError, parse_hostport, route_source_address
+from .config import WILDCARDS, ConfigError, parse_hostport, route_source_address
 from .deskphone import Deskphone, terminal
+from .mobility import Address
 from .tone import write_tone
 from .wiring import start_peer
 
@@ -81,17 +82,19 @@ async def phone(args: argparse.Namespace) -> int:
     supervisor = Supervisor()
     backups: list[tuple[str, int]] = []
     front: SipTransport | None = None
+    address: Address | None = None
     if args.proxy:
         proxy, *backups = [parse_hostport(p, 5060) for p in args.proxy]
     else:
         args.domain = args.domain or aor.host
-        _driver, front = await start_peer(args, supervisor, board)
+        _driver, front, address = await start_peer(args, supervisor, board)
         if front is None:
             raise ConfigError("a phone with its own peer needs its SIP front: drop --sip-listen off or give --proxy")
-        # The handset sits beside its front, on the address the rest of the overlay reaches it at:
-        # its contact and its media address are what far phones send to.
         sip_host = parse_hostport(args.sip_listen)[0]
-        proxy = (front.front.config.advertise_host if sip_host in ("0.0.0.0", "::") else sip_host, front.port)
+        # A front on every address: the handset talks to it on loopback (its route outward is
+        # the front's, RFC 5658), and only its media is on the device's address, which may
+        # change. A front on one address: the handset sits beside it there.
+        proxy = ("127.0.0.1" if sip_host in WILDCARDS else sip_host, front.port)
     failed: list[str] = []
 
     async def main() -> None:
@@ -100,15 +103,22 @@ async def phone(args: argparse.Namespace) -> int:
         sound = SoundDevices(board.earpiece, board.microphone) if board is not None else None
         try:
             bind_host = _local_address(proxy)
-            # Behind a NAT that forwards our ports, far phones send audio to the address we advertise.
-            media_address = proxy[0] if not args.proxy and proxy[0] != bind_host else None
+            media_bind_host = None
+            media_address = None
+            if front is not None and bind_host != front.front.config.advertise_host:
+                # Far phones send audio to the address we advertise: the device's, or the one a
+                # NAT that forwards our ports has.
+                media_address = front.front.config.advertise_host
+                media_bind_host = "0.0.0.0" if bind_host.startswith("127.") else bind_host
             handset = Handset(aor.aor, proxy, transport=args.sip_transport, record_dir=record_dir,
                               bind_host=bind_host, backups=backups, listener=desk, sound=sound,
-                              media_address=media_address, rtp_port=args.rtp_port or 0,
-                              idle_poll_s=IDLE_POLL_S if front is not None else POLL_S)
+                              media_address=media_address, media_bind_host=media_bind_host,
+                              rtp_port=args.rtp_port or 0, idle_poll_s=IDLE_POLL_S if front is not None else POLL_S)
             if front is not None:
                 front.on_sent = handset.nudge  # whatever comes to the handset comes through its front
             await handset.start()
+            if address is not None and media_address is not None:
+                address.on_moved.append(handset.moved)
         except HandsetError as e:
             failed.append(str(e))
             return

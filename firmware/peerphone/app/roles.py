@@ -27,9 +27,10 @@ from ..core.wire.messages import Addr
 from ..hw.power import PowerError, PowerReading, PowerSource
 from ..net.sip_transport import SipTransport
 from ..net.udp import OverlayError, UdpDriver, system_node_factory
+from .mobility import ADDRESS_CHECK_S, Address
 
 log = logging.getLogger("peerphone.role")
-ROLE_CHECK_S = 5.0  # a battery changes by a percent in minutes: a read every 5 s costs nothing
+ROLE_CHECK_S = ADDRESS_CHECK_S  # a battery changes by a percent in minutes: a read every 5 s costs nothing
 ROLE_CHANGE_TIMEOUT_S = 30.0
 # A peer on its battery maintains at this many times its period: half the maintenance datagrams
 # and wake-ups, for neighbours' failures found half as fast (theirs of it are not slowed).
@@ -58,11 +59,12 @@ def config_for(config: PeerConfig, role: Role, reading: PowerReading, *, policy:
 
 class RoleKeeper:
     def __init__(self, policy: RolePolicy, power: PowerSource, reading: PowerReading, driver: UdpDriver,
-                 front: SipTransport | None, advertise_host: str, bootstrap: list[Addr]) -> None:
-        """`reading`: the battery as the first role was decided on."""
+                 front: SipTransport | None, address: Address, bootstrap: list[Addr]) -> None:
+        """`reading`: the battery as the first role was decided on; `address`: where other
+        nodes reach this one, followed at each check when it `follows` the device's."""
         self.policy, self.power, self._reading = policy, power, reading
         self.driver, self.front = driver, front
-        self.advertise_host, self.bootstrap = advertise_host, bootstrap
+        self.address, self.bootstrap = address, bootstrap
         self._power_error = ""
 
     def conditions(self) -> Conditions:
@@ -78,6 +80,7 @@ class RoleKeeper:
     async def run(self) -> None:
         while True:
             await asyncio.sleep(ROLE_CHECK_S)
+            await self.address.check(self.driver, self.front, self.bootstrap)
             decision = self.policy.decide(self.conditions(), now_ms=self.driver.now_ms())
             current = Role.CLIENT if self.driver.node.config.client else Role.PEER
             if decision.role is not current:
@@ -88,7 +91,7 @@ class RoleKeeper:
     async def change(self, role: Role, reason: str) -> None:
         print(f"role {role.value}: {reason}", flush=True)
         node = self.driver.node
-        make = system_node_factory(config_for(node.config, role, self._reading), self.advertise_host,
+        make = system_node_factory(config_for(node.config, role, self._reading), self.address.host,
                                    node_id=node.me.node_id)
         try:
             await self.driver.change_role(make, self.bootstrap, ROLE_CHANGE_TIMEOUT_S)

@@ -19,7 +19,16 @@ from ..net.sip_transport import SipTransport
 from ..net.supervisor import Supervisor
 from ..net.udp import OverlayError, UdpDriver, system_node_factory
 from ..sip.front import FrontConfig
-from .config import DEFAULT_PORT, ConfigError, overlay_id, parse_gateway, parse_hostport, route_source_address
+from .config import (
+    DEFAULT_PORT,
+    WILDCARDS,
+    ConfigError,
+    overlay_id,
+    parse_gateway,
+    parse_hostport,
+    route_source_address,
+)
+from .mobility import Address
 from .roles import RoleKeeper, conditions_of, config_for
 
 log = logging.getLogger("peerphone")
@@ -27,14 +36,18 @@ JOIN_TIMEOUT_S = 15.0
 
 
 async def start_peer(args: argparse.Namespace, supervisor: Supervisor,
-                     board: Board | None = None) -> tuple[UdpDriver, SipTransport | None]:
+                     board: Board | None = None) -> tuple[UdpDriver, SipTransport | None, Address]:
     """Join the overlay as a peer, or as a client (--client, or a battery that says so), and
     open its SIP front; print where both listen. With a battery (--battery, or the board's),
-    the role follows it from then on (app/roles.py)."""
+    the role follows it from then on (app/roles.py); listening on every address with no
+    --advertise, so does the address other nodes reach it at (app/mobility.py)."""
     listen = parse_hostport(args.listen)
     bootstrap = [parse_hostport(b, DEFAULT_PORT) for b in args.bootstrap]
-    advertise_host = args.advertise or (listen[0] if listen[0] not in ("0.0.0.0", "::") else
-                                        route_source_address(bootstrap[0] if bootstrap else ("192.0.2.1", 9)))
+    toward = bootstrap[0] if bootstrap else ("192.0.2.1", 9)
+    follows = not args.advertise and listen[0] in WILDCARDS
+    address = Address(args.advertise or (route_source_address(toward) if follows else listen[0]),
+                      follows=follows, toward=toward)
+    advertise_host = address.host
     now_ms = int(asyncio.get_running_loop().time() * 1000)  # the driver's clock
     role = getattr(args, "role", "auto")
     client = role == "client"
@@ -90,8 +103,10 @@ async def start_peer(args: argparse.Namespace, supervisor: Supervisor,
     if client or keep_role:
         _say_when_attached(driver)
     if keep_role:
-        supervisor.spawn(RoleKeeper(policy, power, reading, driver, front, advertise_host, bootstrap).run())
-    return driver, front
+        supervisor.spawn(RoleKeeper(policy, power, reading, driver, front, address, bootstrap).run())
+    elif follows and bootstrap:  # the first peer of an overlay has nobody to go back to
+        supervisor.spawn(address.run(driver, front, bootstrap))
+    return driver, front, address
 
 
 def _role_policy(args: argparse.Namespace, board: Board | None,

@@ -212,6 +212,11 @@ class SipTransport(asyncio.DatagramProtocol):
         self.front.reached_through(peer_id, now_ms=self.now_ms())
         self._pump()
 
+    def moved(self, host: str) -> None:
+        """The device's new address: see SipFront.moved."""
+        self.front.moved(host, now_ms=self.now_ms())
+        self._pump()
+
     def _node_failed(self) -> None:
         self.front.overlay_changed(now_ms=self.now_ms())
         self._pump()

@@ -78,6 +78,7 @@ OVERLAY_TIMEOUT_MS = 10_000  # an overlay request the driver never completes is 
 LOOKUP_ATTEMPTS = 2
 LOOKUP_FIRST_TIMEOUT_MS = 3000
 FORKS_MAX = 4  # fronts of one callee tried in turn
+LOOPBACK = "127.0.0.1"
 REACH_TIMEOUT_MS = 4000
 TIMER_C_MS = 180_000
 SERVER_GIVE_UP_MS = TIMER_C_MS + 64 * 500  # a request nothing answered by then gets a 408 (a safety net)
@@ -293,7 +294,7 @@ class SipFront:
         self._resolving_from: Counter[str] = Counter()  # the same, per source: none may take it all
         self._handles = 0
         self._timers: Deadlines[Timed] = Deadlines()
-        self._my_hosts = {config.advertise_host.lower(), "127.0.0.1", "localhost"}
+        self._my_hosts = {config.advertise_host.lower(), LOOPBACK, "localhost"}
         self._reassembler = tunnel.Reassembler()
         self._out: list[tuple[bytes, Link]] = []
         self._requests: list[OverlayRequest] = []
@@ -491,8 +492,8 @@ class SipFront:
         """Where a new request goes (§16.4, §16.5); `server` is None for a stateless one (an ACK)."""
         routes = req.get_all("route")
         recorded = False
-        if routes and self._is_me(ours := NameAddr.parse(routes[0]).uri):
-            recorded = ours.param(ROUTE_TOKEN_PARAM) == self._route_token(req)
+        while routes and self._is_me(ours := NameAddr.parse(routes[0]).uri):  # two when we record-routed twice
+            recorded = recorded or ours.param(ROUTE_TOKEN_PARAM) == self._route_token(req)
             _drop_first(req, "route")
             routes = routes[1:]
         # Not an open relay: our phones may send anywhere through us, and so may a dialog we
@@ -748,6 +749,19 @@ class SipFront:
         if peer_id == self.config.admitting:
             return
         self.config.admitting = peer_id
+        self._store_all_again(now_ms)
+
+    def moved(self, host: str, *, now_ms: int) -> None:
+        """The device has a new address (a new network, a new lease): our Record-Routes, Vias
+        and phones' records name it from now on. The old one is still ours for the routes of
+        dialogs recorded before (their requests find us again by AOR, `_reroute_in_dialog`)."""
+        if host == self.config.advertise_host:
+            return
+        self.config.advertise_host = host
+        self._my_hosts.add(host.lower())
+        self._store_all_again(now_ms)
+
+    def _store_all_again(self, now_ms: int) -> None:
         for aor in self._bindings.aors():
             bindings = list(self._bindings.live(aor, now_ms=now_ms).values())
             if bindings:
@@ -934,8 +948,11 @@ class SipFront:
             if self.config.admitting is not None:
                 node += f";{VIA_PARAM}={self.config.admitting:x}"
             token = f";{ROUTE_TOKEN_PARAM}={self._route_token(req)}"
-            out.headers.insert(1, ("Record-Route", f"<sip:{self.config.advertise_host}:{self.config.port}"
-                                                   f"{transport}{node}{token};lr>"))
+            # Between our own phone on loopback and the network, a route for each side (RFC 5658):
+            # the phone's stays 127.0.0.1 when the device's address changes mid-call.
+            for host in dict.fromkeys((self._facing(upstream), self._facing(downstream))):
+                params = f"{transport}{node}{token}" if host == self.config.advertise_host else f"{transport}{token}"
+                out.headers.insert(1, ("Record-Route", f"<sip:{host}:{self.config.port}{params};lr>"))
         data = out.to_bytes()
         if server is None:
             self._send(data, downstream)
@@ -964,8 +981,13 @@ class SipFront:
         self._schedule(client)
         return client
 
+    def _facing(self, link: Link) -> str:
+        """Our address as seen across `link`: loopback's to a phone on this machine."""
+        return LOOPBACK if link.transport != "TUNNEL" and link.addr[0].startswith("127.") \
+            and not self.config.advertise_host.startswith("127.") else self.config.advertise_host
+
     def _via(self, link: Link, branch: str) -> str:
-        return f"SIP/2.0/{link.via_transport} {self.config.advertise_host}:{self.config.port};branch={branch}"
+        return f"SIP/2.0/{link.via_transport} {self._facing(link)}:{self.config.port};branch={branch}"
 
     def _cancel(self, server: _Server, invite: _Server | None, now_ms: int) -> None:
         """CANCEL (§16.10): answered here, and sent on along the INVITE's branch if it is still open."""

@@ -88,7 +88,8 @@ class Handset:
                  transport: str = "udp", record_dir: Path | None = None, backups: Sequence[tuple[str, int]] = (),
                  say: Callable[[str], None] = lambda line: print(line, flush=True),
                  listener: CallListener | None = None, sound: SoundDevices | None = None,
-                 media_address: str | None = None, rtp_port: int = 0, idle_poll_s: float = POLL_S) -> None:
+                 media_address: str | None = None, media_bind_host: str | None = None, rtp_port: int = 0,
+                 idle_poll_s: float = POLL_S) -> None:
         """`backups`: more fronts to register at, each its own flow (RFC 5626 in spirit): calls
         reach the phone through whichever lives. Calls it makes go through `proxy`. With a
         `listener`, an incoming call rings (180) until `answer`, and calls are driven by
@@ -96,7 +97,9 @@ class Handset:
         call's audio and the tones of `play_tone` go through those ALSA devices (a pjsua2
         built with ALSA: `tools/pjproject`); without, through pjsua2's null device.
         `media_address`: the address far phones send audio to when it is not `bind_host` (a
-        NAT that forwards the RTP ports `rtp_port`..+RTP_PORTS to us); `rtp_port` 0: any.
+        NAT that forwards the RTP ports `rtp_port`..+RTP_PORTS to us, or the device's address
+        while the handset talks to its front on loopback); `media_bind_host`: where RTP is bound
+        (default `bind_host`); `rtp_port` 0: any.
         `idle_poll_s`: how often pjsua2 is polled when nothing goes on; a phone whose own front
         `nudge`s it takes IDLE_POLL_S, one registered elsewhere keeps polling fast."""
         why = available()
@@ -116,6 +119,7 @@ class Handset:
         self.listener = listener
         self.sound = sound
         self.media_address = media_address
+        self.media_bind_host = media_bind_host or bind_host
         self.rtp_port = rtp_port
         self.idle_poll_s = idle_poll_s
         self._sound_on = False  # the sound devices are in use (not the null device)
@@ -249,7 +253,7 @@ class Handset:
         if self.register:
             acfg.regConfig.registrarUri = uri.replace(";lr", "")
             acfg.regConfig.timeoutSec = 300
-        acfg.mediaConfig.transportConfig.boundAddress = self.bind_host
+        acfg.mediaConfig.transportConfig.boundAddress = self.media_bind_host
         if self.media_address:
             acfg.mediaConfig.transportConfig.publicAddress = self.media_address
         if self.rtp_port:
@@ -391,6 +395,28 @@ class Handset:
             raise HandsetError(f"cannot call {uri}: {e.info()}") from None
         self._calls[call.getId()] = call
         return str(call.getId())
+
+    def moved(self, media_address: str) -> None:
+        """The device's address changed: far phones send audio to `media_address` from now on.
+        Each call up offers its media again there (a re-INVITE with new media, which pjsua2
+        sends through the front on loopback, the path that did not move)."""
+        if media_address == self.media_address:
+            return
+        self.media_address = media_address
+        for line, account in enumerate([self._account, *self._backup_accounts], start=1):
+            try:
+                account.modify(self._account_config(account.proxy, line))
+            except self.pj.Error as e:
+                log.warning("pjsua2: account on the new address: %s", e.info())
+        for call_id in list(self._calls):
+            _, prm = self._op(str(call_id), flag=self.pj.PJSUA_CALL_REINIT_MEDIA)
+            try:
+                self._calls[call_id].reinvite(prm)
+            except self.pj.Error as e:
+                log.warning("pjsua2: call %d on the new address: %s", call_id, e.info())
+            else:
+                self.say(f"call {call_id}: media offered at {media_address}")
+        self.nudge()
 
     def _op(self, call: str | None, status: int = 0, flag: int = 0) -> Any:
         found = self._calls.get(int(call)) if call is not None and call.isdigit() else None
