@@ -502,6 +502,9 @@ def test_a_front_records_a_route_for_each_side_between_its_phone_on_loopback_and
     world.send(in_call("BYE", f"sip:lee@127.0.0.1:{PHONE + 30}", routes[::-1], far[1]), port=far[1], host=far[0])
     _, link = forwarded(world, "BYE")
     assert link.addr == ("127.0.0.1", PHONE + 30)
+    world.front.moved("192.0.2.12", now_ms=world.now_ms)  # two moves on, the first address is someone else's:
+    world.send(in_call("BYE", f"sip:lee@127.0.0.1:{PHONE + 30}", routes[::-1], far[1]), port=far[1], host=far[0])
+    assert 403 in world.statuses()  # not ours to pop, and a stranger's route elsewhere is not relayed
 
 
 def test_sip_for_a_phone_behind_a_client_goes_through_the_overlay_by_way_of_its_peer():

@@ -19,7 +19,6 @@ import logging
 from typing import Callable
 
 from ..core.wire.messages import Addr
-from ..net.sip_transport import SipTransport
 from ..net.udp import OverlayError, UdpDriver, system_node_factory
 from .config import route_source
 
@@ -33,9 +32,9 @@ class Address:
 
     def __init__(self, host: str, *, follows: bool = False, toward: Addr = ("192.0.2.1", 9)) -> None:
         self.host, self.follows, self.toward = host, follows, toward
-        self.on_moved: list[Callable[[str], None]] = []  # each told the new address, once in the overlay
+        self.on_moved: list[Callable[[str], None]] = []  # the front, the handset: told once in the overlay
 
-    async def check(self, driver: UdpDriver, front: SipTransport | None, bootstrap: list[Addr]) -> None:
+    async def check(self, driver: UdpDriver, bootstrap: list[Addr]) -> None:
         found = route_source(self.toward) if self.follows else None
         if found is None or found == self.host:
             return
@@ -48,16 +47,14 @@ class Address:
             log.warning("address %s: %s (tried again at the next check)", found, e)
             return
         self.host = found
-        if front is not None:
-            front.moved(found)
         for tell in self.on_moved:
             tell(found)
         admitting = driver.node.admitting_peer
         where = f" through {admitting.addr[0]}:{admitting.addr[1]}" if admitting is not None else ""
         print(f"address {found}: in the overlay{where}", flush=True)
 
-    async def run(self, driver: UdpDriver, front: SipTransport | None, bootstrap: list[Addr]) -> None:
+    async def run(self, driver: UdpDriver, bootstrap: list[Addr]) -> None:
         """For a node without a role keeper (a fixed role): the keeper's period, alone."""
         while True:
             await asyncio.sleep(ADDRESS_CHECK_S)
-            await self.check(driver, front, bootstrap)
+            await self.check(driver, bootstrap)

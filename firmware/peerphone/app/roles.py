@@ -80,7 +80,7 @@ class RoleKeeper:
     async def run(self) -> None:
         while True:
             await asyncio.sleep(ROLE_CHECK_S)
-            await self.address.check(self.driver, self.front, self.bootstrap)
+            await self.address.check(self.driver, self.bootstrap)
             decision = self.policy.decide(self.conditions(), now_ms=self.driver.now_ms())
             current = Role.CLIENT if self.driver.node.config.client else Role.PEER
             if decision.role is not current:

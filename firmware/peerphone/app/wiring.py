@@ -100,12 +100,13 @@ async def start_peer(args: argparse.Namespace, supervisor: Supervisor,
             raise ConfigError(f"cannot listen for SIP on {args.sip_listen}: {e.strerror or e}") from None
         supervisor.on_shutdown("close the SIP front", front.close)
         print(f"sip {advertise_host}:{front.port} domain={front.front.config.domain}", flush=True)
+        address.on_moved.append(front.moved)
     if client or keep_role:
         _say_when_attached(driver)
     if keep_role:
         supervisor.spawn(RoleKeeper(policy, power, reading, driver, front, address, bootstrap).run())
     elif follows and bootstrap:  # the first peer of an overlay has nobody to go back to
-        supervisor.spawn(address.run(driver, front, bootstrap))
+        supervisor.spawn(address.run(driver, bootstrap))
     return driver, front, address
 
 

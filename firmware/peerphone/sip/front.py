@@ -754,11 +754,12 @@ class SipFront:
     def moved(self, host: str, *, now_ms: int) -> None:
         """The device has a new address (a new network, a new lease): our Record-Routes, Vias
         and phones' records name it from now on. The old one is still ours for the routes of
-        dialogs recorded before (their requests find us again by AOR, `_reroute_in_dialog`)."""
+        dialogs recorded before (their requests find us again by AOR, `_reroute_in_dialog`); the
+        one before it is forgotten, as someone else may have it by now."""
         if host == self.config.advertise_host:
             return
+        self._my_hosts = {self.config.advertise_host.lower(), host.lower(), LOOPBACK, "localhost"}
         self.config.advertise_host = host
-        self._my_hosts.add(host.lower())
         self._store_all_again(now_ms)
 
     def _store_all_again(self, now_ms: int) -> None:
