@@ -9,11 +9,13 @@ from __future__ import annotations
 import random
 from collections import deque
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from peerphone.core.ids import RING
 from peerphone.core.limits import REPLICAS, Timing
 from peerphone.core.overlay import Topology
 from peerphone.core.peer import PeerConfig, PeerNode, make_peer
-from peerphone.core.wire.messages import Addr, NodeInfo
+from peerphone.core.security import Authority, Identity, Trust
+from peerphone.core.wire.messages import Addr
 from peerphone.sim.engine import Oracle
 
 OVERLAY = 0x5EE1
@@ -34,8 +36,12 @@ def build(n: int, seed: int = 7, topology: Topology = Topology.CHORD, timing: Ti
 
 class Ring:
     def __init__(self, seed: int = 1, latency_ms: int = 1, timing: Timing = TIMING,
-                 topology: Topology = Topology.CHORD) -> None:
+                 topology: Topology = Topology.CHORD, enrolled: bool = False) -> None:
+        """`enrolled`: an overlay with an enrollment authority, which assigns the node ids
+        (`add` may then choose them); else ad hoc, ids from keys, without the puzzle."""
         self.rng = random.Random(seed)
+        self.authority = Authority(Ed25519PrivateKey.from_private_bytes(self.rng.randbytes(32))) if enrolled else None
+        self.trust = Trust(self.authority.public_key) if self.authority else Trust(work_bits=0)
         self.timing = timing
         self.topology = topology
         self.now_ms = 0
@@ -51,13 +57,22 @@ class Ring:
             attach: bool = False) -> PeerNode:
         """`client`: a transient client; `attach`: an attached one (a phone that is a client)."""
         addr = ("10.0.0.%d" % (len(self.nodes) + 1), 4000)
-        me = NodeInfo(node_id if node_id is not None else self.rng.randrange(RING), addr)
-        config = PeerConfig(OVERLAY, self.timing, client=client or attach, attach=attach, topology=self.topology)
-        node = make_peer(me, config, rng=self.rng, entropy=self.rng.randbytes, now_ms=self.now_ms)
+        config = PeerConfig(OVERLAY, self.timing, client=client or attach, attach=attach, topology=self.topology,
+                            trust=self.trust)
+        node = make_peer(self.identity(node_id), addr, config, rng=self.rng, entropy=self.rng.randbytes,
+                         now_ms=self.now_ms)
         self.nodes[addr] = node
         node.join([bootstrap] if bootstrap else [], now_ms=self.now_ms)
         self.flush(node)
         return node
+
+    def identity(self, node_id: int | None = None) -> Identity:
+        """A new identity this overlay admits; with `node_id`, the authority's with that id."""
+        if self.authority is not None:
+            return self.authority.enroll(self.rng.randbytes, node_id=node_id)
+        if node_id is not None:
+            raise ValueError("an ad-hoc node's id is its key's: Ring(enrolled=True) to choose ids")
+        return Identity.ad_hoc(self.rng.randbytes, self.trust.work_bits)
 
     def kill(self, node: PeerNode) -> None:
         self.dead.add(node.me.addr)

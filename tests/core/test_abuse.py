@@ -74,11 +74,11 @@ def test_a_forged_update_from_a_stranger_takes_no_range_and_no_value(topology):
     forge(ring, victim, Code.UPDATE, EMPTY, ((victim.me.node_id - 1) % RING,))
     ring.run(3000)
     assert victim.topology.pred == pred_before
-    assert set(sent_to(ring, STRANGER)) == {Code.PING}  # the nonce, nothing else
+    assert set(sent_to(ring, STRANGER)) == {Code.PROVE}  # the challenge, nothing else
     assert victim.counters["unproven"] == 1
     for key in keys:
         assert get(ring, client, key, ring.live()[1]).answer.entries[0].value == key.encode()
-    assert set(sent_to(ring, STRANGER)) == {Code.PING}
+    assert set(sent_to(ring, STRANGER)) == {Code.PROVE}
 
 
 @pytest.mark.parametrize("topology", RINGS)
@@ -107,7 +107,7 @@ def test_a_leave_in_a_neighbour_s_name_is_checked_with_the_neighbour(topology):
     assert victim.counters["forged_leave"] == 1
     assert impostor.node_id not in {s.node_id for s in victim.topology.successors}
     assert victim.topology.address_of(impostor.node_id) is None
-    assert set(sent_to(ring, STRANGER)) == {Code.PING}
+    assert set(sent_to(ring, STRANGER)) == {Code.PROVE}
 
 
 def test_a_real_leave_still_closes_the_gap_at_once():
@@ -139,7 +139,7 @@ def test_a_stranger_s_lookup_step_does_not_make_it_a_contact():
     forge(ring, victim, Code.CLOSEST, Closest(victim.me.node_id), (stranger_id,))
     ring.run(3000)
     assert stranger_id not in victim.table
-    assert set(sent_to(ring, STRANGER)) == {Code.PING}
+    assert set(sent_to(ring, STRANGER)) == {Code.PROVE}
 
 
 def test_a_third_party_reply_to_gets_nothing(topology):

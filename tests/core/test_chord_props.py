@@ -85,7 +85,7 @@ def test_removing_a_node_removes_it_everywhere(me, others, data):
 @settings(max_examples=8)
 @given(st.lists(ids, min_size=2, max_size=24, unique=True), st.integers(0, 2**32))
 def test_a_real_ring_of_peer_nodes_converges_to_the_oracle(node_ids, seed):
-    ring = Ring(seed=seed)
+    ring = Ring(seed=seed, enrolled=True)
     first = ring.add(node_ids[0])
     for i in node_ids[1:]:
         ring.add(i, bootstrap=first.me.addr)

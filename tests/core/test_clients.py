@@ -199,7 +199,9 @@ def test_a_leaving_node_stops_its_reach_tests_instead_of_spinning_on_a_due_time_
 
 def test_a_stretched_peer_maintains_half_as_often():
     def maintenance_sent(node: PeerNode) -> int:
-        return sum(v for k, v in node.counters.items() if k in ("sent.PING", "sent.UPDATE", "sent.FIND"))
+        # Stabilize: one UPDATE a round for every peer. (Probes and finger fixes depend on how
+        # many distinct neighbours and fingers a node has, which differs from node to node.)
+        return node.counters["sent.UPDATE"]
 
     ring = build(6)
     stretched, normal = ring.live()[1], ring.live()[4]

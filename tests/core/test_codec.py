@@ -6,7 +6,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from peerphone.core.errors import DecodeError
 from peerphone.core.ids import ID_MAX
-from peerphone.core.limits import DATAGRAM_BYTES_MAX, TUNNEL_BYTES_MAX, VALUE_BYTES_MAX
+from peerphone.core.limits import (
+    CERTIFICATE_BYTES_MAX,
+    DATAGRAM_BYTES_MAX,
+    PROOF_PADDING_BYTES,
+    TUNNEL_BYTES_MAX,
+    VALUE_BYTES_MAX,
+)
 from peerphone.core.wire import check_body, decode, encode
 from peerphone.core.wire.messages import (
     EMPTY,
@@ -29,6 +35,8 @@ from peerphone.core.wire.messages import (
     MembersAns,
     Message,
     NodeInfo,
+    Proof,
+    Prove,
     Stat,
     StatAns,
     Store,
@@ -83,6 +91,8 @@ BODIES = {
     Code.REACH: st.just(EMPTY),
     Code.REACH_ANS: st.just(EMPTY),
     Code.REACH_BACK: st.just(EMPTY),
+    Code.PROVE: st.builds(Prove, st.binary(max_size=PROOF_PADDING_BYTES)),
+    Code.PROVE_ANS: st.builds(Proof, st.binary(max_size=CERTIFICATE_BYTES_MAX), st.binary(max_size=64)),
     Code.ERROR: st.builds(Error, st.integers(0, 0xFFFF), st.text(max_size=40)),
 }
 messages = st.sampled_from(list(Code)).flatmap(lambda code: st.builds(

@@ -210,7 +210,7 @@ def _slow_ring() -> tuple[Ring, list[int]]:
     """Six nodes at fixed ids that converged, maintaining only every minute: nobody notices
     a change by itself within a test."""
     from peerphone.core.limits import Timing
-    ring = Ring(seed=4, timing=Timing().scaled(60_000))
+    ring = Ring(seed=4, timing=Timing().scaled(60_000), enrolled=True)
     ids = [10**47 * k for k in (1, 3, 5, 7, 9, 11)]
     first = ring.add(ids[0])
     for i in ids[1:]:

@@ -19,6 +19,7 @@ from ..net.udp import OverlayError
 from ..sip.ua import RTP_PORTS
 from . import overlaycmd
 from .config import DEFAULT_OVERLAY, DEFAULT_PORT, DEFAULT_SIP_PORT, ConfigError
+from .identity import default_state_dir
 from .logs import OncePerInterval
 from .wiring import start_peer
 
@@ -234,6 +235,9 @@ def _peer_arguments(peer: argparse.ArgumentParser, overlay_help: str) -> None:
                              "of one overlay must use the same (default chord)")
     peer.add_argument("--maintenance-ms", type=_positive_ms, default=Timing().maintenance_interval_ms,
                       help="period of stabilize, fix-fingers and failure probes (default %(default)s)")
+    peer.add_argument("--state-dir", type=Path, default=default_state_dir(), metavar="DIR",
+                      help="keep this node's key (0600) and certificate here, and with them its node id across "
+                           "restarts (default: systemd's STATE_DIRECTORY; without one, a new identity each start)")
     _sip_arguments(peer)
 
 

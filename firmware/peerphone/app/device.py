@@ -18,6 +18,7 @@ from ..core.limits import Timing
 from ..core.overlay import Topology
 from ..sip.ua import RTP_PORTS
 from .config import DEFAULT_OVERLAY, DEFAULT_PORT, DEFAULT_SIP_PORT, ConfigError, parse_hostport
+from .identity import default_state_dir
 from .phonecmd import phone, sip_uri
 
 KEYS = {"aor", "overlay", "bootstrap", "board", "advertise", "port", "sip_port", "rtp_port", "topology", "role"}
@@ -87,7 +88,7 @@ def load(path: Path) -> argparse.Namespace:
         listen=f"0.0.0.0:{port('port', DEFAULT_PORT)}", sip_listen=f"0.0.0.0:{port('sip_port', DEFAULT_SIP_PORT)}",
         rtp_port=rtp_port, topology=topology, board=_board(path, text("board")), role=role,
         proxy=None, record_dir=None, watch=[], sip_transport="udp", sip_tunnel=False, domain=None, gateway=[],
-        maintenance_ms=Timing().maintenance_interval_ms)
+        maintenance_ms=Timing().maintenance_interval_ms, state_dir=default_state_dir())
 
 
 def _board(path: Path, name: str | None) -> Path | None:

@@ -40,7 +40,7 @@ class Address:
             return
         print(f"address {found}: was {self.host}", flush=True)
         node = driver.node
-        make = system_node_factory(node.config, found, node_id=node.me.node_id)
+        make = system_node_factory(node.config, node.identity, found)
         try:  # the same role, the same id, the new address
             await driver.change_role(make, bootstrap, REJOIN_TIMEOUT_S)
         except OverlayError as e:

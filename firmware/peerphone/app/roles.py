@@ -91,8 +91,7 @@ class RoleKeeper:
     async def change(self, role: Role, reason: str) -> None:
         print(f"role {role.value}: {reason}", flush=True)
         node = self.driver.node
-        make = system_node_factory(config_for(node.config, role, self._reading), self.address.host,
-                                   node_id=node.me.node_id)
+        make = system_node_factory(config_for(node.config, role, self._reading), node.identity, self.address.host)
         try:
             await self.driver.change_role(make, self.bootstrap, ROLE_CHANGE_TIMEOUT_S)
         except OverlayError as e:

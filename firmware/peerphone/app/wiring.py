@@ -28,6 +28,7 @@ from .config import (
     parse_hostport,
     route_source_address,
 )
+from .identity import node_identity
 from .mobility import Address
 from .roles import RoleKeeper, conditions_of, config_for
 
@@ -66,8 +67,9 @@ async def start_peer(args: argparse.Namespace, supervisor: Supervisor,
     if client and not bootstrap:
         raise ConfigError("--client needs --bootstrap: a client attaches to a peer of an overlay")
     config = config_for(config, Role.CLIENT if client else Role.PEER, reading, policy=keep_role)
+    identity = node_identity(getattr(args, "state_dir", None), config.trust)
     try:
-        driver = await UdpDriver.open(listen, system_node_factory(config, advertise_host))
+        driver = await UdpDriver.open(listen, system_node_factory(config, identity, advertise_host))
     except OSError as e:
         raise ConfigError(f"cannot listen on {args.listen}: {e.strerror or e}") from None
     supervisor.on_shutdown("close the socket", driver.close)
@@ -146,6 +148,6 @@ def _say_when_attached(driver: UdpDriver) -> None:
 async def open_client(via: Addr, overlay: str, topology: Topology = Topology.CHORD) -> UdpDriver:
     """A client node (it stores and routes nothing) attached to the peer at `via`."""
     config = PeerConfig(overlay_id(overlay), client=True, topology=topology)
-    driver = await UdpDriver.open(("0.0.0.0", 0), system_node_factory(config))
+    driver = await UdpDriver.open(("0.0.0.0", 0), system_node_factory(config, node_identity(None, config.trust)))
     driver.join([via])
     return driver

@@ -53,6 +53,7 @@ from .node import (
 )
 from .overlay.kademlia import KBuckets, Lookup
 from .rpc import Pending
+from .security import Identity
 from .storage import Key
 from .wire.messages import (
     EMPTY,
@@ -107,9 +108,10 @@ class _Op:
 
 
 class KademliaPeer(PeerNode):
-    def __init__(self, me: NodeInfo, config: PeerConfig, *, rng: Rng, entropy: Entropy, now_ms: int,
-                 wall_offset_ms: int = 0) -> None:
-        super().__init__(me, config, rng=rng, entropy=entropy, now_ms=now_ms, wall_offset_ms=wall_offset_ms)
+    def __init__(self, me: NodeInfo, config: PeerConfig, identity: Identity, *, rng: Rng, entropy: Entropy,
+                 now_ms: int, wall_offset_ms: int = 0) -> None:
+        super().__init__(me, config, identity, rng=rng, entropy=entropy, now_ms=now_ms,
+                         wall_offset_ms=wall_offset_ms)
         self.table = KBuckets(me, K)
         self._runs: dict[int, tuple[Lookup, Then]] = {}
         self._ops: dict[int, _Op] = {}

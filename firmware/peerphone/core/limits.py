@@ -90,6 +90,11 @@ PROVEN_MAX = 4096
 HELD_MAX = 256
 HELD_PER_SOURCE_MAX = 4
 VERIFYING_MAX = 64
+# Identities (security.py): a certificate with a node id and a few user names is about 300
+# bytes; a PROVE is padded to hold the largest certificate and its signature.
+CERTIFICATE_BYTES_MAX = 512
+PROOF_PADDING_BYTES = CERTIFICATE_BYTES_MAX + 64
+CREDENTIALS_CACHED_MAX = 4096
 
 # Clients (attachment.py): what one peer admits, and when it forgets a silent one.
 CLIENTS_MAX = 1024

@@ -35,13 +35,16 @@ neighbours from the traffic above, and `reachable`, from a REACH now and then to
 that answers with a REACH_BACK from its other port (reachability.py; the driver sends
 `datagrams_from_other_port` from a second socket).
 
-Return routability (STYLE.md habit 4, issue 11): answers to our own requests carry our
-nonce (the transaction id), so they are believed; a request is a claim. A request from a
-sender we have not proven, (id, address) in our tables or answering one of our nonces,
-is held while a ping checks it, and only then changes a table, gets an answer or moves
-on; a ping itself is answered at once, no larger than it came. Claims about third
-parties (a leaving node's neighbours, a newcomer announced) are checked the same way
-before the topology is offered them; a node's leaving, by asking it.
+Return routability and identity (STYLE.md habit 4, issues 11 and 15): answers to our own
+requests carry our nonce (the transaction id), so they are believed; a request is a claim.
+A request from a sender we have not proven is held while a PROVE checks it: the node at
+that address must show a certificate the overlay's `Trust` admits for that node id and sign
+our nonce with its key (security.py); only then does the request change a table, get an
+answer or move on. So nobody can speak for a node id that is not theirs, and in an ad-hoc
+overlay nobody chooses their id. PING and PROVE themselves are answered at once, no larger
+than they came. Claims about third parties (a leaving node's neighbours, a newcomer
+announced) are checked the same way before the topology is offered them; a node's leaving,
+by asking it.
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ from .limits import (
     KEEPALIVE_SLACK_MS,
     LINK_LOSS_TRANSMISSIONS,
     PEER_TABLE_MAX,
+    PROOF_PADDING_BYTES,
     PROVEN_MAX,
     RATE_SOURCES_MAX,
     REPLICA_PUSHES_IN_FLIGHT_MAX,
@@ -88,6 +92,7 @@ from .reachability import Reachability
 from .replication import ReplicaTracker
 from .role import LinkQuality
 from .rpc import AnswerCache, Hop, HopTracker, Pending, Transactions
+from .security import SIGNATURE_BYTES, Identity, Trust, proof_challenge, verify
 from .storage import Key, Storage
 from .usages import lifetime_max_s
 from .wire import check_body, decode, encode
@@ -105,6 +110,8 @@ from .wire.messages import (
     Fetch,
     Message,
     NodeInfo,
+    Proof,
+    Prove,
     Stat,
     StatAns,
     Store,
@@ -142,6 +149,7 @@ class PeerConfig:
     successors_kept: int = SUCCESSORS_KEPT  # Chord §5.2 suggests 2 log2 N against mass failure
     topology: Topology = Topology.CHORD
     replicas: int = REPLICAS  # Kademlia: the nodes closest to a key that hold it
+    trust: Trust = Trust()  # which certificates, hence which node ids, this overlay admits
 
 
 class Route(NamedTuple):
@@ -222,10 +230,10 @@ class Departure(Direct):
 
 @dataclass(frozen=True, slots=True)
 class Verify(Purpose):
-    """A ping to the address a node claims. Its transaction id is a fresh nonce, so only
-    the node living there can answer it; silence proves nothing about the node's id (an
-    impostor may have named it), so it is not a failure. `offer`: a claim about a
-    neighbour, handed to the topology once proven."""
+    """A PROVE to the address a node claims. Its transaction id is a fresh nonce, so only
+    the node living there can answer it, and only with that id's key; silence proves
+    nothing about the node (an impostor may have named it), so it is not a failure.
+    `offer`: a claim about a neighbour, handed to the topology once proven."""
 
     node: NodeInfo
     offer: bool
@@ -270,9 +278,12 @@ class PeerNode:
     replication (`_after_store`) and `_stat_topology`; they add their own request
     handlers and purposes to the two dispatch tables."""
 
-    def __init__(self, me: NodeInfo, config: PeerConfig, *, rng: Rng, entropy: Entropy, now_ms: int,
-                 wall_offset_ms: int = 0) -> None:
+    def __init__(self, me: NodeInfo, config: PeerConfig, identity: Identity, *, rng: Rng, entropy: Entropy,
+                 now_ms: int, wall_offset_ms: int = 0) -> None:
+        if identity.node_id != me.node_id:
+            raise LocalProtocolError("a node's id is its certificate's")
         self.me = me
+        self.identity = identity
         self._wall_offset_ms = wall_offset_ms  # writers' storage times are wall-clock ms: ours is now_ms plus this
         self.config = config
         self.storage = Storage()
@@ -319,6 +330,7 @@ class PeerNode:
             Code.TUNNEL: self._on_tunnel,
             Code.ATTACH: self._on_attach,
             Code.REACH: self._on_reach,
+            Code.PROVE: self._on_prove,
         }
         self._answer_handlers: dict[type, Callable[[Purpose, Message | None, int], None]] = {
             User: self._done_user,
@@ -602,7 +614,10 @@ class PeerNode:
         if msg.via[-1] == self.me.node_id:
             self._drop("loop")
             return
-        if msg.code is Code.PING and msg.dest in ((), ((DestKind.NODE, self.me.node_id),)):
+        if msg.code is Code.PROVE and not self._padded_for_proof(msg):
+            self._drop("prove_unpadded")  # no answer: it would be larger than the request
+            return
+        if msg.code in (Code.PING, Code.PROVE) and msg.dest in ((), ((DestKind.NODE, self.me.node_id),)):
             self._perform(msg, sender, addr, now_ms)  # at once, no larger than it came: how senders prove themselves
             return
         if self.config.client:
@@ -631,8 +646,9 @@ class PeerNode:
     # ------------------------------------------------------------------ return routability
 
     def _is_proven(self, node: NodeInfo) -> bool:
-        """`node` answered a nonce of ours at its address: it is in our tables, or was checked."""
-        return self._address_of(node.node_id) == node.addr or self._proven.get(node.addr) == node.node_id
+        """`node` signed a nonce of ours with its id's key, at its address. (Being in our tables
+        is not enough: they also hold what neighbours told us.)"""
+        return self._proven.get(node.addr) == node.node_id
 
     def _hold(self, msg: Message, sender: NodeInfo, now_ms: int) -> None:
         """Keep a request from an unproven sender until it answers our ping (bounded, per source
@@ -665,8 +681,8 @@ class PeerNode:
             self.counters["verify_busy"] += 1
             return False
         self._verifying.add(node.addr)
-        self._request(Code.PING, EMPTY, (Dest(DestKind.NODE, node.node_id),), Verify(node, offer), now_ms,
-                      target=node.addr)
+        self._request(Code.PROVE, Prove(bytes(PROOF_PADDING_BYTES)), (Dest(DestKind.NODE, node.node_id),),
+                      Verify(node, offer), now_ms, target=node.addr)
         return True
 
     def _done_verify(self, purpose: Purpose, answer: Message | None, now_ms: int) -> None:
@@ -675,7 +691,7 @@ class PeerNode:
         self._verifying.discard(node.addr)
         held = self._held.pop(node.addr, [])
         self._held_count -= len(held)
-        if answer is None or answer.code is not Code.PING_ANS or not answer.via or answer.via[-1] != node.node_id:
+        if not self._proves(answer, node):
             self.counters["unproven"] += 1
             self.counters["drop.unproven"] += len(held)
             return
@@ -684,6 +700,17 @@ class PeerNode:
             self._offered(node, now_ms)
         for msg in held:
             self._receive_request(msg, node.addr, now_ms)
+
+    def _proves(self, answer: Message | None, node: NodeInfo) -> bool:
+        if answer is None or not isinstance(answer.body, Proof) or answer.via[-1:] != (node.node_id,):
+            return False
+        cred = self.config.trust.admit(answer.body.certificate)
+        if cred is None or cred.node_id != node.node_id or not verify(
+                cred.public_key, answer.body.signature,
+                proof_challenge(self.config.overlay_id, answer.txid, self.me.node_id, node.node_id)):
+            self.counters["refused.identity"] += 1
+            return False
+        return True
 
     def _check_departure(self, node: NodeInfo, now_ms: int) -> None:
         """`node` says it leaves: ask it (at the address we know for it)."""
@@ -835,6 +862,13 @@ class PeerNode:
         if self.state in (State.LEAVING, State.LEFT):
             return Code.ERROR, Error(ErrorCode.LEAVING, "leaving")
         return Code.PING_ANS, EMPTY
+
+    def _padded_for_proof(self, msg: Message) -> bool:
+        return isinstance(msg.body, Prove) and len(msg.body.padding) >= len(self.identity.certificate) + SIGNATURE_BYTES
+
+    def _on_prove(self, msg: Message, sender: NodeInfo, now_ms: int) -> tuple[Code, Body]:
+        challenge = proof_challenge(self.config.overlay_id, msg.txid, msg.via[0], self.me.node_id)
+        return Code.PROVE_ANS, Proof(self.identity.certificate, self.identity.sign(challenge))
 
     def _on_store(self, msg: Message, sender: NodeInfo, now_ms: int) -> tuple[Code, Body]:
         body = msg.body

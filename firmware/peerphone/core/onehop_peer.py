@@ -17,6 +17,7 @@ from .limits import MEMBERS_PER_PAGE
 from .node import Entropy, PeerConfig, Purpose, Rng, State
 from .overlay.onehop import OneHop
 from .ring_peer import RingPeer
+from .security import Identity
 from .wire.messages import (
     EMPTY,
     Announce,
@@ -45,9 +46,10 @@ class _Sync(Purpose):
 class OneHopPeer(RingPeer):
     topology: OneHop
 
-    def __init__(self, me: NodeInfo, config: PeerConfig, *, rng: Rng, entropy: Entropy, now_ms: int,
-                 wall_offset_ms: int = 0) -> None:
-        super().__init__(me, config, rng=rng, entropy=entropy, now_ms=now_ms, wall_offset_ms=wall_offset_ms)
+    def __init__(self, me: NodeInfo, config: PeerConfig, identity: Identity, *, rng: Rng, entropy: Entropy,
+                 now_ms: int, wall_offset_ms: int = 0) -> None:
+        super().__init__(me, config, identity, rng=rng, entropy=entropy, now_ms=now_ms,
+                         wall_offset_ms=wall_offset_ms)
         assert isinstance(self.topology, OneHop)
         self._request_handlers.update({Code.ANNOUNCE: self._on_announce, Code.MEMBERS: self._on_members})
         self._answer_handlers.update({_Notice: self._done_notice, _Sync: self._done_sync})

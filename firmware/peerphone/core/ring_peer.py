@@ -37,6 +37,7 @@ from .node import (
     State,
 )
 from .overlay import make_topology
+from .security import Identity
 from .storage import Key
 from .wire.messages import (
     EMPTY,
@@ -75,9 +76,10 @@ class _Recall(Purpose):
 
 
 class RingPeer(PeerNode):
-    def __init__(self, me: NodeInfo, config: PeerConfig, *, rng: Rng, entropy: Entropy, now_ms: int,
-                 wall_offset_ms: int = 0) -> None:
-        super().__init__(me, config, rng=rng, entropy=entropy, now_ms=now_ms, wall_offset_ms=wall_offset_ms)
+    def __init__(self, me: NodeInfo, config: PeerConfig, identity: Identity, *, rng: Rng, entropy: Entropy,
+                 now_ms: int, wall_offset_ms: int = 0) -> None:
+        super().__init__(me, config, identity, rng=rng, entropy=entropy, now_ms=now_ms,
+                         wall_offset_ms=wall_offset_ms)
         self.topology = make_topology(config.topology, me, config.successors_kept)
         # Nodes declared failed, asked again now and then: after a partition heals they
         # are how two rings that each repaired themselves find and merge into one.

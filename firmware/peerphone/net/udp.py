@@ -26,7 +26,8 @@ from ..core.errors import ErrorCode, LocalProtocolError
 from ..core.events import Attached, Event, Joined, JoinFailed, Left, NodeFailed, RequestCompleted, Tunnelled
 from ..core.ids import short
 from ..core.peer import PeerConfig, PeerNode, make_peer
-from ..core.wire.messages import Addr, DataModel, Entry, Error, FetchAns, NodeInfo, StatAns
+from ..core.security import Identity
+from ..core.wire.messages import Addr, DataModel, Entry, Error, FetchAns, StatAns
 from .loop import DeadlineTimer, widen_socket_buffers
 
 log = logging.getLogger("peerphone.net")
@@ -269,16 +270,13 @@ class UdpDriver:
             done(RequestCompleted(handle, None, Error(0, reason), 0, None))
 
 
-def system_node_factory(config: PeerConfig, advertise_host: str | None = None,
-                        node_id: int | None = None) -> Callable[[Addr, int], PeerNode]:
-    """Wire a node to the operating system's randomness once its socket is bound;
-    other nodes reach it at `advertise_host` (default: the bound host) and the bound port.
-    `node_id`: the one it had in its other role (default: a random one)."""
+def system_node_factory(config: PeerConfig, identity: Identity,
+                        advertise_host: str | None = None) -> Callable[[Addr, int], PeerNode]:
+    """Wire the node of `identity` to the operating system's randomness once its socket is
+    bound; other nodes reach it at `advertise_host` (default: the bound host) and the bound port."""
 
     def make(bound: Addr, now_ms: int) -> PeerNode:
-        chosen = node_id if node_id is not None else int.from_bytes(os.urandom(20), "big")
-        me = NodeInfo(chosen, (advertise_host or bound[0], bound[1]))
-        return make_peer(me, config, rng=random.Random(os.urandom(16)), entropy=os.urandom, now_ms=now_ms,
-                         wall_offset_ms=time.time_ns() // 1_000_000 - now_ms)
+        return make_peer(identity, (advertise_host or bound[0], bound[1]), config, rng=random.Random(os.urandom(16)),
+                         entropy=os.urandom, now_ms=now_ms, wall_offset_ms=time.time_ns() // 1_000_000 - now_ms)
 
     return make

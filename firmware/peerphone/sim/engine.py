@@ -23,10 +23,14 @@ from ..core.overlay import Topology
 from ..core.overlay.onehop import OneHop
 from ..core.peer import PeerConfig, PeerNode, State, make_peer
 from ..core.ring_peer import RingPeer
-from ..core.wire.messages import Addr, NodeInfo, StatAns
+from ..core.security import Identity, Trust
+from ..core.wire.messages import Addr, StatAns
 from .network import Network, NetworkModel
 
 SIM_OVERLAY_ID = 0x51A0
+# Ad hoc, without the puzzle: the simulator measures routing and roles, not the cost of minting
+# 10,000 identities (each about 2**12 key pairs at the default).
+SIM_TRUST = Trust(work_bits=0)
 DELIVER, TIMER, CALL = 0, 1, 2
 
 
@@ -117,18 +121,21 @@ class Simulation:
         addr: Addr = (f"10.{h >> 16 & 255}.{h >> 8 & 255}.{h & 255}", 6084)
         self.network.add_host(addr)
         seed = self.rng.getrandbits(64)
-        node = self._make(NodeInfo(self.rng.randrange(RING), addr), seed, client=False)
+        node = self._make(self._identity(), addr, seed, client=False)
         self._live_index[addr] = len(self.live)
         self.live.append(addr)
         return node
 
-    def _make(self, me: NodeInfo, seed: int, *, client: bool) -> PeerNode:
+    def _identity(self) -> Identity:
+        return Identity.ad_hoc(self.rng.randbytes, SIM_TRUST.work_bits)
+
+    def _make(self, identity: Identity, addr: Addr, seed: int, *, client: bool) -> PeerNode:
         node_rng = random.Random(seed)
         # The simulator's clients are battery handsets: no reach tests (app/roles.py config_for).
         config = PeerConfig(SIM_OVERLAY_ID, self.timing, client=client, attach=client, reach_check=not client,
-                            successors_kept=self.successors_kept, topology=self.topology)
-        node = make_peer(me, config, rng=node_rng, entropy=node_rng.randbytes, now_ms=self.now_ms)
-        self.nodes[me.addr] = node
+                            successors_kept=self.successors_kept, topology=self.topology, trust=SIM_TRUST)
+        node = make_peer(identity, addr, config, rng=node_rng, entropy=node_rng.randbytes, now_ms=self.now_ms)
+        self.nodes[addr] = node
         return node
 
     def add_client(self, bootstrap: list[Addr]) -> PeerNode:
@@ -137,7 +144,7 @@ class Simulation:
         h = self._next_host
         addr: Addr = (f"10.{h >> 16 & 255}.{h >> 8 & 255}.{h & 255}", 6084)
         self.network.add_host(addr)
-        node = self._make(NodeInfo(self.rng.randrange(RING), addr), self.rng.getrandbits(64), client=True)
+        node = self._make(self._identity(), addr, self.rng.getrandbits(64), client=True)
         self._client_set.add(addr)
         self.clients.append(addr)
         node.join(bootstrap, now_ms=self.now_ms)
@@ -160,7 +167,7 @@ class Simulation:
         self._client_set.discard(addr)
         if addr in self.clients:
             self.clients.remove(addr)
-        node = self._make(old.me, self.rng.getrandbits(64), client=client)
+        node = self._make(old.identity, addr, self.rng.getrandbits(64), client=client)
         if client:
             self._client_set.add(addr)
             self.clients.append(addr)

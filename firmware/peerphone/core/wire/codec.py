@@ -15,13 +15,15 @@ from ..errors import DecodeError, LocalProtocolError
 from ..ids import ID_BYTES
 from ..limits import (
     BODY_ITEMS_MAX,
+    CERTIFICATE_BYTES_MAX,
     DATAGRAM_BYTES_MAX,
     DEST_ENTRIES_MAX,
     DICT_KEY_BYTES_MAX,
     ENTRIES_PER_RESOURCE_MAX,
     HOST_CHARS_MAX,
     LIFETIME_S_MAX,
-    PROTOCOL_VERSION,
+    PROOF_PADDING_BYTES,
+            PROTOCOL_VERSION,
     REASON_CHARS_MAX,
     SIGNATURE_BYTES_MAX,
     STAT_ITEMS_PER_PAGE,
@@ -54,6 +56,8 @@ from .messages import (
     MembersAns,
     Message,
     NodeInfo,
+    Proof,
+    Prove,
     Stat,
     StatAns,
     Store,
@@ -292,6 +296,16 @@ def _attach_ans(x: Any) -> AttachAns:
     return AttachAns(_uint(keepalive, 3600), _nodes(alternates))
 
 
+def _prove(x: Any) -> Prove:
+    (padding,) = _fixed(x, 1)
+    return Prove(_bin(padding, PROOF_PADDING_BYTES))
+
+
+def _proof(x: Any) -> Proof:
+    certificate, signature = _fixed(x, 2)
+    return Proof(_bin(certificate, CERTIFICATE_BYTES_MAX), _bin(signature, SIGNATURE_BYTES_MAX))
+
+
 def _error(x: Any) -> Error:
     code, reason = _fixed(x, 2)
     return Error(_uint(code, 0xFFFF), _str(reason, REASON_CHARS_MAX))
@@ -328,6 +342,8 @@ _BODY_DECODERS: dict[Code, Callable[[Any], Body]] = {
     Code.REACH: _empty,
     Code.REACH_ANS: _empty,
     Code.REACH_BACK: _empty,
+    Code.PROVE: _prove,
+    Code.PROVE_ANS: _proof,
     Code.ERROR: _error,
 }
 
@@ -378,6 +394,10 @@ def _encode_body(body: Body) -> list[Any]:
         return [body.payload]
     if isinstance(body, AttachAns):
         return [body.keepalive_s, [_enc_node(n) for n in body.alternates]]
+    if isinstance(body, Prove):
+        return [body.padding]
+    if isinstance(body, Proof):
+        return [body.certificate, body.signature]
     if isinstance(body, Error):
         return [body.code, body.reason]
     raise LocalProtocolError(f"no encoder for {type(body).__name__}")

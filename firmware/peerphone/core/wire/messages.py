@@ -46,6 +46,8 @@ class Code(IntEnum):
     REACH = 30  # to a neighbour: try to reach me from another port (is my address open to strangers?)
     REACH_ANS = 31
     REACH_BACK = 33  # not an answer: the reach test's datagram, from the answerer's other port
+    PROVE = 34  # show me your certificate and sign my challenge: how a node proves its id (security.py)
+    PROVE_ANS = 35
     ERROR = 0xFFFF
 
     @property
@@ -234,13 +236,29 @@ class AttachAns:
 
 
 @dataclass(frozen=True, slots=True)
+class Prove:
+    """Padding as long as the proof asked for, so the answer is never larger than the request
+    (a spoofed PROVE amplifies nothing)."""
+
+    padding: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Proof:
+    """The answerer's certificate, and its signature over the challenge (`proof_challenge`)."""
+
+    certificate: bytes
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Error:
     code: int
     reason: str
 
 
 Body = Union[Empty, JoinAns, UpdateAns, Leave, FindAns, Store, StoreAns, Fetch, FetchAns, Stat, StatAns, Announce,
-             Members, MembersAns, Closest, ClosestAns, Tunnel, AttachAns, Error]
+             Members, MembersAns, Closest, ClosestAns, Tunnel, AttachAns, Prove, Proof, Error]
 
 
 @dataclass(frozen=True, slots=True)
