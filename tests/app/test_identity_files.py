@@ -1,0 +1,51 @@
+"""A node's identity in its state directory (app/identity.py): kept private, the same at
+every start, and a clear error for files that are not an identity."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+from peerphone.app.config import ConfigError
+from peerphone.app.identity import CERTIFICATE_FILE, KEY_FILE, node_identity
+from peerphone.core.security import Trust
+
+TRUST = Trust(work_bits=4)
+
+
+def test_an_identity_is_minted_once_kept_private_and_the_same_at_the_next_start(tmp_path: Path):
+    state = tmp_path / "state"
+    first = node_identity(state, TRUST)
+    assert stat.S_IMODE((state / KEY_FILE).stat().st_mode) == 0o600
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    assert not list(state.glob(".*"))  # nothing half-written left beside
+    assert node_identity(state, TRUST).node_id == first.node_id
+    assert node_identity(None, TRUST).node_id != first.node_id  # no directory: a new one each time
+
+
+def test_files_that_are_not_an_identity_are_a_clear_error(tmp_path: Path):
+    node_identity(tmp_path, TRUST)
+    (tmp_path / KEY_FILE).write_bytes(b"garbage")
+    with pytest.raises(ConfigError, match="cannot read this node's identity"):
+        node_identity(tmp_path, TRUST)
+    other = tmp_path / "other"
+    node_identity(other, TRUST)
+    (tmp_path / KEY_FILE).write_bytes((other / KEY_FILE).read_bytes())
+    node_identity(tmp_path / "third", TRUST)
+    (tmp_path / CERTIFICATE_FILE).write_bytes((tmp_path / "third" / CERTIFICATE_FILE).read_bytes())
+    with pytest.raises(ConfigError, match="not the certificate of"):
+        node_identity(tmp_path, TRUST)
+
+
+def test_an_identity_this_overlay_does_not_accept_is_refused(tmp_path: Path):
+    minted = node_identity(tmp_path, Trust(work_bits=0))
+    harder = Trust(work_bits=40)  # what an id minted without the puzzle solves once in 2**40
+    assert not harder.accepts(minted.credential)
+    with pytest.raises(ConfigError, match="does not accept it"):
+        node_identity(tmp_path, harder)
+
+
+def test_an_enrolled_overlay_mints_nothing(tmp_path: Path):
+    with pytest.raises(ConfigError, match="enrolled"):
+        node_identity(tmp_path, Trust(authority=bytes(32)))
