@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from peerphone.core.ids import RING
 from peerphone.core.limits import CERTIFICATE_BYTES_MAX
+from peerphone.core.peer import PeerConfig, State, make_peer
 from peerphone.core.security import (
     Authority,
     Identity,
@@ -184,3 +185,19 @@ def test_a_prove_is_answered_no_larger_than_it_came_with_a_proof_that_holds():
     cred = ring.trust.admit(answer.body.certificate)
     assert cred is not None and cred.node_id == node.me.node_id
     assert verify(cred.public_key, answer.body.signature, proof_challenge(OVERLAY, 0xF0F0, 4242, node.me.node_id))
+
+
+def test_a_node_the_authority_did_not_enroll_cannot_join_an_enrolled_ring():
+    ring = Ring(seed=3, enrolled=True)
+    first = ring.add()
+    ring.run(100)
+    stranger = make_peer(Identity.ad_hoc(RNG.randbytes, 0), ("10.0.0.99", 4000),
+                         PeerConfig(OVERLAY, ring.timing, trust=Trust(work_bits=0)), rng=ring.rng,
+                         entropy=ring.rng.randbytes, now_ms=ring.now_ms)
+    ring.nodes[stranger.me.addr] = stranger
+    stranger.join([first.me.addr], now_ms=ring.now_ms)
+    ring.flush(stranger)
+    ring.run(10_000)  # every retransmission of its JOIN, and then some
+    assert stranger.state is not State.JOINED
+    assert first.counters["refused.identity"] >= 2 and first.counters["sent.JOIN_ANS"] == 0
+    assert first.topology.alone

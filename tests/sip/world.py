@@ -53,3 +53,13 @@ def last_seconds(recording: Path, seconds: float, out: Path) -> Path:
         part.setparams(params)
         part.writeframes(tail)
     return out
+
+
+def call_and_hear(caller: LineProc, callee: LineProc, callee_aor: str, caller_user: str) -> None:
+    """`caller` calls `callee_aor` with a 1 kHz tone for 2 s; the callee (recording) hears it."""
+    from peerphone.app.tone import dominant_frequency
+
+    caller.send(f"call {callee_aor} tone=1000 seconds=2")
+    callee.expect(rf"^incoming call from .*sip:{caller_user}@")
+    hz, level = dominant_frequency(Path(callee.expect(r"^recorded (\S+)").group(1)))
+    assert abs(hz - 1000) <= 20 and level > 0.05, (hz, level)

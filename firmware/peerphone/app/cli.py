@@ -19,7 +19,7 @@ from ..net.udp import OverlayError
 from ..sip.ua import RTP_PORTS
 from . import overlaycmd
 from .config import DEFAULT_OVERLAY, DEFAULT_PORT, DEFAULT_SIP_PORT, ConfigError
-from .identity import default_state_dir
+from .identity import ca_init, ca_issue, default_state_dir
 from .logs import OncePerInterval
 from .wiring import start_peer
 
@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     phone.add_argument("--proxy", metavar="HOST:PORT", action="append",
                        help="register at this SIP front instead of running a peer; give it again to register "
                             "at more fronts too, so calls reach the phone while one of them lives")
+    phone.add_argument("--password-file", type=Path, metavar="FILE",
+                       help="the user's password (its first line), for fronts that ask (--proxy); a phone with "
+                            "its own peer makes one up for its front and handset, or takes its line of --users")
     phone.add_argument("--record-dir", metavar="DIR", help="record every answered call to DIR/call-N.wav")
     phone.add_argument("--watch", action="append", default=[], metavar="URI", help="show URI's presence")
     phone.add_argument("--sip-transport", choices=["udp", "tcp"], default="udp", help="default %(default)s")
@@ -122,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     shape.add_argument("--append", action="store_true", help="append VALUE to the list under KEY")
     shape.add_argument("--dict-key", metavar="SUBKEY", help="store VALUE under SUBKEY in the map under KEY")
     put.add_argument("--overlay", default=DEFAULT_OVERLAY, help=overlay_help)
+    put.add_argument("--state-dir", type=Path, metavar="DIR", help=STATE_DIR_HELP)
 
     get = sub.add_parser("get", help="fetch the value stored under a key",
                          description="Fetch the value under KEY through the peer at --via; exit 1 if none.")
@@ -131,10 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
     shape.add_argument("--list", action="store_true", help="the list under KEY (see put --append)")
     shape.add_argument("--map", action="store_true", help="the map under KEY (see put --dict-key)")
     get.add_argument("--overlay", default=DEFAULT_OVERLAY, help=overlay_help)
+    get.add_argument("--state-dir", type=Path, metavar="DIR", help=STATE_DIR_HELP)
 
     stat = sub.add_parser("stat", help="show a peer's ring state and counters")
     stat.add_argument("--via", required=True, metavar="HOST:PORT", help="the peer to ask")
     stat.add_argument("--overlay", default=DEFAULT_OVERLAY, help=overlay_help)
+    stat.add_argument("--state-dir", type=Path, metavar="DIR", help=STATE_DIR_HELP)
 
     lab = sub.add_parser("lab", help="run N peer processes on 127.0.0.1 and measure the overlay",
                          description="Start N peer processes on 127.0.0.1, wait for a stable ring, store M "
@@ -202,6 +208,21 @@ def build_parser() -> argparse.ArgumentParser:
                                        "tones and dial plan) and print what it names, or every mistake in it, one "
                                        "line each naming the file and the key; exit 2 when any file has one.")
     board.add_argument("files", nargs="+", type=Path, metavar="FILE.toml")
+    ca = sub.add_parser("ca", help="an enrollment authority for an overlay that admits only the nodes it enrolls",
+                        description="Run offline (an organiser's laptop, or one kit). `init DIR` makes the "
+                                    "authority's key (DIR/authority.key, 0600; keep it away from the overlay). "
+                                    "`issue DIR --state-dir NODE` makes a node's key and certificate with a node id "
+                                    "the authority picks, and the user names it may act for, into NODE (copy it to "
+                                    "the node's state directory; it runs with --state-dir NODE).")
+    ca_sub = ca.add_subparsers(dest="ca_command", required=True)
+    ca_init_parser = ca_sub.add_parser("init", help="make the authority's key")
+    ca_init_parser.add_argument("dir", type=Path, metavar="DIR")
+    ca_issue_parser = ca_sub.add_parser("issue", help="enroll a node: its key and certificate")
+    ca_issue_parser.add_argument("dir", type=Path, metavar="DIR")
+    ca_issue_parser.add_argument("--state-dir", type=Path, required=True, metavar="NODE",
+                                 help="where to write the node's node.key (0600), node.crt and authority.pub")
+    ca_issue_parser.add_argument("--name", action="append", default=[], metavar="sip:USER@DOMAIN",
+                                 help="a user name the node may act for (repeatable)")
     sub.add_parser("doctor", help="say what this installation runs on",
                    description="Print the version, the Python, the event loop, and whether the native (cffi) "
                                "routines or their pure-Python twins are active, and why.")
@@ -210,6 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _topology_argument(parser: argparse.ArgumentParser, text: str) -> None:
     parser.add_argument("--topology", default="chord", choices=[t.value for t in Topology], help=text)
+
+
+STATE_DIR_HELP = ("the identity to use (its key and certificate, as `peerphone ca issue` wrote them): an enrolled "
+                  "overlay admits nobody else (default: a new ad-hoc identity)")
 
 
 def _peer_arguments(peer: argparse.ArgumentParser, overlay_help: str) -> None:
@@ -253,6 +278,10 @@ def _sip_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gateway", action="append", default=[], metavar="DOMAIN=HOST:PORT",
                         help="send requests for DOMAIN to the SIP proxy at HOST:PORT, and serve its requests for "
                              "overlay AORs (repeatable)")
+    parser.add_argument("--users", type=Path, metavar="FILE",
+                        help="register only these users, each proving its password (digest, SHA-256 or MD5): one "
+                             "`USER PASSWORD` per line, chmod 600 (default: register anyone, as an ad-hoc overlay "
+                             "with no configuration does)")
 
 
 def _ua_arguments(parser: argparse.ArgumentParser) -> None:
@@ -261,6 +290,18 @@ def _ua_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--aor", metavar="sip:USER@DOMAIN", help="who we are (default: $USER at the callee's "
                                                                  "domain)")
     parser.add_argument("--sip-transport", choices=["udp", "tcp"], default="udp", help="default %(default)s")
+
+
+def _ca(args: argparse.Namespace) -> int:
+    if args.ca_command == "init":
+        authority = ca_init(args.dir)
+        print(f"authority {authority.public_key.hex()} in {args.dir} (keep {args.dir}/authority.key offline)")
+        return 0
+    identity = ca_issue(args.dir, args.state_dir, tuple(args.name))
+    names = f" for {', '.join(identity.credential.names)}" if identity.credential.names else ""
+    print(f"issued node id {identity.node_id:040x} (serial {identity.credential.serial:x}){names} into "
+          f"{args.state_dir}")
+    return 0
 
 
 def doctor() -> int:
@@ -309,6 +350,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_sim(args)
         if args.command == "doctor":
             return doctor()
+        if args.command == "ca":
+            return _ca(args)
         if args.command == "board":
             return check_boards(args.files)
         if args.command == "demo":

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
+from pathlib import Path
 
 from ..core.ids import overlay_id_from_name
 from ..core.wire.messages import Addr
+from ..sip.auth import Credentials
+
+log = logging.getLogger(__name__)
 
 DEFAULT_OVERLAY = "peerphone.local"
 DEFAULT_PORT = 6084  # RELOAD's registered port (RFC 6940 §14.2)
@@ -68,6 +73,32 @@ def route_source(toward: Addr) -> str | None:
             return str(s.getsockname()[0])
         except OSError:
             return None
+
+
+def load_users(path: Path, domain: str) -> Credentials:
+    """A front's users file: one `USER PASSWORD` or `sip:USER@DOMAIN PASSWORD` per line (the
+    password is the rest of the line), `#` comments and blank lines ignored."""
+    try:
+        if path.stat().st_mode & 0o077:
+            log.warning("%s: others can read these passwords (chmod 600 %s)", path, path)
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"--users {path}: {getattr(e, 'strerror', None) or e}") from None
+    passwords: dict[str, str] = {}
+    for number, line in enumerate(lines, 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        name, _, password = line.strip().partition(" ")
+        user = name[4:].partition("@")[0] if name.startswith("sip:") else name
+        if not user or not password.strip() or (name.startswith("sip:") and "@" not in name):
+            raise ConfigError(f"{path}:{number}: not `USER PASSWORD` or `sip:USER@DOMAIN PASSWORD`")
+        aor = name if name.startswith("sip:") else f"sip:{user}@{domain}"
+        if aor.rpartition("@")[2] != domain:
+            raise ConfigError(f"{path}:{number}: {aor} is not in this front's domain {domain}")
+        passwords[aor] = password.strip()
+    if not passwords:
+        raise ConfigError(f"--users {path}: no users in it (a front with none would register nobody)")
+    return Credentials(passwords)
 
 
 def parse_gateway(text: str) -> tuple[str, Addr]:

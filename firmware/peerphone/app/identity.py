@@ -1,8 +1,13 @@
-"""A node's identity on disk: its private key (0600) and certificate in the state directory.
+"""A node's identity on disk: its private key (0600) and certificate in the state directory,
+and the enrollment authority's side of it (`peerphone ca`).
 
 Without a state directory (a demo, a test, a one-shot command) a node mints a fresh ad-hoc
 identity each time it starts. With one (`--state-dir`, or systemd's STATE_DIRECTORY on the
 Pi image) it mints once and keeps it, so a phone keeps its node id across restarts.
+
+A state directory that holds `authority.pub` belongs to an enrolled overlay: its node
+admits only certificates that authority signed, and its own came from `peerphone ca issue`
+(copied in with the key, the certificate and `authority.pub`).
 """
 
 from __future__ import annotations
@@ -14,22 +19,37 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from ..core.ids import short
-from ..core.security import Identity, Trust
+from ..core.security import Authority, Identity, Trust
 from .config import ConfigError
 
 log = logging.getLogger(__name__)
 
 KEY_FILE = "node.key"
 CERTIFICATE_FILE = "node.crt"
+AUTHORITY_FILE = "authority.pub"  # in a node's state directory: the overlay is enrolled
+AUTHORITY_KEY_FILE = "authority.key"  # in the authority's own directory
 
 
 def default_state_dir() -> Path | None:
     """systemd's StateDirectory= (the first one), if the service has one."""
     found = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
     return Path(found) if found else None
+
+
+def overlay_trust(state_dir: Path | None) -> Trust:
+    """Enrolled when the state directory names an authority, else ad hoc."""
+    if state_dir is None or not (state_dir / AUTHORITY_FILE).exists():
+        return Trust()
+    try:
+        key = serialization.load_pem_public_key((state_dir / AUTHORITY_FILE).read_bytes())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{state_dir / AUTHORITY_FILE}: not an authority's public key ({e})") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise ConfigError(f"{state_dir / AUTHORITY_FILE}: not an Ed25519 key")
+    return Trust(key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
 
 
 def node_identity(state_dir: Path | None, trust: Trust) -> Identity:
@@ -68,21 +88,69 @@ def _mint(trust: Trust) -> Identity:
     return identity
 
 
-def _save(state_dir: Path, identity: Identity) -> None:
-    """Written beside, then renamed: a node stopped halfway never finds half a key."""
+def _save(state_dir: Path, identity: Identity, authority: bytes | None = None) -> None:
+    pem_cert = x509.load_der_x509_certificate(identity.certificate).public_bytes(serialization.Encoding.PEM)
+    files = [(CERTIFICATE_FILE, pem_cert, 0o644), (KEY_FILE, _pem_private(identity.key), 0o600)]
+    if authority is not None:
+        files.append((AUTHORITY_FILE, _pem_public(authority), 0o644))
+    _write_files(state_dir, files, "this node's identity")
+
+
+def _write_files(directory: Path, files: list[tuple[str, bytes, int]], what: str) -> None:
+    """Each written beside, then renamed: a process stopped halfway never finds half a key."""
     try:
-        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        pem_key = identity.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                             serialization.NoEncryption())
-        pem_cert = x509.load_der_x509_certificate(identity.certificate).public_bytes(serialization.Encoding.PEM)
-        for name, data, mode in ((CERTIFICATE_FILE, pem_cert, 0o644), (KEY_FILE, pem_key, 0o600)):
-            tmp = state_dir / f".{name}.new"
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for name, data, mode in files:
+            tmp = directory / f".{name}.new"
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
             os.chmod(tmp, mode)
-            os.replace(tmp, state_dir / name)
+            os.replace(tmp, directory / name)
     except OSError as e:
-        raise ConfigError(f"{state_dir}: cannot keep this node's identity there: {e.strerror or e}") from None
+        raise ConfigError(f"{directory}: cannot keep {what} there: {e.strerror or e}") from None
+
+
+def _pem_private(key: Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def _pem_public(raw: bytes) -> bytes:
+    return Ed25519PublicKey.from_public_bytes(raw).public_bytes(serialization.Encoding.PEM,
+                                                                serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+# -- the enrollment authority (peerphone ca) --
+
+def ca_init(directory: Path) -> Authority:
+    if (directory / AUTHORITY_KEY_FILE).exists():
+        raise ConfigError(f"{directory}: an authority is there already (its key would be lost)")
+    authority = Authority(Ed25519PrivateKey.generate())
+    _write_files(directory, [(AUTHORITY_KEY_FILE, _pem_private(authority.key), 0o600),
+                             (AUTHORITY_FILE, _pem_public(authority.public_key), 0o644)], "the authority")
+    return authority
+
+
+def ca_load(directory: Path) -> Authority:
+    try:
+        key = serialization.load_pem_private_key((directory / AUTHORITY_KEY_FILE).read_bytes(), password=None)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{directory}: no authority here ({getattr(e, 'strerror', None) or e}); "
+                          "peerphone ca init makes one") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ConfigError(f"{directory / AUTHORITY_KEY_FILE}: not an Ed25519 key")
+    return Authority(key)
+
+
+def ca_issue(directory: Path, state_dir: Path, names: tuple[str, ...]) -> Identity:
+    """A new node's key and certificate (a random node id), with the authority's public key,
+    written to the node's state directory."""
+    authority = ca_load(directory)
+    if (state_dir / KEY_FILE).exists():
+        raise ConfigError(f"{state_dir}: a node's key is there already (move it away to issue a new one)")
+    identity = authority.enroll(os.urandom, names)
+    _save(state_dir, identity, authority.public_key)
+    return identity

@@ -37,7 +37,7 @@ async def put(args: argparse.Namespace) -> int:
     key: EntryKey = {Kind.BLOB: None, Kind.LIST: ARRAY_APPEND,
                      Kind.MAP: (args.dict_key or "").encode()}[kind]
     entry = Entry(key, value, time.time_ns() // 1_000_000, args.lifetime)
-    driver = await open_client(via, args.overlay)
+    driver = await open_client(via, args.overlay, state_dir=args.state_dir)
     try:
         started = time.perf_counter()
         done = await asyncio.wait_for(driver.request(lambda node, now: node.store(
@@ -65,7 +65,7 @@ def _shown(raw: bytes) -> str:
 async def get(args: argparse.Namespace) -> int:
     via = parse_hostport(args.via, DEFAULT_PORT)
     kind = _kind_of(args)
-    driver = await open_client(via, args.overlay)
+    driver = await open_client(via, args.overlay, state_dir=args.state_dir)
     try:
         started = time.perf_counter()
         done = await asyncio.wait_for(driver.request(lambda node, now: node.fetch(
@@ -91,7 +91,7 @@ async def get(args: argparse.Namespace) -> int:
 
 async def stat(args: argparse.Namespace) -> int:
     via = parse_hostport(args.via, DEFAULT_PORT)
-    driver = await open_client(via, args.overlay)
+    driver = await open_client(via, args.overlay, state_dir=args.state_dir)
     try:
         s = await driver.stat(via)
     finally:

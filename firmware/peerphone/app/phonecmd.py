@@ -7,6 +7,7 @@ import asyncio
 import getpass
 import logging
 import os
+import secrets
 import shlex
 import stat
 import sys
@@ -21,10 +22,11 @@ from ..hw.board import load as load_board
 from ..hw.gpio import HardwareError, Panel, pin_factory
 from ..net.sip_transport import SipTransport
 from ..net.supervisor import Supervisor
+from ..sip.auth import Credentials
 from ..sip.message import SipParseError
 from ..sip.ua import IDLE_POLL_S, POLL_S, CallReport, Handset, HandsetError, SoundDevices
 from ..sip.uri import Uri
-from .config import WILDCARDS, ConfigError, parse_hostport, route_source_address
+from .config import WILDCARDS, ConfigError, load_users, parse_hostport, route_source_address
 from .deskphone import Deskphone, terminal
 from .mobility import Address
 from .tone import write_tone
@@ -41,6 +43,16 @@ def sip_uri(text: str, what: str) -> Uri:
     if uri.user is None:
         raise ConfigError(f"{what} {text!r} has no user part (sip:USER@DOMAIN)")
     return uri
+
+
+def _password(path: Path) -> str:
+    try:
+        password = path.read_text().splitlines()[0].strip() if path.read_text().strip() else ""
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"--password-file {path}: {getattr(e, 'strerror', None) or e}") from None
+    if not password:
+        raise ConfigError(f"--password-file {path}: empty (the password is its first line)")
+    return password
 
 
 def _check_wav(path: Path) -> None:
@@ -83,11 +95,20 @@ async def phone(args: argparse.Namespace) -> int:
     backups: list[tuple[str, int]] = []
     front: SipTransport | None = None
     address: Address | None = None
+    password = _password(args.password_file) if args.password_file else None
     if args.proxy:
         proxy, *backups = [parse_hostport(p, 5060) for p in args.proxy]
     else:
         args.domain = args.domain or aor.host
-        _driver, front, address = await start_peer(args, supervisor, board)
+        users = load_users(args.users, args.domain) if args.users else None
+        if users is None:  # the front registers its own handset only, with a password nobody else has
+            password = password or secrets.token_urlsafe(18)
+            users = Credentials({aor.aor: password})
+        elif password is None:
+            password = users.password(aor.aor)
+            if password is None:
+                raise ConfigError(f"--users {args.users} has no password for {aor.aor}, this phone's user")
+        _driver, front, address = await start_peer(args, supervisor, board, users=users)
         if front is None:
             raise ConfigError("a phone with its own peer needs its SIP front: drop --sip-listen off or give --proxy")
         sip_host = parse_hostport(args.sip_listen)[0]
@@ -113,7 +134,8 @@ async def phone(args: argparse.Namespace) -> int:
             handset = Handset(aor.aor, proxy, transport=args.sip_transport, record_dir=record_dir,
                               bind_host=bind_host, backups=backups, listener=desk, sound=sound,
                               media_address=media_address, media_bind_host=media_bind_host,
-                              rtp_port=args.rtp_port or 0, idle_poll_s=IDLE_POLL_S if front is not None else POLL_S)
+                              rtp_port=args.rtp_port or 0, idle_poll_s=IDLE_POLL_S if front is not None else POLL_S,
+                              password=password)
             if front is not None:
                 front.on_sent = handset.nudge  # whatever comes to the handset comes through its front
             await handset.start()

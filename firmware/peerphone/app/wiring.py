@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 from dataclasses import replace
+from pathlib import Path
 
 from ..core.ids import short
 from ..core.limits import Timing
@@ -18,17 +19,19 @@ from ..hw.power import BatterySpec, PowerError, PowerReading, PowerSource, power
 from ..net.sip_transport import SipTransport
 from ..net.supervisor import Supervisor
 from ..net.udp import OverlayError, UdpDriver, system_node_factory
+from ..sip.auth import Credentials
 from ..sip.front import FrontConfig
 from .config import (
     DEFAULT_PORT,
     WILDCARDS,
     ConfigError,
+    load_users,
     overlay_id,
     parse_gateway,
     parse_hostport,
     route_source_address,
 )
-from .identity import node_identity
+from .identity import node_identity, overlay_trust
 from .mobility import Address
 from .roles import RoleKeeper, conditions_of, config_for
 
@@ -36,8 +39,8 @@ log = logging.getLogger("peerphone")
 JOIN_TIMEOUT_S = 15.0
 
 
-async def start_peer(args: argparse.Namespace, supervisor: Supervisor,
-                     board: Board | None = None) -> tuple[UdpDriver, SipTransport | None, Address]:
+async def start_peer(args: argparse.Namespace, supervisor: Supervisor, board: Board | None = None,
+                     users: Credentials | None = None) -> tuple[UdpDriver, SipTransport | None, Address]:
     """Join the overlay as a peer, or as a client (--client, or a battery that says so), and
     open its SIP front; print where both listen. With a battery (--battery, or the board's),
     the role follows it from then on (app/roles.py); listening on every address with no
@@ -54,8 +57,9 @@ async def start_peer(args: argparse.Namespace, supervisor: Supervisor,
     client = role == "client"
     policy, power, reading = _role_policy(args, board, now_ms)
     keep_role = role == "auto" and bool(bootstrap)  # the first peer of an overlay has nobody to attach to
+    state_dir = getattr(args, "state_dir", None)
     config = PeerConfig(overlay_id(args.overlay), Timing().scaled(args.maintenance_ms),
-                        topology=Topology(args.topology))
+                        topology=Topology(args.topology), trust=overlay_trust(state_dir))
     if reading.battery_percent is not None and not bootstrap:
         raise ConfigError("--battery needs --bootstrap: a node on a low battery attaches to a peer as a client")
     if getattr(args, "battery", None) and role != "auto":
@@ -67,7 +71,7 @@ async def start_peer(args: argparse.Namespace, supervisor: Supervisor,
     if client and not bootstrap:
         raise ConfigError("--client needs --bootstrap: a client attaches to a peer of an overlay")
     config = config_for(config, Role.CLIENT if client else Role.PEER, reading, policy=keep_role)
-    identity = node_identity(getattr(args, "state_dir", None), config.trust)
+    identity = node_identity(state_dir, config.trust)
     try:
         driver = await UdpDriver.open(listen, system_node_factory(config, identity, advertise_host))
     except OSError as e:
@@ -93,14 +97,18 @@ async def start_peer(args: argparse.Namespace, supervisor: Supervisor,
     if args.sip_listen != "off":
         sip_listen = parse_hostport(args.sip_listen)
         gateways = dict(parse_gateway(g) for g in args.gateway)
-        front_config = FrontConfig(args.domain or args.overlay, me.node_id, advertise_host, sip_listen[1],
+        domain = args.domain or args.overlay
+        if users is None and getattr(args, "users", None):
+            users = load_users(args.users, domain)
+        front_config = FrontConfig(domain, me.node_id, advertise_host, sip_listen[1],
                                    gateways=gateways, reachable=not args.sip_tunnel,
-                                   admitting=admitting.node_id if admitting else None)
+                                   admitting=admitting.node_id if admitting else None, users=users)
         try:
             front = await SipTransport.open(*sip_listen, front_config, driver, supervisor.spawn)
         except OSError as e:
             raise ConfigError(f"cannot listen for SIP on {args.sip_listen}: {e.strerror or e}") from None
         supervisor.on_shutdown("close the SIP front", front.close)
+        driver.node.counters_beside = front.front.counters
         print(f"sip {advertise_host}:{front.port} domain={front.front.config.domain}", flush=True)
         address.on_moved.append(front.moved)
     if client or keep_role:
@@ -145,9 +153,11 @@ def _say_when_attached(driver: UdpDriver) -> None:
     driver.on_attached = attached
 
 
-async def open_client(via: Addr, overlay: str, topology: Topology = Topology.CHORD) -> UdpDriver:
-    """A client node (it stores and routes nothing) attached to the peer at `via`."""
-    config = PeerConfig(overlay_id(overlay), client=True, topology=topology)
-    driver = await UdpDriver.open(("0.0.0.0", 0), system_node_factory(config, node_identity(None, config.trust)))
+async def open_client(via: Addr, overlay: str, topology: Topology = Topology.CHORD,
+                      state_dir: Path | None = None) -> UdpDriver:
+    """A client node (it stores and routes nothing) attached to the peer at `via`; with
+    `state_dir`, with the identity there (an enrolled overlay admits no other)."""
+    config = PeerConfig(overlay_id(overlay), client=True, topology=topology, trust=overlay_trust(state_dir))
+    driver = await UdpDriver.open(("0.0.0.0", 0), system_node_factory(config, node_identity(state_dir, config.trust)))
     driver.join([via])
     return driver

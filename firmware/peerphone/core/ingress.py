@@ -60,8 +60,15 @@ class TokenBuckets(Generic[K]):
         self._buckets: BoundedLru[K, tuple[float, int]] = BoundedLru(sources_max)
 
     def allow(self, source: K, *, now_ms: int) -> bool:
-        tokens, last_ms = self._buckets.get(source) or (self._burst, now_ms)
-        tokens = min(self._burst, tokens + (now_ms - last_ms) * self._rate_per_ms)
+        tokens = self._tokens(source, now_ms)
         allowed = tokens >= 1.0
         self._buckets.put(source, (tokens - 1.0 if allowed else tokens, now_ms))
         return allowed
+
+    def would_allow(self, source: K, *, now_ms: int) -> bool:
+        """Whether `allow` would, without taking a token (for limits that count only failures)."""
+        return self._tokens(source, now_ms) >= 1.0
+
+    def _tokens(self, source: K, now_ms: int) -> float:
+        tokens, last_ms = self._buckets.get(source) or (self._burst, now_ms)
+        return min(self._burst, tokens + (now_ms - last_ms) * self._rate_per_ms)

@@ -80,6 +80,7 @@ from .limits import (
     REPLICA_PUSHES_IN_FLIGHT_MAX,
     REPLICAS,
     STAT_ITEMS_PER_PAGE,
+    STAT_NAME_CHARS_MAX,
     STORAGE_TIME_AHEAD_MAX_MS,
     SUCCESSORS_KEPT,
     TTL_INITIAL,
@@ -292,6 +293,10 @@ class PeerNode:
         self._handing: Counter[tuple[Key, int]] = Counter()  # and the parts of those on their way
         self.state = State.IDLE
         self.counters: Counter[str] = Counter()
+        # Counters of what runs beside the node (its SIP front), reported with ours by STAT
+        # where they are named as ours are (a dotted word that fits STAT_NAME_CHARS_MAX; the
+        # front's others are sentences for its log); the driver carries them across roles.
+        self.counters_beside: Counter[str] | None = None
         self._rng = rng
         self._entropy = entropy
         self._timing = config.timing
@@ -317,7 +322,11 @@ class PeerNode:
         self._reach = Reachability(config.timing.reach_check_ms, retry_ms=10 * config.timing.maintenance_interval_ms)
         self._maintenance_stretch = 1
         self._from_other_port: list[tuple[bytes, Addr]] = []
-        self._proven: BoundedLru[Addr, int] = BoundedLru(PROVEN_MAX)  # address -> the id that answered there
+        # Address -> the id that answered a nonce of ours there: a neighbour, never rate-limited
+        # (an answer proves the address, not the id) ...
+        self._routable: BoundedLru[Addr, int] = BoundedLru(PROVEN_MAX)
+        # ... and the id that proved itself there with its key (a PROVE): its requests count.
+        self._proven: BoundedLru[Addr, int] = BoundedLru(PROVEN_MAX)
         self._heard: BoundedLru[int, int] = BoundedLru(PEER_TABLE_MAX)  # node id -> when a proven datagram came
         self._held: dict[Addr, list[Message]] = {}
         self._held_count = 0
@@ -421,7 +430,7 @@ class PeerNode:
         if len(data) > DATAGRAM_BYTES_MAX:
             self._drop("oversize")
             return False
-        if self._proven.get(addr) is None and not (self._host_rate.allow(addr[0], now_ms=now_ms)
+        if self._routable.get(addr) is None and not (self._host_rate.allow(addr[0], now_ms=now_ms)
                                                    and self._network_rate.allow(network_of(addr[0]), now_ms=now_ms)):
             self._drop("rate")
             return False
@@ -574,7 +583,7 @@ class PeerNode:
         node known there. One silence is not enough: a busy neighbour's late answer is not a lost
         datagram, and an answer after a retransmission says nothing either way (Karn), so each
         request counts once, answered at the first try or lost at the second."""
-        node_id = self._proven.get(target)
+        node_id = self._routable.get(target)
         if node_id is not None:
             self.link.lost(node_id, now_ms=now_ms)
 
@@ -646,9 +655,13 @@ class PeerNode:
     # ------------------------------------------------------------------ return routability
 
     def _is_proven(self, node: NodeInfo) -> bool:
-        """`node` signed a nonce of ours with its id's key, at its address. (Being in our tables
-        is not enough: they also hold what neighbours told us.)"""
-        return self._proven.get(node.addr) == node.node_id
+        """`node` signed a nonce of ours with its id's key at its address, or answered a request
+        of ours there as that id. (Being in our tables is not enough: they also hold what
+        neighbours told us. The answer is: on an overlay starting up, a JOIN's path of nodes
+        new to each other would otherwise take a proof per hop, and outlast its retransmissions.
+        It leaves a node that neighbours list under a chosen id the chance to answer as it:
+        see README, Trust.)"""
+        return node.node_id in (self._proven.get(node.addr), self._routable.get(node.addr))
 
     def _hold(self, msg: Message, sender: NodeInfo, now_ms: int) -> None:
         """Keep a request from an unproven sender until it answers our ping (bounded, per source
@@ -696,6 +709,7 @@ class PeerNode:
             self.counters["drop.unproven"] += len(held)
             return
         self._proven.put(node.addr, node.node_id)
+        self._routable.put(node.addr, node.node_id)
         if purpose.offer:
             self._offered(node, now_ms)
         for msg in held:
@@ -804,7 +818,8 @@ class PeerNode:
         else:
             back = tuple(Dest(DestKind.NODE, v) for v in reversed(req.via))
         # A ping's answer names only us: no larger than the ping, whoever sent it.
-        path = (self.me.node_id,) if req.code is Code.PING else (*req.via, self.me.node_id)
+        # (A full via list loses its first entry: the path a decoder takes is at most VIA_ENTRIES_MAX.)
+        path = (self.me.node_id,) if req.code is Code.PING else (*req.via, self.me.node_id)[-VIA_ENTRIES_MAX:]
         answer = Message(TTL_INITIAL, path, back, req.txid, code, body)
         data = encode(answer, self.config.overlay_id)
         if len(data) > DATAGRAM_BYTES_MAX:
@@ -844,8 +859,8 @@ class PeerNode:
                 self.link.acknowledged(msg.via[-1], now_ms - pending.started_ms, now_ms=now_ms)
             if msg.via:
                 self._heard.put(msg.via[-1], now_ms)
-            if pending.target is not None and msg.via and msg.code is not Code.ERROR:
-                self._proven.put(pending.target, msg.via[-1])  # it answered our nonce there
+            if pending.target is not None and msg.via and msg.code is not Code.ERROR and msg.code is not Code.PROVE_ANS:
+                self._routable.put(pending.target, msg.via[-1])  # it answered our nonce there (a proof: _done_verify)
             self._finish(pending.purpose, msg, now_ms)
             return
         nxt = rest[0]
@@ -921,7 +936,9 @@ class PeerNode:
             gauges["reachable"] = int(self.reachable)
         if not self.config.client:
             gauges["maintenance_ms"] = self._timing.maintenance_interval_ms * self._maintenance_stretch
-        counters = tuple(sorted((self.counters | gauges).items()))
+        beside = {k: v for k, v in (self.counters_beside or {}).items()
+                  if len(k) <= STAT_NAME_CHARS_MAX and " " not in k}
+        counters = tuple(sorted((self.counters | gauges | beside).items()))
         pred, successors, fingers = self._stat_topology()
         pages = max(1, -(-max(len(counters), len(fingers)) // STAT_ITEMS_PER_PAGE))
         if page is not None:

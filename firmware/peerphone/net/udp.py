@@ -246,6 +246,7 @@ class UdpDriver:
             await self.leave(timeout_s)
         self._fail_waiting("the node changed its role")
         self.node = make_node(self._bound, self.now_ms())
+        self.node.counters_beside = old.counters_beside
         self.joined, self.left = self._loop.create_future(), self._loop.create_future()
         self.join(list(dict.fromkeys(known + bootstrap)))
         try:

@@ -58,6 +58,7 @@ from ..core.peer import PeerNode
 from ..core.usages import MODEL_OF, Kind, OfflineMessage, RecordError, Registration
 from ..core.wire.messages import ARRAY_APPEND, Addr, DataModel, Entry, Error, FetchAns
 from . import tunnel
+from .auth import Credentials, DigestAuth, Verdict
 from .bindings import Binding, Bindings, instance_of
 from .message import SipParseError, SipRequest, SipResponse, canonical, check_request, parse, salvage
 from .transaction import T1_MS, Action, Input, State, Transaction, TransactionError, response_input
@@ -113,10 +114,11 @@ MAGIC = "z9hG4bK"
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, SUBSCRIBE, NOTIFY, REGISTER, INFO, UPDATE, REFER, PRACK"
 DIALOG_CREATING = ("INVITE", "SUBSCRIBE", "REFER")
 STATELESS_ONCE_ANSWERED = ("REGISTER", "OPTIONS")  # requests we serve ourselves, idempotently
-REASONS = {100: "Trying", 200: "OK", 202: "Accepted", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
-           408: "Request Timeout", 480: "Temporarily Unavailable", 481: "Call/Transaction Does Not Exist",
-           482: "Loop Detected", 483: "Too Many Hops", 500: "Server Internal Error", 501: "Not Implemented",
-           503: "Service Unavailable", 505: "Version Not Supported"}
+REASONS = {100: "Trying", 200: "OK", 202: "Accepted", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
+           404: "Not Found", 408: "Request Timeout", 480: "Temporarily Unavailable",
+           481: "Call/Transaction Does Not Exist", 482: "Loop Detected", 483: "Too Many Hops",
+           500: "Server Internal Error", 501: "Not Implemented", 503: "Service Unavailable",
+           505: "Version Not Supported"}
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,9 @@ class FrontConfig:
     reachable: bool = True  # False: other fronts send to us through the overlay (we are behind NAT)
     admitting: int | None = None  # our node is a client attached to this peer: we are reached through it
     gateways: dict[str, Addr] = field(default_factory=dict)  # foreign domain -> its proxy
+    # The users this front registers, with their passwords (digest, auth.py); None: anyone
+    # may register any AOR of the domain (an ad-hoc overlay with no configuration).
+    users: Credentials | None = None
 
 
 # -- what the front asks of the overlay (its driver starts them on a PeerNode) --
@@ -277,6 +282,7 @@ class SipFront:
         self.config = config
         self._entropy = entropy
         self._route_secret = entropy(16).hex()
+        self._auth = DigestAuth(config.users, config.domain, entropy(32)) if config.users is not None else None
         self._wall_offset_ms = wall_offset_ms
         self._bindings = Bindings(BINDINGS_MAX, CONTACTS_PER_AOR_MAX)
         self._delivering: set[str] = set()  # AORs whose kept messages are being delivered: once at a time
@@ -602,6 +608,8 @@ class SipFront:
             self._answer(server, 400, "Bad Request (To has no user)", now_ms=now_ms)
             return
         aor = f"sip:{to.uri.user}@{self.config.domain}"
+        if self._auth is not None and not self._authenticated(server, aor, now_ms):
+            return
         contacts = req.get_all("contact")
         default_expires = _int_or(req.get("expires"), EXPIRES_DEFAULT_S)
         bindings = self._bindings.live(aor, now_ms=now_ms)
@@ -647,6 +655,28 @@ class SipFront:
         if self._ask(partial(OverlayStore, resource=id_from_name(aor), kind=Kind.SIP_REGISTRATION,
                              model=MODEL_OF[Kind.SIP_REGISTRATION], entries=entries), stored, server, now_ms):
             self._register_stores += 1
+
+    def _authenticated(self, server: _Server, aor: str, now_ms: int) -> bool:
+        """The REGISTER's sender proved it is `aor`'s user; else it has its answer (401 with a
+        challenge, 403 for a wrong answer or a user we do not register)."""
+        assert self._auth is not None
+        if aor not in self._auth.credentials:
+            self.counters["refused.sip_user"] += 1
+            self._answer(server, 403, "Forbidden (not a user of this front)", now_ms=now_ms)
+            return False
+        checked = self._auth.check("REGISTER", aor, server.request.get("authorization"), server.link.addr[0], now_ms)
+        if checked.verdict is Verdict.OK:
+            return True
+        if checked.verdict is Verdict.CHALLENGE:
+            self.counters["sip.challenged"] += 1
+            self._answer(server, 401, extra=self._auth.challenges(now_ms, stale=checked.stale), now_ms=now_ms)
+        elif checked.verdict is Verdict.WRONG:
+            self.counters["refused.sip_password"] += 1
+            self._answer(server, 403, "Forbidden (wrong credentials)", now_ms=now_ms)
+        else:
+            self.counters["refused.sip_guessing"] += 1
+            self._answer(server, 403, "Forbidden (too many wrong credentials from here: wait)", now_ms=now_ms)
+        return False
 
     def _registration(self, contact: str, stamp: int, expires_s: int) -> Entry:
         """The overlay's record of one binding of ours (a removal when `expires_s` is 0)."""

@@ -89,7 +89,7 @@ class Handset:
                  say: Callable[[str], None] = lambda line: print(line, flush=True),
                  listener: CallListener | None = None, sound: SoundDevices | None = None,
                  media_address: str | None = None, media_bind_host: str | None = None, rtp_port: int = 0,
-                 idle_poll_s: float = POLL_S) -> None:
+                 idle_poll_s: float = POLL_S, password: str | None = None) -> None:
         """`backups`: more fronts to register at, each its own flow (RFC 5626 in spirit): calls
         reach the phone through whichever lives. Calls it makes go through `proxy`. With a
         `listener`, an incoming call rings (180) until `answer`, and calls are driven by
@@ -101,7 +101,8 @@ class Handset:
         while the handset talks to its front on loopback); `media_bind_host`: where RTP is bound
         (default `bind_host`); `rtp_port` 0: any.
         `idle_poll_s`: how often pjsua2 is polled when nothing goes on; a phone whose own front
-        `nudge`s it takes IDLE_POLL_S, one registered elsewhere keeps polling fast."""
+        `nudge`s it takes IDLE_POLL_S, one registered elsewhere keeps polling fast.
+        `password`: the user's, for the fronts' digest challenges (any realm)."""
         why = available()
         if why is not None:
             raise HandsetError(why)
@@ -110,6 +111,7 @@ class Handset:
         self.pj = pj
         self.aor = aor
         self.proxy = proxy
+        self.password = password
         self.backups = list(backups)
         self.register = register
         self.bind_host = bind_host
@@ -250,6 +252,9 @@ class Handset:
             acfg.sipConfig.contactUriParams = f";line={line}"
         uri = f"sip:{proxy[0]}:{proxy[1]};lr" + (";transport=tcp" if self.transport == "tcp" else "")
         acfg.sipConfig.proxies.append(uri)
+        if self.password is not None:
+            user = self.aor.split(":", 1)[1].rpartition("@")[0]
+            acfg.sipConfig.authCreds.append(self.pj.AuthCredInfo("digest", "*", user, 0, self.password))
         if self.register:
             acfg.regConfig.registrarUri = uri.replace(";lr", "")
             acfg.regConfig.timeoutSec = 300

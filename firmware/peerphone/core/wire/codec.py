@@ -27,6 +27,7 @@ from ..limits import (
     REASON_CHARS_MAX,
     SIGNATURE_BYTES_MAX,
     STAT_ITEMS_PER_PAGE,
+    STAT_NAME_CHARS_MAX,
     TTL_INITIAL,
     TUNNEL_BYTES_MAX,
     VALUE_BYTES_MAX,
@@ -238,7 +239,7 @@ def _fetch_ans(x: Any) -> FetchAns:
 
 def _counter(x: Any) -> tuple[str, int]:
     name, value = _fixed(x, 2)
-    return _str(name, 32), _uint(value, _U64)
+    return _str(name, STAT_NAME_CHARS_MAX), _uint(value, _U64)
 
 
 def _stat(x: Any) -> Stat:
