@@ -88,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     phone.add_argument("--record-dir", metavar="DIR", help="record every answered call to DIR/call-N.wav")
     phone.add_argument("--watch", action="append", default=[], metavar="URI", help="show URI's presence")
     phone.add_argument("--sip-transport", choices=["udp", "tcp"], default="udp", help="default %(default)s")
+    _srtp_argument(phone)
     phone.add_argument("--rtp-port", type=_rtp_port, metavar="PORT",
                        help=f"call audio on UDP ports PORT..PORT+{RTP_PORTS - 1} (default: any free ports); behind "
                             "a NAT, forward them with the overlay and SIP ports and give --advertise")
@@ -290,6 +291,13 @@ def _ua_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--aor", metavar="sip:USER@DOMAIN", help="who we are (default: $USER at the callee's "
                                                                  "domain)")
     parser.add_argument("--sip-transport", choices=["udp", "tcp"], default="udp", help="default %(default)s")
+    _srtp_argument(parser)
+
+
+def _srtp_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--srtp", choices=["optional", "mandatory", "off"], default="optional",
+                        help="encrypt call audio (SRTP, keys in the SDP): when the far end can (default), always "
+                             "(refuse a far end that cannot), or never")
 
 
 def _ca(args: argparse.Namespace) -> int:

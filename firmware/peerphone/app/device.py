@@ -88,7 +88,7 @@ def load(path: Path) -> argparse.Namespace:
         listen=f"0.0.0.0:{port('port', DEFAULT_PORT)}", sip_listen=f"0.0.0.0:{port('sip_port', DEFAULT_SIP_PORT)}",
         rtp_port=rtp_port, topology=topology, board=_board(path, text("board")), role=role,
         proxy=None, record_dir=None, watch=[], sip_transport="udp", sip_tunnel=False, domain=None, gateway=[],
-        users=None, password_file=None,
+        users=None, password_file=None, srtp="optional",
         maintenance_ms=Timing().maintenance_interval_ms, state_dir=default_state_dir())
 
 

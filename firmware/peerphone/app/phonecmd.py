@@ -135,7 +135,7 @@ async def phone(args: argparse.Namespace) -> int:
                               bind_host=bind_host, backups=backups, listener=desk, sound=sound,
                               media_address=media_address, media_bind_host=media_bind_host,
                               rtp_port=args.rtp_port or 0, idle_poll_s=IDLE_POLL_S if front is not None else POLL_S,
-                              password=password)
+                              password=password, srtp=args.srtp)
             if front is not None:
                 front.on_sent = handset.nudge  # whatever comes to the handset comes through its front
             await handset.start()
@@ -262,7 +262,7 @@ def _check_call(play: str | None, tone: float | None, seconds: float) -> None:
 async def _one_shot(args: argparse.Namespace, peer: Uri) -> AsyncIterator[Handset]:
     """A handset that does not register, for one call or one message through --proxy."""
     proxy = parse_hostport(args.proxy, 5060)
-    handset = Handset(_me(args, peer), proxy, register=False, transport=args.sip_transport,
+    handset = Handset(_me(args, peer), proxy, register=False, transport=args.sip_transport, srtp=args.srtp,
                       bind_host=_local_address(proxy))
     await handset.start()
     try:

@@ -37,6 +37,8 @@ IDLE_POLL_S = 5.0  # pjsua2's own timers (REGISTER refresh, keep-alives, closing
 REGISTER_TIMEOUT_S = 10.0
 SESSION_EXPIRES_S = 90  # RFC 4028 section 4: the smallest Min-SE
 RTP_PORTS = 20  # a fixed RTP range (rtp_port): what a NAT in front of the phone forwards
+SRTP_MODES = {"optional": "PJMEDIA_SRTP_OPTIONAL", "mandatory": "PJMEDIA_SRTP_MANDATORY",
+              "off": "PJMEDIA_SRTP_DISABLED"}  # --srtp: pjmedia's names
 CODECS = ("PCMU/8000", "G722/16000")  # a pure tone stays pure through these (speex does not, REAL-PARTS.md)
 
 
@@ -89,7 +91,7 @@ class Handset:
                  say: Callable[[str], None] = lambda line: print(line, flush=True),
                  listener: CallListener | None = None, sound: SoundDevices | None = None,
                  media_address: str | None = None, media_bind_host: str | None = None, rtp_port: int = 0,
-                 idle_poll_s: float = POLL_S, password: str | None = None) -> None:
+                 idle_poll_s: float = POLL_S, password: str | None = None, srtp: str = "optional") -> None:
         """`backups`: more fronts to register at, each its own flow (RFC 5626 in spirit): calls
         reach the phone through whichever lives. Calls it makes go through `proxy`. With a
         `listener`, an incoming call rings (180) until `answer`, and calls are driven by
@@ -102,7 +104,9 @@ class Handset:
         (default `bind_host`); `rtp_port` 0: any.
         `idle_poll_s`: how often pjsua2 is polled when nothing goes on; a phone whose own front
         `nudge`s it takes IDLE_POLL_S, one registered elsewhere keeps polling fast.
-        `password`: the user's, for the fronts' digest challenges (any realm)."""
+        `password`: the user's, for the fronts' digest challenges (any realm). `srtp`: the call's
+        media encrypted (SDES, RFC 4568) when the far end takes it ("optional", the default),
+        always ("mandatory": a far end without SRTP is refused), or never ("off")."""
         why = available()
         if why is not None:
             raise HandsetError(why)
@@ -112,6 +116,9 @@ class Handset:
         self.aor = aor
         self.proxy = proxy
         self.password = password
+        if srtp not in SRTP_MODES:
+            raise HandsetError(f"srtp: one of {', '.join(SRTP_MODES)}, not {srtp!r}")
+        self.srtp = srtp
         self.backups = list(backups)
         self.register = register
         self.bind_host = bind_host
@@ -264,6 +271,10 @@ class Handset:
         if self.rtp_port:
             acfg.mediaConfig.transportConfig.port = self.rtp_port
             acfg.mediaConfig.transportConfig.portRange = RTP_PORTS
+        acfg.mediaConfig.srtpUse = getattr(self.pj, SRTP_MODES[self.srtp])
+        # SDES keys travel in the SDP: without SIP over TLS (not yet) whoever reads the SIP can
+        # read them, but the RTP on the wire is no longer the call's sound.
+        acfg.mediaConfig.srtpSecureSignaling = 0
         acfg.natConfig.contactRewriteUse = 0
         acfg.natConfig.viaRewriteUse = 0
         acfg.natConfig.sdpNatRewriteUse = 0
