@@ -655,13 +655,15 @@ class PeerNode:
     # ------------------------------------------------------------------ return routability
 
     def _is_proven(self, node: NodeInfo) -> bool:
-        """`node` signed a nonce of ours with its id's key at its address, or answered a request
-        of ours there as that id. (Being in our tables is not enough: they also hold what
-        neighbours told us. The answer is: on an overlay starting up, a JOIN's path of nodes
-        new to each other would otherwise take a proof per hop, and outlast its retransmissions.
-        It leaves a node that neighbours list under a chosen id the chance to answer as it:
-        see README, Trust.)"""
-        return node.node_id in (self._proven.get(node.addr), self._routable.get(node.addr))
+        """`node` signed a nonce of ours with its id's key at its address (a PROVE), answered a
+        request of ours there as that id, or is in our tables there. Only a PROVE checks a key;
+        the other two keep a busy overlay from proving every neighbour again (a flooded peer's
+        neighbours would lose its requests, and a JOIN's path on an overlay starting up would
+        take a proof per hop), and leave a hole to close: a node that neighbours list under a
+        made-up id at its own address can speak as it (README, Trust). A stranger, which nobody
+        lists, always proves itself."""
+        return (node.node_id in (self._proven.get(node.addr), self._routable.get(node.addr))
+                or self._address_of(node.node_id) == node.addr)
 
     def _hold(self, msg: Message, sender: NodeInfo, now_ms: int) -> None:
         """Keep a request from an unproven sender until it answers our ping (bounded, per source
