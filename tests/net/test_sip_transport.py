@@ -5,22 +5,21 @@ from __future__ import annotations
 import asyncio
 import socket
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from peerphone.app.identity import node_identity
 from peerphone.core.ids import id_from_name
 from peerphone.core.limits import Timing
-from peerphone.core.peer import PeerConfig, PeerNode
+from peerphone.core.peer import PeerConfig
 from peerphone.core.usages import Kind
-from peerphone.core.wire.messages import Addr
 from peerphone.net.sip_transport import FramingError, SipTransport, StreamFramer
-from peerphone.net.udp import UdpDriver, system_node_factory
+from peerphone.net.udp import UdpDriver
 from peerphone.sip.front import FrontConfig
 from peerphone.sip.message import BODY_BYTES_MAX, MESSAGE_BYTES_MAX, SipResponse, parse
 
+from tests.net import node_factory
 from tests.sip.raw import free_port
 from tests.sip.raw import register as raw_register
 from tests.sip.raw import request as raw_request
@@ -49,7 +48,7 @@ def test_the_framer_refuses_what_it_cannot_bound(bad):
 
 @asynccontextmanager
 async def transport_on_overlay(**config: Any) -> AsyncIterator[tuple[SipTransport, UdpDriver]]:
-    driver = await UdpDriver.open(("127.0.0.1", 0), _factory(PeerConfig(1, Timing())))
+    driver = await UdpDriver.open(("127.0.0.1", 0), node_factory(PeerConfig(1, Timing())))
     driver.join([])
     await driver.joined
     tasks: set[asyncio.Task[Any]] = set()
@@ -129,6 +128,3 @@ def test_the_framer_takes_any_bytes_without_raising_anything_but_a_framing_error
             return  # the transport closes the connection
         assert len(framer._buffer) <= MESSAGE_BYTES_MAX + BODY_BYTES_MAX + 4
 
-
-def _factory(config: PeerConfig) -> Callable[[Addr, int], PeerNode]:
-    return system_node_factory(config, node_identity(None, config.trust))

@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from typing import Callable
 
-from peerphone.app.identity import node_identity
 from peerphone.core.limits import TTL_INITIAL, Timing
-from peerphone.core.peer import PeerConfig, PeerNode
+from peerphone.core.peer import PeerConfig
 from peerphone.core.wire import decode, encode
-from peerphone.core.wire.messages import Addr, Code, Dest, DestKind, Message, StatAns
+from peerphone.core.wire.messages import Code, Dest, DestKind, Message, StatAns
 from peerphone.net.loop import run
-from peerphone.net.udp import UdpDriver, system_node_factory
+from peerphone.net.udp import UdpDriver
+
+from tests.net import node_factory
 
 OVERLAY = 1
 QUICK = Timing(rpc_retransmit_first_ms=20, rpc_transmissions_max=1)  # silent for 20 ms: timed out
@@ -25,7 +25,7 @@ def test_an_answer_already_queued_is_read_before_the_timer_judges_silence() -> N
     wait for the far end's silence (issue 11's storm declared live peers dead)."""
 
     async def main() -> None:
-        driver = await UdpDriver.open(("127.0.0.1", 0), _factory(PeerConfig(OVERLAY, QUICK)))
+        driver = await UdpDriver.open(("127.0.0.1", 0), node_factory(PeerConfig(OVERLAY, QUICK)))
         far = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         far.bind(("127.0.0.1", 0))
         far.settimeout(5)
@@ -53,7 +53,7 @@ def test_an_answer_already_queued_is_read_before_the_timer_judges_silence() -> N
 
 def test_a_closed_driver_fails_what_waits_and_closes_its_socket() -> None:
     async def main() -> None:
-        driver = await UdpDriver.open(("127.0.0.1", 0), _factory(PeerConfig(OVERLAY, Timing())))
+        driver = await UdpDriver.open(("127.0.0.1", 0), node_factory(PeerConfig(OVERLAY, Timing())))
         waiting = asyncio.ensure_future(driver.request(lambda node, now: node.stat(("127.0.0.1", 9), now_ms=now)))
         await asyncio.sleep(0)
         driver.close()
@@ -63,6 +63,3 @@ def test_a_closed_driver_fails_what_waits_and_closes_its_socket() -> None:
 
     run(main())  # the peer's own loop (uvloop where installed)
 
-
-def _factory(config: PeerConfig) -> Callable[[Addr, int], PeerNode]:
-    return system_node_factory(config, node_identity(None, config.trust))

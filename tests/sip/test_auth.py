@@ -9,14 +9,14 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from peerphone.core.usages import Kind
-from peerphone.sip.auth import FAILURES_BURST, NONCE_LIFETIME_MS, Credentials, parse_digest
+from peerphone.sip.auth import FAILURES_BURST, NONCE_LIFETIME_MS, parse_digest
 from peerphone.sip.message import SipResponse
 
 from tests.sip.frontworld import DOMAIN, PHONE, FrontWorld
 from tests.sip.raw import register as raw_register
 
 BOB = f"sip:bob@{DOMAIN}"
-USERS = Credentials({BOB: "bob's secret", f"sip:carol@{DOMAIN}": "carol's"})
+USERS = {BOB: "bob's secret", f"sip:carol@{DOMAIN}": "carol's"}
 HASHES = {"SHA-256": hashlib.sha256, "MD5": hashlib.md5}
 
 

@@ -8,6 +8,8 @@ import time
 import wave
 from pathlib import Path
 
+from peerphone.app.tone import dominant_frequency
+
 from tests.procs import LineProc, PeerProc, start_peer, stop
 
 DOMAIN = "peerphone.local"
@@ -57,8 +59,6 @@ def last_seconds(recording: Path, seconds: float, out: Path) -> Path:
 
 def call_and_hear(caller: LineProc, callee: LineProc, callee_aor: str, caller_user: str) -> None:
     """`caller` calls `callee_aor` with a 1 kHz tone for 2 s; the callee (recording) hears it."""
-    from peerphone.app.tone import dominant_frequency
-
     caller.send(f"call {callee_aor} tone=1000 seconds=2")
     callee.expect(rf"^incoming call from .*sip:{caller_user}@")
     hz, level = dominant_frequency(Path(callee.expect(r"^recorded (\S+)").group(1)))

@@ -98,7 +98,7 @@ def load_users(path: Path, domain: str) -> Credentials:
         passwords[aor] = password.strip()
     if not passwords:
         raise ConfigError(f"--users {path}: no users in it (a front with none would register nobody)")
-    return Credentials(passwords)
+    return passwords
 
 
 def parse_gateway(text: str) -> tuple[str, Addr]:

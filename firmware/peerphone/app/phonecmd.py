@@ -22,7 +22,6 @@ from ..hw.board import load as load_board
 from ..hw.gpio import HardwareError, Panel, pin_factory
 from ..net.sip_transport import SipTransport
 from ..net.supervisor import Supervisor
-from ..sip.auth import Credentials
 from ..sip.message import SipParseError
 from ..sip.ua import IDLE_POLL_S, POLL_S, CallReport, Handset, HandsetError, SoundDevices
 from ..sip.uri import Uri
@@ -47,9 +46,10 @@ def sip_uri(text: str, what: str) -> Uri:
 
 def _password(path: Path) -> str:
     try:
-        password = path.read_text().splitlines()[0].strip() if path.read_text().strip() else ""
+        lines = path.read_text().splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"--password-file {path}: {getattr(e, 'strerror', None) or e}") from None
+    password = lines[0].strip() if lines else ""
     if not password:
         raise ConfigError(f"--password-file {path}: empty (the password is its first line)")
     return password
@@ -103,9 +103,9 @@ async def phone(args: argparse.Namespace) -> int:
         users = load_users(args.users, args.domain) if args.users else None
         if users is None:  # the front registers its own handset only, with a password nobody else has
             password = password or secrets.token_urlsafe(18)
-            users = Credentials({aor.aor: password})
+            users = {aor.aor: password}
         elif password is None:
-            password = users.password(aor.aor)
+            password = users.get(aor.aor)
             if password is None:
                 raise ConfigError(f"--users {args.users} has no password for {aor.aor}, this phone's user")
         _driver, front, address = await start_peer(args, supervisor, board, users=users)

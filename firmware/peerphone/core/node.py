@@ -322,10 +322,8 @@ class PeerNode:
         self._reach = Reachability(config.timing.reach_check_ms, retry_ms=10 * config.timing.maintenance_interval_ms)
         self._maintenance_stretch = 1
         self._from_other_port: list[tuple[bytes, Addr]] = []
-        # Address -> the id that answered a nonce of ours there: a neighbour, never rate-limited
-        # (an answer proves the address, not the id) ...
-        self._routable: BoundedLru[Addr, int] = BoundedLru(PROVEN_MAX)
-        # ... and the id that proved itself there with its key (a PROVE): its requests count.
+        # Address -> the id that answered a nonce of ours there, or proved its key there (a
+        # PROVE): never rate-limited, and its requests count (`_is_proven`).
         self._proven: BoundedLru[Addr, int] = BoundedLru(PROVEN_MAX)
         self._heard: BoundedLru[int, int] = BoundedLru(PEER_TABLE_MAX)  # node id -> when a proven datagram came
         self._held: dict[Addr, list[Message]] = {}
@@ -430,7 +428,7 @@ class PeerNode:
         if len(data) > DATAGRAM_BYTES_MAX:
             self._drop("oversize")
             return False
-        if self._routable.get(addr) is None and not (self._host_rate.allow(addr[0], now_ms=now_ms)
+        if self._proven.get(addr) is None and not (self._host_rate.allow(addr[0], now_ms=now_ms)
                                                    and self._network_rate.allow(network_of(addr[0]), now_ms=now_ms)):
             self._drop("rate")
             return False
@@ -583,7 +581,7 @@ class PeerNode:
         node known there. One silence is not enough: a busy neighbour's late answer is not a lost
         datagram, and an answer after a retransmission says nothing either way (Karn), so each
         request counts once, answered at the first try or lost at the second."""
-        node_id = self._routable.get(target)
+        node_id = self._proven.get(target)
         if node_id is not None:
             self.link.lost(node_id, now_ms=now_ms)
 
@@ -655,15 +653,11 @@ class PeerNode:
     # ------------------------------------------------------------------ return routability
 
     def _is_proven(self, node: NodeInfo) -> bool:
-        """`node` signed a nonce of ours with its id's key at its address (a PROVE), answered a
-        request of ours there as that id, or is in our tables there. Only a PROVE checks a key;
-        the other two keep a busy overlay from proving every neighbour again (a flooded peer's
-        neighbours would lose its requests, and a JOIN's path on an overlay starting up would
-        take a proof per hop), and leave a hole to close: a node that neighbours list under a
-        made-up id at its own address can speak as it (README, Trust). A stranger, which nobody
-        lists, always proves itself."""
-        return (node.node_id in (self._proven.get(node.addr), self._routable.get(node.addr))
-                or self._address_of(node.node_id) == node.addr)
+        """`node` proved its key at its address (a PROVE), answered a request of ours there as
+        that id, or is in our tables there. A stranger, whom nobody lists, always proves its key;
+        the other two spare a busy overlay a proof per neighbour, and leave a hole to close
+        (README, Trust): a node that neighbours list under a made-up id can speak as it."""
+        return self._proven.get(node.addr) == node.node_id or self._address_of(node.node_id) == node.addr
 
     def _hold(self, msg: Message, sender: NodeInfo, now_ms: int) -> None:
         """Keep a request from an unproven sender until it answers our ping (bounded, per source
@@ -711,7 +705,6 @@ class PeerNode:
             self.counters["drop.unproven"] += len(held)
             return
         self._proven.put(node.addr, node.node_id)
-        self._routable.put(node.addr, node.node_id)
         if purpose.offer:
             self._offered(node, now_ms)
         for msg in held:
@@ -861,8 +854,8 @@ class PeerNode:
                 self.link.acknowledged(msg.via[-1], now_ms - pending.started_ms, now_ms=now_ms)
             if msg.via:
                 self._heard.put(msg.via[-1], now_ms)
-            if pending.target is not None and msg.via and msg.code is not Code.ERROR and msg.code is not Code.PROVE_ANS:
-                self._routable.put(pending.target, msg.via[-1])  # it answered our nonce there (a proof: _done_verify)
+            if pending.target is not None and msg.via and msg.code not in (Code.ERROR, Code.PROVE_ANS):
+                self._proven.put(pending.target, msg.via[-1])  # it answered our nonce there (a PROVE's: _done_verify)
             self._finish(pending.purpose, msg, now_ms)
             return
         nxt = rest[0]

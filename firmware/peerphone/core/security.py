@@ -17,7 +17,6 @@ everywhere in the core.
 from __future__ import annotations
 
 import datetime
-import hashlib
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -26,7 +25,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from .ids import ID_BITS, id_from_hex, id_to_bytes
+from .ids import ID_BITS, id_from_hex, id_from_name, id_to_bytes
 from .ingress import BoundedLru
 from .limits import CERTIFICATE_BYTES_MAX, CREDENTIALS_CACHED_MAX, URI_CHARS_MAX
 
@@ -63,7 +62,7 @@ def read_certificate(der: bytes) -> Credential | None:
             return None
         uris = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
             x509.UniformResourceIdentifier)
-        issuer = _issuer_key(cert)
+        issuer = _issuer_key(cert, key)
         if issuer is None:
             return None
         Ed25519PublicKey.from_public_bytes(issuer).verify(cert.signature, cert.tbs_certificate_bytes)
@@ -78,12 +77,11 @@ def read_certificate(der: bytes) -> Credential | None:
     return Credential(node_ids[0], names, key.public_bytes(*_RAW), issuer, serial, der)
 
 
-def _issuer_key(cert: x509.Certificate) -> bytes | None:
+def _issuer_key(cert: x509.Certificate, subject_key: Ed25519PublicKey) -> bytes | None:
     """Self-signed: the subject's key; issued: the authority's, which the certificate names
     in its Authority Key Identifier (the raw key itself: Ed25519 keys are that short)."""
     if cert.issuer == cert.subject:
-        key = cert.public_key()
-        return key.public_bytes(*_RAW) if isinstance(key, Ed25519PublicKey) else None
+        return subject_key.public_bytes(*_RAW)
     try:
         aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
     except x509.ExtensionNotFound:
@@ -92,13 +90,13 @@ def _issuer_key(cert: x509.Certificate) -> bytes | None:
 
 
 def id_of_key(public_key: bytes) -> int:
-    """An ad-hoc node id: the SHA-1 of the raw public key."""
-    return int.from_bytes(hashlib.sha1(public_key).digest(), "big")
+    """An ad-hoc node id: the SHA-1 of the raw public key, as a resource id is of its name."""
+    return id_from_name(public_key)
 
 
 def puzzle_solved(node_id: int, work_bits: int) -> bool:
-    digest = int.from_bytes(hashlib.sha1(id_to_bytes(node_id)).digest(), "big")
-    return digest >> (ID_BITS - work_bits) == 0 if work_bits else True
+    """The SHA-1 of the id starts with `work_bits` zero bits (S/Kademlia's static puzzle)."""
+    return id_from_name(id_to_bytes(node_id)) >> (ID_BITS - work_bits) == 0
 
 
 @dataclass(frozen=True)
@@ -154,10 +152,6 @@ class Identity:
     def sign(self, data: bytes) -> bytes:
         return self.key.sign(data)
 
-    def private_bytes(self) -> bytes:
-        return self.key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                                      serialization.NoEncryption())
-
     @classmethod
     def ad_hoc(cls, entropy: Entropy, work_bits: int, names: tuple[str, ...] = ()) -> "Identity":
         """A fresh self-signed identity whose node id solves the puzzle."""
@@ -165,13 +159,7 @@ class Identity:
             key = Ed25519PrivateKey.from_private_bytes(entropy(32))
             node_id = id_of_key(key.public_key().public_bytes(*_RAW))
             if puzzle_solved(node_id, work_bits):
-                return cls.self_signed(key, names, entropy)
-
-    @classmethod
-    def self_signed(cls, key: Ed25519PrivateKey, names: tuple[str, ...], entropy: Entropy) -> "Identity":
-        public = key.public_key()
-        node_id = id_of_key(public.public_bytes(*_RAW))
-        return cls(key, _certificate(public, node_id, names, key, None, entropy))
+                return cls(key, _certificate(key.public_key(), node_id, names, key, None, entropy))
 
 
 class Authority:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass
 from enum import Enum
 
 from ..core.ingress import TokenBuckets
@@ -34,31 +33,14 @@ _PARAMS_MAX = 16
 
 class Verdict(Enum):
     OK = "ok"
-    CHALLENGE = "challenge"  # none, or one for another realm, or a stale nonce: 401
+    CHALLENGE = "challenge"  # none, or one for another realm: 401
     WRONG = "wrong"          # a wrong answer, or another user's name: 403
     SLOWED = "slowed"        # this host answered wrong too often lately: 403 without a look
+    STALE = "stale"          # a nonce of ours, too old: 401 with stale=true
 
 
-@dataclass(frozen=True)
-class Checked:
-    verdict: Verdict
-    stale: bool = False
-
-
-class Credentials:
-    """Users and their passwords (what a front registers); AORs compared as `sip:user@domain`."""
-
-    def __init__(self, passwords: dict[str, str]) -> None:
-        self._passwords = dict(passwords)
-
-    def __contains__(self, aor: object) -> bool:
-        return aor in self._passwords
-
-    def __len__(self) -> int:
-        return len(self._passwords)
-
-    def password(self, aor: str) -> str | None:
-        return self._passwords.get(aor)
+Credentials = dict[str, str]
+"""Users and their passwords (what a front registers), by AOR as `sip:user@domain`."""
 
 
 class DigestAuth:
@@ -75,28 +57,28 @@ class DigestAuth:
         return [("WWW-Authenticate", f'Digest realm="{self.realm}", nonce="{nonce}", algorithm={name}, qop="auth"'
                  f"{extra}") for name in ALGORITHMS]
 
-    def check(self, method: str, aor: str, authorization: str | None, source: str, now_ms: int) -> Checked:
+    def check(self, method: str, aor: str, authorization: str | None, source: str, now_ms: int) -> Verdict:
         if authorization is None:
-            return Checked(Verdict.CHALLENGE)
+            return Verdict.CHALLENGE
         params = parse_digest(authorization)
         if params is None or params.get("realm") != self.realm:
-            return Checked(Verdict.CHALLENGE)
+            return Verdict.CHALLENGE
         nonce = params.get("nonce", "")
         made_ms = self._nonce_time(nonce)
         if made_ms is None:
-            return Checked(Verdict.CHALLENGE)
+            return Verdict.CHALLENGE
         if not self._failures.would_allow(source, now_ms=now_ms):
-            return Checked(Verdict.SLOWED)
+            return Verdict.SLOWED
         if now_ms - made_ms > NONCE_LIFETIME_MS or made_ms > now_ms:
-            return Checked(Verdict.CHALLENGE, stale=True)
+            return Verdict.STALE
         if self._answer_holds(method, aor, params):
-            return Checked(Verdict.OK)
+            return Verdict.OK
         self._failures.allow(source, now_ms=now_ms)  # one token per failure
-        return Checked(Verdict.WRONG)
+        return Verdict.WRONG
 
     def _answer_holds(self, method: str, aor: str, p: dict[str, str]) -> bool:
         algorithm = ALGORITHMS.get(p.get("algorithm", "MD5").upper())
-        user, password = p.get("username"), self.credentials.password(aor)
+        user, password = p.get("username"), self.credentials.get(aor)
         if algorithm is None or password is None or user is None or f"sip:{user}@{_domain(aor)}" != aor:
             return False
 

@@ -664,13 +664,15 @@ class SipFront:
             self.counters["refused.sip_user"] += 1
             self._answer(server, 403, "Forbidden (not a user of this front)", now_ms=now_ms)
             return False
-        checked = self._auth.check("REGISTER", aor, server.request.get("authorization"), server.link.addr[0], now_ms)
-        if checked.verdict is Verdict.OK:
+        authorization = server.request.get("authorization")
+        verdict = self._auth.check("REGISTER", aor, authorization, _source_of(server.link), now_ms)
+        if verdict is Verdict.OK:
             return True
-        if checked.verdict is Verdict.CHALLENGE:
+        if verdict in (Verdict.CHALLENGE, Verdict.STALE):
             self.counters["sip.challenged"] += 1
-            self._answer(server, 401, extra=self._auth.challenges(now_ms, stale=checked.stale), now_ms=now_ms)
-        elif checked.verdict is Verdict.WRONG:
+            challenges = self._auth.challenges(now_ms, stale=verdict is Verdict.STALE)
+            self._answer(server, 401, extra=challenges, now_ms=now_ms)
+        elif verdict is Verdict.WRONG:
             self.counters["refused.sip_password"] += 1
             self._answer(server, 403, "Forbidden (wrong credentials)", now_ms=now_ms)
         else:

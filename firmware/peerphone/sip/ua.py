@@ -28,6 +28,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 from .content import Content, Receipt, Text, describe, understand
 from .message import SipParseError, parse
+from .uri import Uri
 
 log = logging.getLogger("peerphone.ua")
 
@@ -260,7 +261,7 @@ class Handset:
         uri = f"sip:{proxy[0]}:{proxy[1]};lr" + (";transport=tcp" if self.transport == "tcp" else "")
         acfg.sipConfig.proxies.append(uri)
         if self.password is not None:
-            user = self.aor.split(":", 1)[1].rpartition("@")[0]
+            user = Uri.parse(self.aor).user or ""
             acfg.sipConfig.authCreds.append(self.pj.AuthCredInfo("digest", "*", user, 0, self.password))
         if self.register:
             acfg.regConfig.registrarUri = uri.replace(";lr", "")
