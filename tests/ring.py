@@ -14,12 +14,18 @@ from peerphone.core.ids import RING
 from peerphone.core.limits import REPLICAS, Timing
 from peerphone.core.overlay import Topology
 from peerphone.core.peer import PeerConfig, PeerNode, make_peer
-from peerphone.core.security import Authority, Identity, Trust
-from peerphone.core.wire.messages import Addr
+from peerphone.core.security import Authority, Identity, Signer, Trust, seal
+from peerphone.core.wire.messages import Addr, Store
 from peerphone.sim.engine import Oracle
 
 OVERLAY = 0x5EE1
 TIMING = Timing().scaled(200)
+
+
+def sealed(store: Store, signer: Signer) -> Store:
+    """`store` with its entries signed by `signer`, as `PeerNode.store` signs a user's."""
+    entries = tuple(seal(e, OVERLAY, store.resource, store.kind, store.model, signer) for e in store.entries)
+    return Store(store.resource, store.kind, store.model, entries, store.replica)
 
 
 def build(n: int, seed: int = 7, topology: Topology = Topology.CHORD, timing: Timing = TIMING) -> "Ring":

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from peerphone.app.config import ConfigError
-from peerphone.app.identity import CERTIFICATE_FILE, KEY_FILE, node_identity
+from peerphone.app.identity import CERTIFICATE_FILE, HANDSET_PASSWORD_FILE, KEY_FILE, handset_password, node_identity
 from peerphone.core.security import Trust
 
 TRUST = Trust(work_bits=4)
@@ -49,3 +49,13 @@ def test_an_identity_this_overlay_does_not_accept_is_refused(tmp_path: Path):
 def test_an_enrolled_overlay_mints_nothing(tmp_path: Path):
     with pytest.raises(ConfigError, match="enrolled"):
         node_identity(tmp_path, Trust(authority=bytes(32)))
+
+
+def test_a_phone_keeps_its_handset_password_with_its_identity(tmp_path: Path):
+    first = handset_password(tmp_path)
+    assert stat.S_IMODE((tmp_path / HANDSET_PASSWORD_FILE).stat().st_mode) == 0o600
+    assert handset_password(tmp_path) == first  # the same key signs its AOR's record after a restart
+    assert handset_password(None) not in (first, handset_password(None))  # no directory: made up each start
+    (tmp_path / HANDSET_PASSWORD_FILE).write_bytes(b"\xff\xfe")
+    with pytest.raises(ConfigError, match="cannot read the handset's password"):
+        handset_password(tmp_path)

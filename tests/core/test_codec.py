@@ -10,6 +10,7 @@ from peerphone.core.limits import (
     CERTIFICATE_BYTES_MAX,
     DATAGRAM_BYTES_MAX,
     PROOF_PADDING_BYTES,
+    PROTOCOL_VERSION,
     TUNNEL_BYTES_MAX,
     VALUE_BYTES_MAX,
 )
@@ -37,6 +38,7 @@ from peerphone.core.wire.messages import (
     NodeInfo,
     Proof,
     Prove,
+    Seal,
     Stat,
     StatAns,
     Store,
@@ -53,10 +55,13 @@ node_lists = st.lists(nodes, max_size=4).map(tuple)
 small_bytes = st.binary(max_size=40)
 
 
+seals = st.builds(Seal, st.binary(min_size=32, max_size=32), st.integers(0, 3600), st.binary(min_size=64, max_size=64))
+
+
 def entries(model):
     key = {DataModel.SINGLE: st.none(), DataModel.ARRAY: st.integers(0, 2**32 - 1),
            DataModel.DICTIONARY: st.binary(max_size=16)}[model]
-    return st.lists(st.builds(Entry, key, small_bytes, st.integers(0, 2**40), st.integers(0, 3600)),
+    return st.lists(st.builds(Entry, key, small_bytes, st.integers(0, 2**40), st.integers(0, 3600), st.none() | seals),
                     max_size=3).map(tuple)
 
 
@@ -150,7 +155,7 @@ def test_wrong_overlay_and_version_are_named():
     raw = encode(sample(), OVERLAY)
     assert _reason(encode(sample(), OVERLAY + 1)) == "overlay"
     envelope = msgpack.unpackb(raw)
-    envelope[0] = 2
+    envelope[0] = PROTOCOL_VERSION + 1
     assert _reason(msgpack.packb(envelope)) == "version"
 
 

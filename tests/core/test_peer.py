@@ -35,7 +35,7 @@ from peerphone.core.wire.messages import (
     Tunnel,
 )
 
-from tests.ring import OVERLAY, Ring, build
+from tests.ring import OVERLAY, Ring, build, sealed
 
 
 def completed(ring: Ring, handle: int, node: PeerNode | None = None) -> RequestCompleted:
@@ -127,7 +127,8 @@ def test_a_leaving_node_hands_thousands_of_values_over_a_window_at_a_time(topolo
     mine = [rid for rid in (id_from_name(f"v{i}") for i in range(1600))
             if ring.responsible(rid) == leaver.me.node_id][:300]
     for rid in mine:
-        leaver.storage.store(Store(rid, 1, DataModel.SINGLE, (Entry(None, b"v", 1, 600),), False), now_ms=ring.now_ms)
+        leaver.storage.store(sealed(Store(rid, 1, DataModel.SINGLE, (Entry(None, b"v", 1, 600),), False),
+                                    leaver.identity), now_ms=ring.now_ms)
     leaver.leave(now_ms=ring.now_ms)
     ring.flush(leaver)
     stores = [d for _, d, src, _ in ring.wire if src == leaver.me.addr and decode(d, OVERLAY).code is Code.STORE]
@@ -142,8 +143,8 @@ def test_a_retransmitted_append_is_executed_once(topology):
     ring = build(4, topology=topology)
     rid = id_from_name("list")
     owner = next(n for n in ring.live() if n.me.node_id == ring.responsible(rid))
-    body = Store(rid, 2, DataModel.ARRAY, (Entry(ARRAY_APPEND, b"m", 1, 60),), False)
     sender = ring.add(client=True, bootstrap=owner.me.addr)  # answers the owner's ping: a proven sender
+    body = sealed(Store(rid, 2, DataModel.ARRAY, (Entry(ARRAY_APPEND, b"m", 1, 60),), False), sender.identity)
     msg = Message(32, (sender.me.node_id,), (Dest(DestKind.RESOURCE, rid),), 42, Code.STORE, body)
     for _ in range(3):  # the same transaction three times, as retransmissions arrive
         owner.receive_datagram(encode(msg, OVERLAY), sender.me.addr, now_ms=ring.now_ms)

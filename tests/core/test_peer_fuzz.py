@@ -11,7 +11,7 @@ from peerphone.core.wire import decode, encode
 from peerphone.core.wire.messages import EMPTY, Code, DataModel, Dest, DestKind, Entry, Message, Store
 
 from tests.core.test_codec import messages
-from tests.ring import OVERLAY, Ring
+from tests.ring import OVERLAY, Ring, sealed
 
 
 def _overlay(topology: Topology) -> Ring:
@@ -97,7 +97,7 @@ def test_a_store_with_a_wrong_data_model_is_answered_with_an_error(topology):
     rid = id_from_name("k")
     for model, key in ((DataModel.SINGLE, None), (DataModel.DICTIONARY, b"x")):
         msg = Message(32, (sender.me.node_id,), (Dest(DestKind.RESOURCE, rid),), int(model), Code.STORE,
-                      Store(rid, 1, model, (Entry(key, b"v", 1, 60),), False))
+                      sealed(Store(rid, 1, model, (Entry(key, b"v", 1, 60),), False), sender.identity))
         node.receive_datagram(encode(msg, OVERLAY), sender.me.addr, now_ms=0)
         ring.flush(node)
         ring.run(100)  # the sender answers the node's ping, then the store runs

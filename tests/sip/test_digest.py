@@ -21,7 +21,8 @@ pytestmark = pytest.mark.sip
 GUESSES = 10_000
 
 
-def _digest_register(port: int, nonce: str, realm: str, password: str) -> bytes:
+def digest_register(port: int, nonce: str, realm: str, password: str, contact_port: int | None = None,
+                    expires: int = 60) -> bytes:
     """Bob's REGISTER answering `nonce` with `password` (MD5, RFC 2617's qop=auth)."""
     uri = f"sip:{DOMAIN}"
 
@@ -31,7 +32,8 @@ def _digest_register(port: int, nonce: str, realm: str, password: str) -> bytes:
     response = h(f"{h(f'bob:{realm}:{password}')}:{nonce}:00000001:c0ffee:auth:{h(f'REGISTER:{uri}')}")
     auth = (f'Authorization: Digest username="bob", realm="{realm}", nonce="{nonce}", uri="{uri}", '
             f'response="{response}", algorithm=MD5, qop=auth, nc=00000001, cnonce="c0ffee"\r\n')
-    return register(port, "bob", port, domain=DOMAIN).replace(b"Content-Length:", auth.encode() + b"Content-Length:")
+    plain = register(port, "bob", contact_port or port, expires, domain=DOMAIN)
+    return plain.replace(b"Content-Length:", auth.encode() + b"Content-Length:")
 
 
 def _guess(front: tuple[str, int], guesses: int) -> dict[int, int]:
@@ -48,7 +50,7 @@ def _guess(front: tuple[str, int], guesses: int) -> dict[int, int]:
         nonce = re.search(r'nonce="([^"]+)"', challenge).group(1)
         realm = re.search(r'realm="([^"]+)"', challenge).group(1)
         for i in range(guesses):  # bounded
-            s.sendto(_digest_register(port, nonce, realm, f"guess {i}"), front)
+            s.sendto(digest_register(port, nonce, realm, f"guess {i}"), front)
             status = int(s.recv(65536).split(b" ", 2)[1])
             statuses[status] = statuses.get(status, 0) + 1
     return statuses

@@ -399,7 +399,7 @@ def test_a_register_whose_store_a_later_one_of_the_same_phone_overtook_is_answer
     assert world.statuses() == [200, 200]
 
 
-def test_a_register_under_a_newer_copy_that_is_not_ours_is_refused():
+def test_a_register_under_a_record_another_key_holds_is_refused():
     world = FrontWorld()
     aor, contact = f"sip:pia@{DOMAIN}", f"sip:pia@127.0.0.1:{PHONE + 12}"
     squatter = Registration(contact, ("127.0.0.1", 6009), 4242)  # newer than anything we will store
@@ -410,7 +410,9 @@ def test_a_register_under_a_newer_copy_that_is_not_ours_is_refused():
     world.ring.flush(world.node)
     world.ring.run(10)
     world.send(raw_register(PHONE + 12, "pia", PHONE + 12, domain=DOMAIN))
-    assert world.statuses() == [503]  # the trust issue decides who may write it; here we do not pretend
+    refused = world.responses()  # the record is the node key's, not the AOR's open key
+    assert [r.status for r in refused] == [403] and "another key" in refused[0].reason
+    world.register("lee")  # a user nobody squats registers as before
 
 
 def test_when_the_overlay_lags_new_phones_are_answered_at_once_and_stored_behind(monkeypatch):

@@ -143,3 +143,13 @@ def test_a_bye_whose_recorded_front_died_finds_the_far_end_through_its_other_fro
     assert rerouted[0][0].get_all("route") == []
     world.send(answer(rerouted[0][0], 200), port=6002)
     assert world.statuses()[-1:] == [200]
+
+
+def test_an_unregistered_binding_is_remembered_as_long_as_its_record_could_live():
+    world = FrontWorld()
+    world.register("mia", expires=60)
+    world.advance(20_000)
+    world.register("mia", expires=0)
+    held = world.node.storage.fetch(id_from_name(f"sip:mia@{DOMAIN}"), Kind.SIP_REGISTRATION,
+                                    now_ms=world.now_ms, tombstones=True).entries
+    assert [(e.value, e.lifetime_s) for e in held] == [(b"", 40)]  # not the hour any record could live

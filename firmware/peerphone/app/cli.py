@@ -263,7 +263,8 @@ def _peer_arguments(peer: argparse.ArgumentParser, overlay_help: str) -> None:
                       help="period of stabilize, fix-fingers and failure probes (default %(default)s)")
     peer.add_argument("--state-dir", type=Path, default=default_state_dir(), metavar="DIR",
                       help="keep this node's key (0600) and certificate here, and with them its node id across "
-                           "restarts (default: systemd's STATE_DIRECTORY; without one, a new identity each start)")
+                           "restarts, and a phone's handset password, and with it the phone's own AOR (default: "
+                           "systemd's STATE_DIRECTORY; without one, a new identity each start)")
     _sip_arguments(peer)
 
 

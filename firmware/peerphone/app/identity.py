@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import time
 from pathlib import Path
 
@@ -31,6 +32,7 @@ KEY_FILE = "node.key"
 CERTIFICATE_FILE = "node.crt"
 AUTHORITY_FILE = "authority.pub"  # in a node's state directory: the overlay is enrolled
 AUTHORITY_KEY_FILE = "authority.key"  # in the authority's own directory
+HANDSET_PASSWORD_FILE = "handset.password"  # a phone's own front and handset share it
 
 
 def default_state_dir() -> Path | None:
@@ -94,6 +96,27 @@ def _save(state_dir: Path, identity: Identity, authority: bytes | None = None) -
     if authority is not None:
         files.append((AUTHORITY_FILE, _pem_public(authority), 0o644))
     _write_files(state_dir, files, "this node's identity")
+
+
+def handset_password(state_dir: Path | None) -> str:
+    """The password a phone with its own peer makes up for its handset and front. Kept in the
+    state directory: the overlay's record of the phone's AOR is signed with a key derived
+    from it, so a phone that forgot it would be refused its own AOR until the record expired."""
+    if state_dir is None:
+        return secrets.token_urlsafe(18)
+    path = state_dir / HANDSET_PASSWORD_FILE
+    try:
+        kept = path.read_text().strip()
+    except FileNotFoundError:
+        kept = ""
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read the handset's password ({getattr(e, 'strerror', None) or e})") \
+            from None
+    if kept:
+        return kept
+    password = secrets.token_urlsafe(18)
+    _write_files(state_dir, [(HANDSET_PASSWORD_FILE, password.encode() + b"\n", 0o600)], "the handset's password")
+    return password
 
 
 def _write_files(directory: Path, files: list[tuple[str, bytes, int]], what: str) -> None:

@@ -7,6 +7,7 @@ import asyncio
 import sys
 import time
 
+from ..core.errors import ErrorCode
 from ..core.ids import id_from_name, short
 from ..core.limits import LIFETIME_S_MAX, VALUE_BYTES_MAX
 from ..core.usages import MODEL_OF, Kind
@@ -46,7 +47,10 @@ async def put(args: argparse.Namespace) -> int:
     finally:
         driver.close()
     if done.error is not None:
-        raise OverlayError(f"store failed: {done.error.reason}")
+        hint = ""
+        if done.error.code == ErrorCode.FORBIDDEN and args.state_dir is None:
+            hint = " (the key that stored it first owns it; without --state-dir each run has a new key)"
+        raise OverlayError(f"store failed: {done.error.reason}{hint}")
     print(f"stored {args.key!r} ({len(value)} bytes) in {done.hops} hops, {elapsed_ms:.2f} ms")
     return 0
 
@@ -85,7 +89,8 @@ async def get(args: argparse.Namespace) -> int:
         for entry in sorted(done.answer.entries, key=_entry_order):
             label = entry.key if isinstance(entry.key, int) else _shown(entry.key or b"")
             print(f"{label}: {_shown(entry.value)}")
-    print(f"({done.hops} hops, {elapsed_ms:.2f} ms)", file=sys.stderr)
+    signers = sorted({e.seal.signer.hex()[:16] for e in done.answer.entries if e.seal is not None})
+    print(f"({done.hops} hops, {elapsed_ms:.2f} ms, signed by {', '.join(signers)})", file=sys.stderr)
     return 0
 
 

@@ -7,7 +7,6 @@ import asyncio
 import getpass
 import logging
 import os
-import secrets
 import shlex
 import stat
 import sys
@@ -27,6 +26,7 @@ from ..sip.ua import IDLE_POLL_S, POLL_S, CallReport, Handset, HandsetError, Sou
 from ..sip.uri import Uri
 from .config import WILDCARDS, ConfigError, load_users, parse_hostport, route_source_address
 from .deskphone import Deskphone, terminal
+from .identity import handset_password
 from .mobility import Address
 from .tone import write_tone
 from .wiring import start_peer
@@ -102,7 +102,7 @@ async def phone(args: argparse.Namespace) -> int:
         args.domain = args.domain or aor.host
         users = load_users(args.users, args.domain) if args.users else None
         if users is None:  # the front registers its own handset only, with a password nobody else has
-            password = password or secrets.token_urlsafe(18)
+            password = password or handset_password(args.state_dir)
             users = {aor.aor: password}
         elif password is None:
             password = users.get(aor.aor)

@@ -352,6 +352,10 @@ class KademliaPeer(PeerNode):
         if op is None:
             return
         op.waiting -= 1
+        if isinstance(body, FetchAns) and isinstance(op.body, Fetch):
+            refusal = self._fetched_refusal(op.body, body, now_ms)
+            if refusal is not None:  # a lying holder: as if it held nothing, so the others are asked
+                code, body = Code.ERROR, Error(ErrorCode.FORBIDDEN, refusal.reason)
         if isinstance(body, Error):
             op.errors.append(body)
         elif op.result is None or (isinstance(body, FetchAns) and body.entries):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: stored entries carry their writer's seal
 
 # Wire: UDP datagrams stay under a common path MTU so they are never fragmented.
 DATAGRAM_BYTES_MAX = 1200
@@ -15,7 +15,7 @@ BODY_ITEMS_MAX = 64
 HOST_CHARS_MAX = 64
 REASON_CHARS_MAX = 128
 SIGNATURE_BYTES_MAX = 512
-VALUE_BYTES_MAX = 512  # with a 20-hop via list and a dictionary key, a store still fits one datagram
+VALUE_BYTES_MAX = 440  # with a 20-hop via list, a dictionary key and a seal, a store still fits one datagram
 DICT_KEY_BYTES_MAX = 64
 # A Tunnel with a 20-hop via list and a 64-bit transaction id fits one datagram (1,193 bytes
 # measured); SIP is cut into parts of this size.
@@ -94,6 +94,8 @@ VERIFYING_MAX = 64
 # Identities (security.py): a certificate with a node id and a few user names is about 300
 # bytes; a PROVE is padded to hold the largest certificate and its signature.
 CERTIFICATE_BYTES_MAX = 512
+PUBLIC_KEY_BYTES = 32  # Ed25519, raw
+SIGNATURE_BYTES = 64  # Ed25519
 PROOF_PADDING_BYTES = CERTIFICATE_BYTES_MAX + 64
 CREDENTIALS_CACHED_MAX = 4096
 

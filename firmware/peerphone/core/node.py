@@ -55,6 +55,7 @@ from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Callable, NamedTuple, Protocol, Sequence
 
+from .access import Refusal, answer_refusal, store_refusal
 from .attachment import AttachedClients, Attachment
 from .errors import DecodeError, ErrorCode, LocalProtocolError
 from .events import Attached, Event, Joined, JoinFailed, Left, NodeFailed, RequestCompleted, Tunnelled
@@ -79,6 +80,7 @@ from .limits import (
     RATE_SOURCES_MAX,
     REPLICA_PUSHES_IN_FLIGHT_MAX,
     REPLICAS,
+    SIGNATURE_BYTES,
     STAT_ITEMS_PER_PAGE,
     STAT_NAME_CHARS_MAX,
     STORAGE_TIME_AHEAD_MAX_MS,
@@ -93,7 +95,7 @@ from .reachability import Reachability
 from .replication import ReplicaTracker
 from .role import LinkQuality
 from .rpc import AnswerCache, Hop, HopTracker, Pending, Transactions
-from .security import SIGNATURE_BYTES, Identity, Trust, proof_challenge, verify
+from .security import Identity, Signer, Trust, proof_challenge, seal, verify
 from .storage import Key, Storage
 from .usages import lifetime_max_s
 from .wire import check_body, decode, encode
@@ -109,6 +111,7 @@ from .wire.messages import (
     Entry,
     Error,
     Fetch,
+    FetchAns,
     Message,
     NodeInfo,
     Proof,
@@ -151,6 +154,7 @@ class PeerConfig:
     topology: Topology = Topology.CHORD
     replicas: int = REPLICAS  # Kademlia: the nodes closest to a key that hold it
     trust: Trust = Trust()  # which certificates, hence which node ids, this overlay admits
+    signed_values: bool = True  # False only to measure what signing costs (`tools/bench values`)
 
 
 class Route(NamedTuple):
@@ -169,6 +173,8 @@ class Purpose:
 @dataclass(frozen=True, slots=True)
 class User(Purpose):
     handle: int
+    fetch: Fetch | None = None  # a fetch's, checked when it is answered (`_done_user`)
+    replica: int = 0  # which of the resource's replicas it asks: the responsible node's, or the next's
 
 
 @dataclass(frozen=True, slots=True)
@@ -478,11 +484,16 @@ class PeerNode:
         self._maybe_left()
 
     def store(self, resource: int, kind: int, model: DataModel, entries: Sequence[Entry], *, now_ms: int,
-              first_hop: Addr | None = None) -> int:
-        body = Store(resource, kind, model, tuple(entries), False)
-        return self._user_request(Code.STORE, body, resource, now_ms, first_hop)
+              signer: Signer | None = None, first_hop: Addr | None = None) -> int:
+        """Store `entries`, each sealed by `signer` (default: this node's identity) unless sealed."""
+        by = signer or self.identity
+        sealed = tuple(e if e.seal or not self.config.signed_values
+                       else seal(e, self.config.overlay_id, resource, kind, model, by) for e in entries)
+        return self._user_request(Code.STORE, Store(resource, kind, model, sealed, False), resource, now_ms, first_hop)
 
     def fetch(self, resource: int, kind: int, *, now_ms: int, first_hop: Addr | None = None) -> int:
+        """Fetch what is stored under (resource, kind); an answer that fails its seals or rule
+        is counted and asked of the next replica instead."""
         return self._user_request(Code.FETCH, Fetch(resource, kind), resource, now_ms, first_hop)
 
     def lookup(self, target: int, *, now_ms: int, first_hop: Addr | None = None) -> int:
@@ -889,6 +900,11 @@ class PeerNode:
         cap_s = lifetime_max_s(body.kind)
         if any(e.lifetime_s > cap_s for e in body.entries):
             body = replace(body, entries=tuple(replace(e, lifetime_s=min(e.lifetime_s, cap_s)) for e in body.entries))
+        refusal = store_refusal(body, self.storage, self.config.overlay_id, now_ms + self._wall_offset_ms) \
+            if self.config.signed_values else None
+        if refusal is not None:
+            self.counters[f"refused.{refusal.counter}"] += 1
+            return Code.ERROR, Error(ErrorCode.FORBIDDEN, refusal.reason)
         result = self.storage.store(body, now_ms=now_ms, writer=None if body.replica else _writer_of(msg, sender))
         if isinstance(result, Error):
             self.counters[f"refused.{ErrorCode(result.code).name.lower()}"] += 1
@@ -962,7 +978,8 @@ class PeerNode:
             raise LocalProtocolError(f"{code.name} in state {self.state.value}")
         self._check_fits(code, body, dest[-1].id)
         handle = self._new_handle()
-        self._request(code, body, dest, User(handle), now_ms, target=first_hop)
+        self._request(code, body, dest, User(handle, body if isinstance(body, Fetch) else None), now_ms,
+                      target=first_hop)
         return handle
 
     def _check_fits(self, code: Code, body: Body, resource: int) -> None:
@@ -1049,11 +1066,32 @@ class PeerNode:
         assert isinstance(purpose, User)
         if answer is None:
             self._completed(purpose.handle, TIMED_OUT, 0, None)
-        else:
-            if self.config.attach:
-                self._peer_answered_ms = now_ms
-            self._completed(purpose.handle, answer.body, max(0, len(answer.via) - 1),
-                            answer.via[-1] if answer.via else None)
+            return
+        if self.config.attach:
+            self._peer_answered_ms = now_ms
+        responder = answer.via[-1] if answer.via else None
+        body = answer.body
+        if purpose.fetch is not None and isinstance(body, FetchAns) and responder is not None:
+            refusal = self._fetched_refusal(purpose.fetch, body, now_ms)
+            if refusal is not None:
+                if purpose.replica + 1 < self.config.replicas:
+                    # The replicas follow the responsible node on the ring: ask the next one.
+                    nxt = User(purpose.handle, purpose.fetch, purpose.replica + 1)
+                    self._request(Code.FETCH, purpose.fetch, (Dest(DestKind.RESOURCE, (responder + 1) % RING),),
+                                  nxt, now_ms)
+                    return
+                body = Error(ErrorCode.FORBIDDEN, f"every replica answered falsely: {refusal.reason}")
+        self._completed(purpose.handle, body, max(0, len(answer.via) - 1), responder)
+
+    def _fetched_refusal(self, fetch: Fetch, answer: FetchAns, now_ms: int) -> Refusal | None:
+        """Why a fetched answer is not to be believed (counted), or None."""
+        if not self.config.signed_values:
+            return None
+        refusal = answer_refusal(answer, self.config.overlay_id, fetch.resource, fetch.kind,
+                                 now_ms + self._wall_offset_ms)
+        if refusal is not None:
+            self.counters[f"refused.fetched_{refusal.counter}"] += 1
+        return refusal
 
     def _completed(self, handle: int, body: Body, hops: int, responder: int | None) -> None:
         """A command of ours is done: its answer, or the Error it ended with."""

@@ -17,9 +17,10 @@ everywhere in the core.
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass, field
-from typing import Callable
+from dataclasses import dataclass, field, replace
+from typing import Callable, Protocol
 
+import msgpack
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -28,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from .ids import ID_BITS, id_from_hex, id_from_name, id_to_bytes
 from .ingress import BoundedLru
 from .limits import CERTIFICATE_BYTES_MAX, CREDENTIALS_CACHED_MAX, URI_CHARS_MAX
+from .wire.messages import DataModel, Entry, Seal
 
 Entropy = Callable[[int], bytes]
 
@@ -149,6 +151,10 @@ class Identity:
     def certificate(self) -> bytes:
         return self.credential.der
 
+    @property
+    def public_key(self) -> bytes:
+        return self.credential.public_key
+
     def sign(self, data: bytes) -> bytes:
         return self.key.sign(data)
 
@@ -196,9 +202,6 @@ def _certificate(subject: Ed25519PublicKey, node_id: int, names: tuple[str, ...]
     return builder.sign(signer, None).public_bytes(serialization.Encoding.DER)
 
 
-SIGNATURE_BYTES = 64  # Ed25519
-
-
 def proof_challenge(overlay_id: int, txid: int, asker: int, answerer: int) -> bytes:
     """What a PROVE's answerer signs: bound to the overlay, the asker's nonce and both ids,
     so it proves nothing anywhere else."""
@@ -211,3 +214,49 @@ def verify(public_key: bytes, signature: bytes, data: bytes) -> bool:
     except (InvalidSignature, ValueError):
         return False
     return True
+
+
+class Signer(Protocol):
+    """What seals stored values: a node's `Identity`, or a user's `SigningKey`."""
+
+    @property
+    def public_key(self) -> bytes: ...
+
+    def sign(self, data: bytes) -> bytes: ...
+
+
+class SigningKey:
+    """A key that is not a node's: a user's, which every front holding the user's password
+    derives alike (`sip.auth.user_key`)."""
+
+    def __init__(self, seed: bytes) -> None:
+        self._key = Ed25519PrivateKey.from_private_bytes(seed)
+        self.public_key = self._key.public_key().public_bytes(*_RAW)
+
+    def sign(self, data: bytes) -> bytes:
+        return self._key.sign(data)
+
+
+def seal(entry: Entry, overlay_id: int, resource: int, kind: int, model: DataModel, signer: Signer) -> Entry:
+    """`entry` signed by `signer` (RFC 6940 §7.1: over where it is stored and what it holds,
+    here with the lifetime the writer gave it)."""
+    data = _sealed_part(entry, overlay_id, resource, kind, model, signer.public_key, entry.lifetime_s)
+    return replace(entry, seal=Seal(signer.public_key, entry.lifetime_s, signer.sign(data)))
+
+
+def seal_holds(entry: Entry, overlay_id: int, resource: int, kind: int, model: DataModel) -> bool:
+    """`entry` carries a valid signature of its signer over it, and a lifetime no longer than
+    the one signed (a replica counts it down, never up)."""
+    s = entry.seal
+    return (s is not None and entry.lifetime_s <= s.lifetime_s
+            and verify(s.signer, s.signature, _sealed_part(entry, overlay_id, resource, kind, model, s.signer,
+                                                           s.lifetime_s)))
+
+
+def _sealed_part(entry: Entry, overlay_id: int, resource: int, kind: int, model: DataModel, signer: bytes,
+                 lifetime_s: int) -> bytes:
+    # An array's index is the storing peer's choice (appends): not the writer's to sign.
+    key = None if model is DataModel.ARRAY else entry.key
+    packed: bytes = msgpack.packb(["peerphone value", overlay_id, id_to_bytes(resource), kind, key, entry.value,
+                                   entry.storage_time_ms, lifetime_s, signer])
+    return packed

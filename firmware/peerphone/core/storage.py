@@ -5,9 +5,13 @@ the one held rejects the whole request, so a delayed retransmission or a stale
 replica never rolls a value back. An equal time replaces, which makes replica
 pushes idempotent. A lifetime of 0 removes the entry.
 
-Each resource remembers who created it (the writer: an address now, an identity once
-data is signed); one writer may create at most a tenth of the resources a peer holds,
-so one client filling the overlay is refused long before the others are.
+Each resource remembers who created it (the writer: the address it came from); one
+writer may create at most a tenth of the resources a peer holds, so one client filling the
+overlay is refused long before the others are. It also remembers its owner, the key that
+signed its first entry (`access` decides what the owner may do).
+
+An entry with an empty value and a lifetime is a tombstone: kept (and replicated) so that an
+older value replayed loses, but not shown to readers.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ class _Held:
 class _Resource:
     model: DataModel
     writer: str | None  # who created it; None for a copy pushed by a peer
+    owner: bytes | None  # the key that signed its first entry
     entries: dict[EntryKey, _Held] = field(default_factory=dict)
 
 
@@ -86,7 +91,8 @@ class Storage:
         if self.bytes_held - replaced + added > self._bytes_max:
             return Error(ErrorCode.STORAGE_FULL, "storage full")
         if held is None:
-            held = self._data[key] = _Resource(req.model, writer)
+            first = req.entries[0].seal if req.entries else None
+            held = self._data[key] = _Resource(req.model, writer, first.signer if first is not None else None)
             if writer is not None:
                 self._by_writer[writer] += 1
         for e in resolved:
@@ -111,22 +117,32 @@ class Storage:
         resolved = []
         for e in req.entries:
             if e.key == ARRAY_APPEND:
-                e = Entry(next_index, e.value, e.storage_time_ms, e.lifetime_s)
+                e = Entry(next_index, e.value, e.storage_time_ms, e.lifetime_s, e.seal)
             if isinstance(e.key, int):
                 next_index = max(next_index, e.key + 1)
             resolved.append(e)
         return tuple(resolved)
 
-    def fetch(self, resource: int, kind: int, *, now_ms: int) -> FetchAns:
+    def owner_of(self, key: Key) -> bytes | None:
+        held = self._data.get(key)
+        return held.owner if held is not None else None
+
+    def signer_of(self, key: Key, entry_key: EntryKey) -> bytes | None:
+        held = self._data.get(key)
+        entry = held.entries.get(entry_key) if held is not None else None
+        return entry.entry.seal.signer if entry is not None and entry.entry.seal is not None else None
+
+    def fetch(self, resource: int, kind: int, *, now_ms: int, tombstones: bool = False) -> FetchAns:
         held = self._data.get((resource, kind))
         if held is None:
             return FetchAns(None, ())
-        live = tuple(self._remaining(h, now_ms) for h in held.entries.values() if h.expires_ms > now_ms)
+        live = tuple(self._remaining(h, now_ms) for h in held.entries.values()
+                     if h.expires_ms > now_ms and (tombstones or h.entry.value))
         return FetchAns(held.model, live) if live else FetchAns(None, ())
 
     def as_store(self, key: Key, *, now_ms: int) -> Store | None:
-        """A replica Store of everything held under `key`, lifetimes counted down."""
-        answer = self.fetch(key[0], key[1], now_ms=now_ms)
+        """A replica Store of everything held under `key`, tombstones too, lifetimes counted down."""
+        answer = self.fetch(key[0], key[1], now_ms=now_ms, tombstones=True)
         if answer.model is None:
             return None
         return Store(key[0], key[1], answer.model, answer.entries, True)
@@ -169,4 +185,4 @@ class Storage:
     def _remaining(held: _Held, now_ms: int) -> Entry:
         e = held.entry
         lifetime_s = max(1, (held.expires_ms - now_ms + 999) // 1000)
-        return Entry(e.key, e.value, e.storage_time_ms, lifetime_s)
+        return Entry(e.key, e.value, e.storage_time_ms, lifetime_s, e.seal)

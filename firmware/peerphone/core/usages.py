@@ -29,10 +29,12 @@ class Kind(IntEnum):
     MAP = 3    # values under a key and a sub-key
     SIP_REGISTRATION = 10  # under the AOR: one entry per contact, keyed by the contact's hash
     OFFLINE_MESSAGE = 11   # under the recipient's AOR: MESSAGEs appended until it registers
+    GATEWAY = 12           # under a domain's key: one entry per peer that gateways to it
 
 
 MODEL_OF = {Kind.BLOB: DataModel.SINGLE, Kind.LIST: DataModel.ARRAY, Kind.MAP: DataModel.DICTIONARY,
-            Kind.SIP_REGISTRATION: DataModel.DICTIONARY, Kind.OFFLINE_MESSAGE: DataModel.ARRAY}
+            Kind.SIP_REGISTRATION: DataModel.DICTIONARY, Kind.OFFLINE_MESSAGE: DataModel.ARRAY,
+            Kind.GATEWAY: DataModel.DICTIONARY}
 
 
 def lifetime_max_s(kind: int) -> int:

@@ -16,11 +16,15 @@ replay binds only what the real user bound.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from enum import Enum
 
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
 from ..core.ingress import TokenBuckets
+from ..core.security import SigningKey
 
 NONCE_LIFETIME_MS = 300_000
 ALGORITHMS = {"SHA-256": hashlib.sha256, "MD5": hashlib.md5}  # the order we offer them in (RFC 8760 §2.4)
@@ -29,6 +33,7 @@ FAILURES_BURST = 10
 FAILURE_SOURCES_MAX = 4096
 AUTHORIZATION_CHARS_MAX = 2048
 _PARAMS_MAX = 16
+USER_KEY_WORK = 2**14  # scrypt's N: 16 MiB and about 50 ms here, once per user and front start
 
 
 class Verdict(Enum):
@@ -49,6 +54,14 @@ class DigestAuth:
         self.realm = realm
         self._secret = secret
         self._failures = TokenBuckets[str](FAILURES_PER_S, FAILURES_BURST, FAILURE_SOURCES_MAX)
+        self._user_keys: dict[str, SigningKey] = {}
+
+    def user_key(self, aor: str) -> SigningKey | None:
+        """The key that signs `aor`'s registrations (None: not our user). Derived once per user."""
+        key = self._user_keys.get(aor)
+        if key is None and aor in self.credentials:
+            key = self._user_keys[aor] = user_key(aor, self.credentials[aor])
+        return key
 
     def challenges(self, now_ms: int, *, stale: bool = False) -> list[tuple[str, str]]:
         """WWW-Authenticate headers, SHA-256 first."""
@@ -108,6 +121,23 @@ class DigestAuth:
 
     def _mac(self, stamp: str) -> str:
         return hmac.new(self._secret, f"{stamp}:{self.realm}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def user_key(aor: str, password: str) -> SigningKey:
+    """The user's signing key, from the password: every front that holds it derives the same
+    key, so the overlay sees one owner of the AOR wherever the phone registers. scrypt makes
+    a guess cost what it costs against the digest exchange's MD5 many times over (the public
+    key is in the overlay for anyone to guess against): a weak password stays weak."""
+    seed = Scrypt(salt=b"peerphone user key " + aor.encode(), length=32, n=USER_KEY_WORK, r=8, p=1)
+    return SigningKey(seed.derive(password.encode()))
+
+
+@functools.lru_cache(maxsize=1024)
+def open_key(aor: str) -> SigningKey:
+    """The key of an AOR registered at an open front: anyone can derive it, so it keeps the
+    AOR from nobody; it lets the phone move between open fronts, and loses to a user's key
+    that got the AOR first."""
+    return SigningKey(hashlib.sha256(b"peerphone open key " + aor.encode()).digest())
 
 
 def _domain(aor: str) -> str:

@@ -55,10 +55,11 @@ from ..core.limits import (
     SIP_TRANSACTIONS_MAX,
 )
 from ..core.peer import PeerNode
+from ..core.security import Signer
 from ..core.usages import MODEL_OF, Kind, OfflineMessage, RecordError, Registration
 from ..core.wire.messages import ARRAY_APPEND, Addr, DataModel, Entry, Error, FetchAns
 from . import tunnel
-from .auth import Credentials, DigestAuth, Verdict
+from .auth import Credentials, DigestAuth, Verdict, open_key
 from .bindings import Binding, Bindings, instance_of
 from .message import SipParseError, SipRequest, SipResponse, canonical, check_request, parse, salvage
 from .transaction import T1_MS, Action, Input, State, Transaction, TransactionError, response_input
@@ -163,9 +164,10 @@ class OverlayStore:
     kind: int
     model: DataModel
     entries: tuple[Entry, ...]
+    signer: Signer | None = None  # None: the node's own key
 
     def start(self, node: PeerNode, now_ms: int) -> int:
-        return node.store(self.resource, self.kind, self.model, self.entries, now_ms=now_ms)
+        return node.store(self.resource, self.kind, self.model, self.entries, now_ms=now_ms, signer=self.signer)
 
 
 @dataclass(frozen=True)
@@ -633,7 +635,7 @@ class SipFront:
                          now_ms=now_ms)
             return
         stamp = self._storage_time_ms(now_ms)
-        entries = tuple(self._registration(c, stamp, e) for c, params, e in changes
+        entries = tuple(self._registration(c, stamp, e, bindings.get(c), now_ms) for c, params, e in changes
                         if not self._fresh(bindings.get(c), params, e, server.link, now_ms))
         if not entries:
             self._bind(server, aor, changes, set(), stamp, now_ms)  # a query, or refreshes the overlay has fresh
@@ -646,14 +648,17 @@ class SipFront:
 
         def stored(_answer: FetchAns | None, error: Error | None, now_ms: int) -> None:
             self._register_stored(now_ms)
+            if error is not None and error.code == ErrorCode.FORBIDDEN:  # the overlay's record has another owner
+                log.warning("sip: registration of %s refused by the overlay: %s", aor, error.reason)
+                self._answer(server, 403, f"Forbidden (the overlay refused it: {error.reason})", now_ms=now_ms)
+                return
             if error is not None and not self._overtaken_by_ours(error, aor, changes, stamp, now_ms):
                 log.warning("sip: registration of %s not stored: %s", aor, error.reason)
                 self._answer(server, 503, "Service Unavailable (overlay did not store)", now_ms=now_ms)
                 return
             self._bind(server, aor, changes, set() if error else {e.key for e in entries}, stamp, now_ms)
 
-        if self._ask(partial(OverlayStore, resource=id_from_name(aor), kind=Kind.SIP_REGISTRATION,
-                             model=MODEL_OF[Kind.SIP_REGISTRATION], entries=entries), stored, server, now_ms):
+        if self._store_registrations(aor, entries, stored, server, now_ms):
             self._register_stores += 1
 
     def _authenticated(self, server: _Server, aor: str, now_ms: int) -> bool:
@@ -680,11 +685,30 @@ class SipFront:
             self._answer(server, 403, "Forbidden (too many wrong credentials from here: wait)", now_ms=now_ms)
         return False
 
-    def _registration(self, contact: str, stamp: int, expires_s: int) -> Entry:
-        """The overlay's record of one binding of ours (a removal when `expires_s` is 0)."""
+    def _registration(self, contact: str, stamp: int, expires_s: int, removed: Binding | None = None,
+                      now_ms: int = 0) -> Entry:
+        """The overlay's record of one binding of ours; when `expires_s` is 0, its removal,
+        remembered until the `removed` record's signed lifetime ends (a replay of it loses
+        until then, and is refused after), or as long as any could live when we do not know."""
+        if not expires_s:
+            left_ms = removed.stored_until_ms - now_ms if removed is not None and removed.stored_until_ms else None
+            lifetime_s = REGISTRATION_LIFETIME_S_MAX if left_ms is None else max(1, -(-left_ms // 1000))
+            return Entry(_contact_key(contact), b"", stamp, lifetime_s)
         record = Registration(contact, (self.config.advertise_host, self.config.port), self.config.node_id,
                               self._reachable, self.config.admitting)
-        return Entry(_contact_key(contact), record.to_bytes() if expires_s else b"", stamp, expires_s)
+        return Entry(_contact_key(contact), record.to_bytes(), stamp, expires_s)
+
+    def _store_registrations(self, aor: str, entries: tuple[Entry, ...], then: Answer, server: _Server | None,
+                             now_ms: int) -> bool:
+        return self._ask(partial(OverlayStore, resource=id_from_name(aor), kind=Kind.SIP_REGISTRATION,
+                                 model=MODEL_OF[Kind.SIP_REGISTRATION], entries=entries,
+                                 signer=self._owner_key(aor)), then, server, now_ms)
+
+    def _owner_key(self, aor: str) -> Signer | None:
+        """Who signs what the overlay keeps for `aor`: the user's key, which every front that
+        holds the user's password derives alike; an open front (no users file) uses the open key
+        anyone can derive, as anyone may register there."""
+        return self._auth.user_key(aor) if self._auth is not None else open_key(aor)
 
     def _register_stored(self, now_ms: int) -> None:
         """A registration store finished: the window has room for bindings waiting behind."""
@@ -711,8 +735,7 @@ class SipFront:
                     b.stored_until_ms, b.stamp_ms = now_ms + entry.lifetime_s * 1000, stamp
 
         self._register_stores += 1
-        self._ask(partial(OverlayStore, resource=id_from_name(aor), kind=Kind.SIP_REGISTRATION,
-                          model=MODEL_OF[Kind.SIP_REGISTRATION], entries=entries), stored, None, now_ms)
+        self._store_registrations(aor, entries, stored, None, now_ms)
 
     def _fresh(self, binding: Binding | None, params: str, expires: int, came_from: Link, now_ms: int) -> bool:
         """A refresh the overlay need not hear of: the same binding, whose stored copy still has
@@ -841,9 +864,8 @@ class SipFront:
             self.counters["sip bindings stored again (the overlay had lost them)"] += len(lost)
             entries = tuple(self._registration(b.contact, stamp, max(1, (b.expires_at_ms - now_ms) // 1000))
                             for b in lost)
-            self._ask(partial(OverlayStore, resource=resource, kind=Kind.SIP_REGISTRATION,
-                              model=MODEL_OF[Kind.SIP_REGISTRATION], entries=entries),
-                      partial(self._logged, f"registration of {aor} not stored again"), None, now_ms)
+            self._store_registrations(aor, entries, partial(self._logged, f"registration of {aor} not stored again"),
+                                      None, now_ms)
 
         self._ask(lambda h: OverlayFetch(h, resource, Kind.SIP_REGISTRATION), fetched, None, now_ms)
 
@@ -922,7 +944,7 @@ class SipFront:
             self._forward(server, req, link, Link("UDP", fronts[0]), now_ms)
 
         resource = _gateway_key(domain)
-        self._ask(lambda h: OverlayFetch(h, resource, Kind.SIP_REGISTRATION), found, server, now_ms)
+        self._ask(lambda h: OverlayFetch(h, resource, Kind.GATEWAY), found, server, now_ms)
 
     def _advertise_gateways(self, now_ms: int) -> None:
         """Keep "this peer gateways to DOMAIN" in the overlay while it runs."""
@@ -931,8 +953,8 @@ class SipFront:
                       GATEWAY_LIFETIME_S)
 
         for domain in self.config.gateways:
-            self._ask(partial(OverlayStore, resource=_gateway_key(domain), kind=Kind.SIP_REGISTRATION,
-                              model=MODEL_OF[Kind.SIP_REGISTRATION], entries=(entry,)),
+            self._ask(partial(OverlayStore, resource=_gateway_key(domain), kind=Kind.GATEWAY,
+                              model=MODEL_OF[Kind.GATEWAY], entries=(entry,)),
                       partial(self._logged, f"gateway to {domain} not advertised"), None, now_ms)
         self._timers.set(_GATEWAYS, now_ms + GATEWAY_LIFETIME_S * 1000 // 3)
 
@@ -1321,9 +1343,10 @@ class SipFront:
 
             def delivered(status: int, now_ms: int, entry: Entry = entry) -> None:
                 if 200 <= status < 300:
-                    done = Entry(entry.key, b"", self._storage_time_ms(now_ms), 0)
+                    done = Entry(entry.key, b"", self._storage_time_ms(now_ms), OFFLINE_LIFETIME_S)
                     self._ask(partial(OverlayStore, resource=resource, kind=Kind.OFFLINE_MESSAGE,
-                                      model=MODEL_OF[Kind.OFFLINE_MESSAGE], entries=(done,)),
+                                      model=MODEL_OF[Kind.OFFLINE_MESSAGE], entries=(done,),
+                                      signer=self._owner_key(aor)),
                               partial(self._logged, f"delivered message of {aor} not removed"), None, now_ms)
                     self.counters["sip offline messages delivered"] += 1
                     self._events.append(DeliveredOffline(aor))

@@ -24,7 +24,9 @@ from ..limits import (
     LIFETIME_S_MAX,
     PROOF_PADDING_BYTES,
     PROTOCOL_VERSION,
+    PUBLIC_KEY_BYTES,
     REASON_CHARS_MAX,
+    SIGNATURE_BYTES,
     SIGNATURE_BYTES_MAX,
     STAT_ITEMS_PER_PAGE,
     STAT_NAME_CHARS_MAX,
@@ -59,6 +61,7 @@ from .messages import (
     NodeInfo,
     Proof,
     Prove,
+    Seal,
     Stat,
     StatAns,
     Store,
@@ -165,7 +168,7 @@ def _model(x: Any) -> DataModel:
 
 
 def _entry(x: Any, model: DataModel) -> Entry:
-    key, value, storage_time, lifetime = _fixed(x, 4)
+    key, value, storage_time, lifetime, seal = _fixed(x, 5)
     checked_key: EntryKey
     if model is DataModel.SINGLE:
         checked_key = None if key is None else _fail()
@@ -174,7 +177,15 @@ def _entry(x: Any, model: DataModel) -> Entry:
     else:
         checked_key = _bin(key, DICT_KEY_BYTES_MAX)
     return Entry(checked_key, _bin(value, VALUE_BYTES_MAX), _uint(storage_time, _TIME_MS_MAX),
-                 _uint(lifetime, LIFETIME_S_MAX))
+                 _uint(lifetime, LIFETIME_S_MAX), _opt(_seal, seal))
+
+
+def _seal(x: Any) -> Seal:
+    signer, lifetime, signature = _fixed(x, 3)
+    if type(signer) is not bytes or len(signer) != PUBLIC_KEY_BYTES or type(signature) is not bytes \
+            or len(signature) != SIGNATURE_BYTES:
+        _fail()
+    return Seal(signer, _uint(lifetime, LIFETIME_S_MAX), signature)
 
 
 def _entries(x: Any, model: DataModel) -> tuple[Entry, ...]:
@@ -182,7 +193,8 @@ def _entries(x: Any, model: DataModel) -> tuple[Entry, ...]:
 
 
 def _enc_entries(entries: tuple[Entry, ...]) -> list[Any]:
-    return [[e.key, e.value, e.storage_time_ms, e.lifetime_s] for e in entries]
+    return [[e.key, e.value, e.storage_time_ms, e.lifetime_s,
+             None if e.seal is None else [e.seal.signer, e.seal.lifetime_s, e.seal.signature]] for e in entries]
 
 
 # -- bodies: one decoder per code, one encoder per body type (explicit tables) --

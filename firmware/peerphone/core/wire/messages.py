@@ -85,13 +85,26 @@ class NodeInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class Seal:
+    """Who wrote an entry, and their signature over it (`security.seal`). The lifetime the
+    writer gave is signed; the entry's own `lifetime_s` counts down from one replica to the next."""
+
+    signer: bytes  # a raw Ed25519 public key
+    lifetime_s: int
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Entry:
-    """One stored value. `storage_time_ms` is the writer's clock: newer replaces older."""
+    """One stored value. `storage_time_ms` is the writer's wall clock: newer replaces older.
+    An empty value kept alive is a removal remembered (a tombstone), so that a replayed older
+    value still loses."""
 
     key: EntryKey
     value: bytes
     storage_time_ms: int
     lifetime_s: int
+    seal: Seal | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,94 @@
+"""Who may store what (RFC 6940 §7.3; DESIGN.md, "Data the overlay keeps"), checked twice:
+by the storing peer before it stores, and by the reader after it fetches, so a storing peer
+that alters what it holds is caught.
+
+Every entry carries its writer's seal (`security.seal`). Owners are first come, first
+served: the first signer of a resource owns it while any entry of it lives, removals
+(tombstones) included. An ad-hoc overlay has nothing better to bind a name to a key; a
+registration's owner is its user's key, which every front holding the user's password
+derives alike, so a phone may register at any of them.
+
+A seal's signed lifetime, counted from its storage time on the writer's wall clock, ends
+its value everywhere: an old value replayed after that is refused, and a replay before
+that loses to the newer value or tombstone its owner stored since.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import NamedTuple
+
+from .limits import STORAGE_TIME_AHEAD_MAX_MS
+from .security import seal_holds
+from .storage import Storage
+from .usages import Kind
+from .wire.messages import ARRAY_APPEND, DataModel, Entry, FetchAns, Store
+
+
+class Rule(Enum):
+    OWNER = "owner"    # one signer for the whole resource: registrations, a single value
+    APPEND = "append"  # anyone appends; an entry is changed or removed by its writer or the recipient
+    ENTRY = "entry"    # each entry its own owner: a service several nodes announce under one key
+
+
+_RULES: dict[int, Rule] = {Kind.LIST: Rule.APPEND, Kind.MAP: Rule.ENTRY, Kind.OFFLINE_MESSAGE: Rule.APPEND,
+                           Kind.GATEWAY: Rule.ENTRY}
+
+
+def rule_of(kind: int) -> Rule:
+    return _RULES.get(kind, Rule.OWNER)
+
+
+class Refusal(NamedTuple):
+    counter: str  # counted as refused.<counter>
+    reason: str
+
+
+UNSIGNED = Refusal("unsigned", "an entry without a valid signature of its writer")
+EXPIRED = Refusal("expired", "an entry past the lifetime its writer signed")
+NOT_OWNER = Refusal("not_owner", "this resource belongs to another key")
+
+
+def store_refusal(req: Store, storage: Storage, overlay_id: int, wall_ms: int) -> Refusal | None:
+    """Why `req` may not be stored here, or None."""
+    refusal = _entries_refusal(req.entries, overlay_id, req.resource, req.kind, req.model, wall_ms)
+    if refusal is not None:
+        return refusal
+    signers = {e.seal.signer for e in req.entries if e.seal is not None}
+    key = (req.resource, req.kind)
+    rule = rule_of(req.kind)
+    if rule is Rule.OWNER:
+        owner = storage.owner_of(key)
+        return NOT_OWNER if len(signers | ({owner} if owner is not None else set())) > 1 else None
+    for e in req.entries:
+        if e.key == ARRAY_APPEND or e.seal is None:
+            continue
+        held = storage.signer_of(key, e.key)
+        allowed = {held}
+        if rule is Rule.APPEND:
+            allowed.add(storage.owner_of((req.resource, Kind.SIP_REGISTRATION)))  # the recipient
+        if held is not None and e.seal.signer not in allowed:
+            return NOT_OWNER
+    return None
+
+
+def answer_refusal(answer: FetchAns, overlay_id: int, resource: int, kind: int, wall_ms: int) -> Refusal | None:
+    """Why a reader must not believe `answer` (then it asks another replica), or None."""
+    if answer.model is None:
+        return None
+    refusal = _entries_refusal(answer.entries, overlay_id, resource, kind, answer.model, wall_ms)
+    if refusal is None and rule_of(kind) is Rule.OWNER \
+            and len({e.seal.signer for e in answer.entries if e.seal is not None}) > 1:
+        return NOT_OWNER
+    return refusal
+
+
+def _entries_refusal(entries: tuple[Entry, ...], overlay_id: int, resource: int, kind: int, model: DataModel,
+                     wall_ms: int) -> Refusal | None:
+    for e in entries:
+        if e.seal is None or not seal_holds(e, overlay_id, resource, kind, model):
+            return UNSIGNED
+        # A writer's clock may lag ours as much as it may lead (the storing peer's bound).
+        if e.lifetime_s > 0 and e.storage_time_ms + e.seal.lifetime_s * 1000 + STORAGE_TIME_AHEAD_MAX_MS <= wall_ms:
+            return EXPIRED
+    return None
