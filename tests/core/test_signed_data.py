@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from peerphone.core import security
 from peerphone.core.access import EXPIRED, NOT_OWNER, UNSIGNED, store_refusal
 from peerphone.core.ids import id_from_name
+from peerphone.core.ingress import BoundedLru
 from peerphone.core.limits import REGISTRATION_LIFETIME_S_MAX
 from peerphone.core.peer import PeerNode
 from peerphone.core.security import Signer, SigningKey
@@ -142,3 +144,18 @@ def test_a_reader_rejects_what_a_storing_peer_altered_and_asks_another_replica(t
     assert done.responder != liar.me.node_id
     assert sum(n.counters["refused.fetched_unsigned"] for n in [reader, *ring.live()]) == 1
 
+
+
+def test_a_seal_verified_once_is_not_verified_again_but_an_altered_copy_is(monkeypatch) -> None:
+    calls = []
+    real_verify = security.verify
+    monkeypatch.setattr(security, "verify", lambda *a: calls.append(1) or real_verify(*a))
+    verified: security.VerifiedSeals = BoundedLru(8)
+    entry = registration(BOB_KEY, b"desk").entries[0]
+    assert security.seal_holds(entry, OVERLAY, BOB, REG, DICT, verified)
+    assert security.seal_holds(replace(entry, lifetime_s=300), OVERLAY, BOB, REG, DICT, verified)  # counted down
+    assert len(calls) == 1
+    altered = replace(entry, value=b"at mallory's")  # the same seal over other content
+    assert not security.seal_holds(altered, OVERLAY, BOB, REG, DICT, verified)
+    assert not security.seal_holds(altered, OVERLAY, BOB, REG, DICT, verified)
+    assert len(calls) == 3

@@ -19,7 +19,7 @@ from enum import Enum
 from typing import NamedTuple
 
 from .limits import STORAGE_TIME_AHEAD_MAX_MS
-from .security import seal_holds
+from .security import VerifiedSeals, seal_holds
 from .storage import Storage
 from .usages import Kind
 from .wire.messages import ARRAY_APPEND, DataModel, Entry, FetchAns, Store
@@ -49,9 +49,10 @@ EXPIRED = Refusal("expired", "an entry past the lifetime its writer signed")
 NOT_OWNER = Refusal("not_owner", "this resource belongs to another key")
 
 
-def store_refusal(req: Store, storage: Storage, overlay_id: int, wall_ms: int) -> Refusal | None:
+def store_refusal(req: Store, storage: Storage, overlay_id: int, wall_ms: int,
+                  verified: VerifiedSeals | None = None) -> Refusal | None:
     """Why `req` may not be stored here, or None."""
-    refusal = _entries_refusal(req.entries, overlay_id, req.resource, req.kind, req.model, wall_ms)
+    refusal = _entries_refusal(req.entries, overlay_id, req.resource, req.kind, req.model, wall_ms, verified)
     if refusal is not None:
         return refusal
     signers = {e.seal.signer for e in req.entries if e.seal is not None}
@@ -72,11 +73,12 @@ def store_refusal(req: Store, storage: Storage, overlay_id: int, wall_ms: int) -
     return None
 
 
-def answer_refusal(answer: FetchAns, overlay_id: int, resource: int, kind: int, wall_ms: int) -> Refusal | None:
+def answer_refusal(answer: FetchAns, overlay_id: int, resource: int, kind: int, wall_ms: int,
+                   verified: VerifiedSeals | None = None) -> Refusal | None:
     """Why a reader must not believe `answer` (then it asks another replica), or None."""
     if answer.model is None:
         return None
-    refusal = _entries_refusal(answer.entries, overlay_id, resource, kind, answer.model, wall_ms)
+    refusal = _entries_refusal(answer.entries, overlay_id, resource, kind, answer.model, wall_ms, verified)
     if refusal is None and rule_of(kind) is Rule.OWNER \
             and len({e.seal.signer for e in answer.entries if e.seal is not None}) > 1:
         return NOT_OWNER
@@ -84,9 +86,9 @@ def answer_refusal(answer: FetchAns, overlay_id: int, resource: int, kind: int, 
 
 
 def _entries_refusal(entries: tuple[Entry, ...], overlay_id: int, resource: int, kind: int, model: DataModel,
-                     wall_ms: int) -> Refusal | None:
+                     wall_ms: int, verified: VerifiedSeals | None) -> Refusal | None:
     for e in entries:
-        if e.seal is None or not seal_holds(e, overlay_id, resource, kind, model):
+        if e.seal is None or not seal_holds(e, overlay_id, resource, kind, model, verified):
             return UNSIGNED
         # A writer's clock may lag ours as much as it may lead (the storing peer's bound).
         if e.lifetime_s > 0 and e.storage_time_ms + e.seal.lifetime_s * 1000 + STORAGE_TIME_AHEAD_MAX_MS <= wall_ms:

@@ -98,6 +98,7 @@ PUBLIC_KEY_BYTES = 32  # Ed25519, raw
 SIGNATURE_BYTES = 64  # Ed25519
 PROOF_PADDING_BYTES = CERTIFICATE_BYTES_MAX + 64
 CREDENTIALS_CACHED_MAX = 4096
+SEALS_VERIFIED_MAX = 4096  # digests of seals verified: about half a megabyte
 
 # Clients (attachment.py): what one peer admits, and when it forgets a silent one.
 CLIENTS_MAX = 1024

@@ -80,6 +80,7 @@ from .limits import (
     RATE_SOURCES_MAX,
     REPLICA_PUSHES_IN_FLIGHT_MAX,
     REPLICAS,
+    SEALS_VERIFIED_MAX,
     SIGNATURE_BYTES,
     STAT_ITEMS_PER_PAGE,
     STAT_NAME_CHARS_MAX,
@@ -95,7 +96,7 @@ from .reachability import Reachability
 from .replication import ReplicaTracker
 from .role import LinkQuality
 from .rpc import AnswerCache, Hop, HopTracker, Pending, Transactions
-from .security import Identity, Signer, Trust, proof_challenge, seal, verify
+from .security import Identity, Signer, Trust, VerifiedSeals, proof_challenge, seal, verify
 from .storage import Key, Storage
 from .usages import lifetime_max_s
 from .wire import check_body, decode, encode
@@ -331,6 +332,7 @@ class PeerNode:
         # Address -> the id that answered a nonce of ours there, or proved its key there (a
         # PROVE): never rate-limited, and its requests count (`_is_proven`).
         self._proven: BoundedLru[Addr, int] = BoundedLru(PROVEN_MAX)
+        self._verified_seals: VerifiedSeals = BoundedLru(SEALS_VERIFIED_MAX)
         self._heard: BoundedLru[int, int] = BoundedLru(PEER_TABLE_MAX)  # node id -> when a proven datagram came
         self._held: dict[Addr, list[Message]] = {}
         self._held_count = 0
@@ -900,8 +902,8 @@ class PeerNode:
         cap_s = lifetime_max_s(body.kind)
         if any(e.lifetime_s > cap_s for e in body.entries):
             body = replace(body, entries=tuple(replace(e, lifetime_s=min(e.lifetime_s, cap_s)) for e in body.entries))
-        refusal = store_refusal(body, self.storage, self.config.overlay_id, now_ms + self._wall_offset_ms) \
-            if self.config.signed_values else None
+        refusal = store_refusal(body, self.storage, self.config.overlay_id, now_ms + self._wall_offset_ms,
+                                self._verified_seals) if self.config.signed_values else None
         if refusal is not None:
             self.counters[f"refused.{refusal.counter}"] += 1
             return Code.ERROR, Error(ErrorCode.FORBIDDEN, refusal.reason)
@@ -1088,7 +1090,7 @@ class PeerNode:
         if not self.config.signed_values:
             return None
         refusal = answer_refusal(answer, self.config.overlay_id, fetch.resource, fetch.kind,
-                                 now_ms + self._wall_offset_ms)
+                                 now_ms + self._wall_offset_ms, self._verified_seals)
         if refusal is not None:
             self.counters[f"refused.fetched_{refusal.counter}"] += 1
         return refusal

@@ -17,6 +17,7 @@ everywhere in the core.
 from __future__ import annotations
 
 import datetime
+import hashlib
 from dataclasses import dataclass, field, replace
 from typing import Callable, Protocol
 
@@ -244,13 +245,28 @@ def seal(entry: Entry, overlay_id: int, resource: int, kind: int, model: DataMod
     return replace(entry, seal=Seal(signer.public_key, entry.lifetime_s, signer.sign(data)))
 
 
-def seal_holds(entry: Entry, overlay_id: int, resource: int, kind: int, model: DataModel) -> bool:
+VerifiedSeals = BoundedLru[bytes, bool]
+"""Seals verified before, by a SHA-256 of what they sign and the signature: a record fetched
+again (a front looks Bob up for every call) or pushed to a replica again costs no second
+Ed25519 verification (84 µs here)."""
+
+
+def seal_holds(entry: Entry, overlay_id: int, resource: int, kind: int, model: DataModel,
+               verified: VerifiedSeals | None = None) -> bool:
     """`entry` carries a valid signature of its signer over it, and a lifetime no longer than
     the one signed (a replica counts it down, never up)."""
     s = entry.seal
-    return (s is not None and entry.lifetime_s <= s.lifetime_s
-            and verify(s.signer, s.signature, _sealed_part(entry, overlay_id, resource, kind, model, s.signer,
-                                                           s.lifetime_s)))
+    if s is None or entry.lifetime_s > s.lifetime_s:
+        return False
+    part = _sealed_part(entry, overlay_id, resource, kind, model, s.signer, s.lifetime_s)
+    digest = hashlib.sha256(part + s.signature).digest() if verified is not None else b""
+    if verified is not None and verified.get(digest):
+        return True
+    if not verify(s.signer, s.signature, part):
+        return False
+    if verified is not None:
+        verified.put(digest, True)
+    return True
 
 
 def _sealed_part(entry: Entry, overlay_id: int, resource: int, kind: int, model: DataModel, signer: bytes,
