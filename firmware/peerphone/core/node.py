@@ -153,7 +153,7 @@ class PeerConfig:
     direct_response: bool = True
     successors_kept: int = SUCCESSORS_KEPT  # Chord §5.2 suggests 2 log2 N against mass failure
     topology: Topology = Topology.CHORD
-    replicas: int = REPLICAS  # Kademlia: the nodes closest to a key that hold it
+    replicas: int = REPLICAS  # copies of a value: Kademlia's closest nodes; the replicas a reader may ask
     trust: Trust = Trust()  # which certificates, hence which node ids, this overlay admits
     signed_values: bool = True  # False only to measure what signing costs (`tools/bench values`)
 

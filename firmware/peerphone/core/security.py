@@ -259,14 +259,15 @@ def seal_holds(entry: Entry, overlay_id: int, resource: int, kind: int, model: D
     if s is None or entry.lifetime_s > s.lifetime_s:
         return False
     part = _sealed_part(entry, overlay_id, resource, kind, model, s.signer, s.lifetime_s)
-    digest = hashlib.sha256(part + s.signature).digest() if verified is not None else b""
-    if verified is not None and verified.get(digest):
+    if verified is None:
+        return verify(s.signer, s.signature, part)
+    digest = hashlib.sha256(part + s.signature).digest()
+    if verified.get(digest):
         return True
-    if not verify(s.signer, s.signature, part):
-        return False
-    if verified is not None:
+    holds = verify(s.signer, s.signature, part)
+    if holds:
         verified.put(digest, True)
-    return True
+    return holds
 
 
 def _sealed_part(entry: Entry, overlay_id: int, resource: int, kind: int, model: DataModel, signer: bytes,
