@@ -28,9 +28,10 @@ def sealed(store: Store, signer: Signer) -> Store:
     return Store(store.resource, store.kind, store.model, entries, store.replica)
 
 
-def build(n: int, seed: int = 7, topology: Topology = Topology.CHORD, timing: Timing = TIMING) -> "Ring":
+def build(n: int, seed: int = 7, topology: Topology = Topology.CHORD, timing: Timing = TIMING,
+          enrolled: bool = False) -> "Ring":
     """`n` peers joined one after the other, run until their tables agree with the oracle."""
-    ring = Ring(seed=seed, topology=topology, timing=timing)
+    ring = Ring(seed=seed, topology=topology, timing=timing, enrolled=enrolled)
     first = ring.add()
     for _ in range(n - 1):
         ring.add(bootstrap=first.me.addr)

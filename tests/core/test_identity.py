@@ -60,8 +60,6 @@ def test_an_enrolled_overlay_admits_its_authority_s_certificates_only():
     assert trust.admit(AD_HOC.certificate) is None  # self-signed
     other = Authority(Ed25519PrivateKey.from_private_bytes(RNG.randbytes(32)))
     assert trust.admit(other.enroll(RNG.randbytes, node_id=12345).certificate) is None
-    assert Trust(AUTHORITY.public_key, revoked=frozenset({ENROLLED.credential.serial})).admit(
-        ENROLLED.certificate) is None
 
 
 @settings(max_examples=300)

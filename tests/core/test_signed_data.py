@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from peerphone.core import security
-from peerphone.core.access import EXPIRED, NOT_OWNER, UNSIGNED, store_refusal
+from peerphone.core.access import EXPIRED, NOT_OWNER, UNSIGNED, Checks, store_refusal
 from peerphone.core.ids import id_from_name
 from peerphone.core.ingress import BoundedLru
 from peerphone.core.limits import REGISTRATION_LIFETIME_S_MAX
@@ -33,7 +33,7 @@ def registration(signer: Signer, contact: bytes, stamp: int = T0, lifetime_s: in
 
 def stored(storage: Storage, req: Store, wall_ms: int = T0) -> object:
     """What the storing peer does with `req`: its refusal, or the store's outcome."""
-    return store_refusal(req, storage, OVERLAY, wall_ms) or storage.store(req, now_ms=0)
+    return store_refusal(req, storage, Checks(OVERLAY), wall_ms) or storage.store(req, now_ms=0)
 
 
 def test_only_the_first_key_of_a_registration_stores_under_it() -> None:

@@ -11,14 +11,19 @@ derives alike, so a phone may register at any of them.
 A seal's signed lifetime, counted from its storage time on the writer's wall clock, ends
 its value everywhere: an old value replayed after that is refused, and a replay before
 that loses to the newer value or tombstone its owner stored since.
+
+In an enrolled overlay the authority's key alone writes revocations, and a key it revoked
+(revocation.py) writes nothing any more and is believed nowhere.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import NamedTuple
 
 from .limits import STORAGE_TIME_AHEAD_MAX_MS
+from .revocation import Revoked
 from .security import VerifiedSeals, seal_holds
 from .storage import Storage
 from .usages import Kind
@@ -29,10 +34,11 @@ class Rule(Enum):
     OWNER = "owner"    # one signer for the whole resource: registrations, a single value
     APPEND = "append"  # anyone appends; an entry is changed or removed by its writer or the recipient
     ENTRY = "entry"    # each entry its own owner: a service several nodes announce under one key
+    AUTHORITY = "authority"  # the enrollment authority's key only (none in an ad-hoc overlay)
 
 
 _RULES: dict[int, Rule] = {Kind.LIST: Rule.APPEND, Kind.MAP: Rule.ENTRY, Kind.OFFLINE_MESSAGE: Rule.APPEND,
-                           Kind.GATEWAY: Rule.ENTRY}
+                           Kind.GATEWAY: Rule.ENTRY, Kind.REVOCATION: Rule.AUTHORITY}
 
 
 def rule_of(kind: int) -> Rule:
@@ -47,17 +53,31 @@ class Refusal(NamedTuple):
 UNSIGNED = Refusal("unsigned", "an entry without a valid signature of its writer")
 EXPIRED = Refusal("expired", "an entry past the lifetime its writer signed")
 NOT_OWNER = Refusal("not_owner", "this resource belongs to another key")
+NOT_AUTHORITY = Refusal("not_authority", "only the overlay's enrollment authority writes this")
+REVOKED = Refusal("revoked", "signed with a key the overlay's authority revoked")
 
 
-def store_refusal(req: Store, storage: Storage, overlay_id: int, wall_ms: int,
-                  verified: VerifiedSeals | None = None) -> Refusal | None:
+@dataclass(frozen=True)
+class Checks:
+    """What one node checks entries against: its overlay, the authority's key (None: ad hoc),
+    the keys it knows were revoked, and the seals it verified before."""
+
+    overlay_id: int
+    authority: bytes | None = None
+    revoked: Revoked = field(default_factory=Revoked)
+    verified: VerifiedSeals | None = None
+
+
+def store_refusal(req: Store, storage: Storage, checks: Checks, wall_ms: int) -> Refusal | None:
     """Why `req` may not be stored here, or None."""
-    refusal = _entries_refusal(req.entries, overlay_id, req.resource, req.kind, req.model, wall_ms, verified)
+    refusal = _entries_refusal(req.entries, req.resource, req.kind, req.model, checks, wall_ms)
     if refusal is not None:
         return refusal
     signers = {e.seal.signer for e in req.entries if e.seal is not None}
     key = (req.resource, req.kind)
     rule = rule_of(req.kind)
+    if rule is Rule.AUTHORITY:
+        return None  # _entries_refusal saw every entry signed by the authority
     if rule is Rule.OWNER:
         owner = storage.owner_of(key)
         return NOT_OWNER if len(signers | ({owner} if owner is not None else set())) > 1 else None
@@ -73,23 +93,27 @@ def store_refusal(req: Store, storage: Storage, overlay_id: int, wall_ms: int,
     return None
 
 
-def answer_refusal(answer: FetchAns, overlay_id: int, resource: int, kind: int, wall_ms: int,
-                   verified: VerifiedSeals | None = None) -> Refusal | None:
+def answer_refusal(answer: FetchAns, resource: int, kind: int, checks: Checks, wall_ms: int) -> Refusal | None:
     """Why a reader must not believe `answer` (then it asks another replica), or None."""
     if answer.model is None:
         return None
-    refusal = _entries_refusal(answer.entries, overlay_id, resource, kind, answer.model, wall_ms, verified)
+    refusal = _entries_refusal(answer.entries, resource, kind, answer.model, checks, wall_ms)
     if refusal is None and rule_of(kind) is Rule.OWNER \
             and len({e.seal.signer for e in answer.entries if e.seal is not None}) > 1:
         return NOT_OWNER
     return refusal
 
 
-def _entries_refusal(entries: tuple[Entry, ...], overlay_id: int, resource: int, kind: int, model: DataModel,
-                     wall_ms: int, verified: VerifiedSeals | None) -> Refusal | None:
+def _entries_refusal(entries: tuple[Entry, ...], resource: int, kind: int, model: DataModel, checks: Checks,
+                     wall_ms: int) -> Refusal | None:
+    only_authority = rule_of(kind) is Rule.AUTHORITY
     for e in entries:
-        if e.seal is None or not seal_holds(e, overlay_id, resource, kind, model, verified):
+        if e.seal is None or not seal_holds(e, checks.overlay_id, resource, kind, model, checks.verified):
             return UNSIGNED
+        if only_authority and (checks.authority is None or e.seal.signer != checks.authority):
+            return NOT_AUTHORITY
+        if checks.revoked.key(e.seal.signer):
+            return REVOKED
         # A writer's clock may lag ours as much as it may lead (the storing peer's bound).
         if e.lifetime_s > 0 and e.storage_time_ms + e.seal.lifetime_s * 1000 + STORAGE_TIME_AHEAD_MAX_MS <= wall_ms:
             return EXPIRED

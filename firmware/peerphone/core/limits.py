@@ -59,6 +59,9 @@ class Timing:
     # How often a node asks a neighbour to reach it from another port (a NAT or a firewall that
     # lets in only answers shows up as a missing datagram); after a change of address, sooner.
     reach_check_ms: int = 10 * 60 * 1000
+    # How often a peer of an enrolled overlay fetches the authority's revocations: one FETCH a
+    # minute, and a withdrawn node is shut out everywhere a minute after its revocation is stored.
+    revocation_check_ms: int = 60_000
 
     def scaled(self, maintenance_interval_ms: int) -> "Timing":
         """Same ratios with a different maintenance period (lab and simulator)."""
@@ -69,6 +72,7 @@ class Timing:
             rpc_retransmit_first_ms=max(20, min(self.rpc_retransmit_first_ms, half)),
             hop_ack_timeout_ms=max(20, min(self.hop_ack_timeout_ms, half)),
             routed_retransmit_first_ms=max(20, min(self.routed_retransmit_first_ms, maintenance_interval_ms * 2)),
+            revocation_check_ms=self.revocation_check_ms * maintenance_interval_ms // self.maintenance_interval_ms,
         )
 
 
@@ -99,6 +103,7 @@ SIGNATURE_BYTES = 64  # Ed25519
 PROOF_PADDING_BYTES = CERTIFICATE_BYTES_MAX + 64
 CREDENTIALS_CACHED_MAX = 4096
 SEALS_VERIFIED_MAX = 4096  # digests of seals verified: about half a megabyte
+REVOCATIONS_KEPT_MAX = 4096  # withdrawn certificates a node remembers (revocation.py)
 
 # Clients (attachment.py): what one peer admits, and when it forgets a silent one.
 CLIENTS_MAX = 1024

@@ -55,7 +55,7 @@ from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Callable, NamedTuple, Protocol, Sequence
 
-from .access import Refusal, answer_refusal, store_refusal
+from .access import Checks, Refusal, answer_refusal, store_refusal
 from .attachment import AttachedClients, Attachment
 from .errors import DecodeError, ErrorCode, LocalProtocolError
 from .events import Attached, Event, Joined, JoinFailed, Left, NodeFailed, RequestCompleted, Tunnelled
@@ -94,11 +94,12 @@ from .limits import (
 from .overlay import Topology
 from .reachability import Reachability
 from .replication import ReplicaTracker
+from .revocation import REVOCATIONS, Revoked, read_revocation
 from .role import LinkQuality
 from .rpc import AnswerCache, Hop, HopTracker, Pending, Transactions
 from .security import Identity, Signer, Trust, VerifiedSeals, proof_challenge, seal, verify
 from .storage import Key, Storage
-from .usages import lifetime_max_s
+from .usages import Kind, lifetime_max_s
 from .wire import check_body, decode, encode
 from .wire.messages import (
     EMPTY,
@@ -333,6 +334,10 @@ class PeerNode:
         # PROVE): never rate-limited, and its requests count (`_is_proven`).
         self._proven: BoundedLru[Addr, int] = BoundedLru(PROVEN_MAX)
         self._verified_seals: VerifiedSeals = BoundedLru(SEALS_VERIFIED_MAX)
+        self._revoked = Revoked()
+        self._checks = Checks(config.overlay_id, config.trust.authority, self._revoked, self._verified_seals)
+        self._revocations_due_ms = 0  # an enrolled overlay's peer: when to fetch the revocations next
+        self._revocations_fetch: int | None = None  # the handle of that fetch while it runs
         self._heard: BoundedLru[int, int] = BoundedLru(PEER_TABLE_MAX)  # node id -> when a proven datagram came
         self._held: dict[Addr, list[Message]] = {}
         self._held_count = 0
@@ -424,6 +429,7 @@ class PeerNode:
                 self._maintenance_ms = now_ms + int(interval * (0.75 + 0.5 * self._rng.random()))  # no lockstep
                 if self.state is State.JOINED:
                     self._maintain(now_ms)
+                    self._keep_revoked_out(now_ms)
                 self._clients.forget_silent(now_ms=now_ms)
             self.storage.expire(now_ms=now_ms)
             self._answers.expire(now_ms=now_ms)
@@ -670,6 +676,8 @@ class PeerNode:
         that id, or is in our tables there. A stranger, whom nobody lists, always proves its key;
         the other two spare a busy overlay a proof per neighbour, and leave a hole to close
         (README, Trust): a node that neighbours list under a made-up id can speak as it."""
+        if self._revoked.node(node.node_id):
+            return False
         return self._proven.get(node.addr) == node.node_id or self._address_of(node.node_id) == node.addr
 
     def _hold(self, msg: Message, sender: NodeInfo, now_ms: int) -> None:
@@ -692,6 +700,9 @@ class PeerNode:
         """Ping `node` at its address unless it is proven (then an offer goes through at once)
         or a ping to that address is out; False when too many are out."""
         if node.node_id == self.me.node_id:
+            return False
+        if self._revoked.node(node.node_id):
+            self.counters["refused.revoked"] += 1  # no proof would count: its certificate was withdrawn
             return False
         if self._is_proven(node):
             if offer:
@@ -727,12 +738,38 @@ class PeerNode:
         if answer is None or not isinstance(answer.body, Proof) or answer.via[-1:] != (node.node_id,):
             return False
         cred = self.config.trust.admit(answer.body.certificate)
+        if cred is not None and self._revoked.covers(cred):
+            self.counters["refused.revoked"] += 1
+            return False
         if cred is None or cred.node_id != node.node_id or not verify(
                 cred.public_key, answer.body.signature,
                 proof_challenge(self.config.overlay_id, answer.txid, self.me.node_id, node.node_id)):
             self.counters["refused.identity"] += 1
             return False
         return True
+
+    # ------------------------------------------------------------------ revocations (revocation.py)
+
+    def _keep_revoked_out(self, now_ms: int) -> None:
+        """Each round: fetch the authority's revocations when due, and take every revoked node
+        out of our tables (a neighbour that does not know yet may have listed it again)."""
+        if not self.config.trust.enrolled or not self.config.signed_values:
+            return
+        if now_ms >= self._revocations_due_ms and self._revocations_fetch is None:
+            self._revocations_due_ms = now_ms + self._timing.revocation_check_ms
+            self._revocations_fetch = self._user_request(Code.FETCH, Fetch(REVOCATIONS, Kind.REVOCATION), REVOCATIONS,
+                                                         now_ms, None)
+        for node_id in self._revoked.node_ids():
+            if self._address_of(node_id) is not None:
+                self.counters["revoked_out"] += 1
+                self._node_failed(node_id, now_ms)
+
+    def _learn_revocations(self, entries: Sequence[Entry]) -> None:
+        """Entries the access rule let through (the authority's): believed from now on."""
+        for e in entries:
+            revocation = read_revocation(e)
+            if revocation is not None and self._revoked.add(revocation):
+                self.counters["revocations_learned"] += 1
 
     def _check_departure(self, node: NodeInfo, now_ms: int) -> None:
         """`node` says it leaves: ask it (at the address we know for it)."""
@@ -858,6 +895,9 @@ class PeerNode:
             self._drop("misrouted")
             return
         rest = msg.dest[1:]
+        if msg.via and self._revoked.node(msg.via[-1]):
+            self._drop("revoked")  # its certificate was withdrawn: nothing it says is believed
+            return
         if not rest:
             pending = self._rpc.close(msg.txid)
             if pending is None:
@@ -902,8 +942,8 @@ class PeerNode:
         cap_s = lifetime_max_s(body.kind)
         if any(e.lifetime_s > cap_s for e in body.entries):
             body = replace(body, entries=tuple(replace(e, lifetime_s=min(e.lifetime_s, cap_s)) for e in body.entries))
-        refusal = store_refusal(body, self.storage, self.config.overlay_id, now_ms + self._wall_offset_ms,
-                                self._verified_seals) if self.config.signed_values else None
+        refusal = store_refusal(body, self.storage, self._checks, now_ms + self._wall_offset_ms) \
+            if self.config.signed_values else None
         if refusal is not None:
             self.counters[f"refused.{refusal.counter}"] += 1
             return Code.ERROR, Error(ErrorCode.FORBIDDEN, refusal.reason)
@@ -912,6 +952,8 @@ class PeerNode:
             self.counters[f"refused.{ErrorCode(result.code).name.lower()}"] += 1
             return Code.ERROR, result
         self._after_store((body.resource, body.kind), body, now_ms)
+        if body.kind == Kind.REVOCATION and self.config.signed_values:
+            self._learn_revocations(body.entries)  # we hold them: we know at once
         return Code.STORE_ANS, StoreAns(len(result))
 
     def _on_fetch(self, msg: Message, sender: NodeInfo, now_ms: int) -> tuple[Code, Body]:
@@ -947,6 +989,8 @@ class PeerNode:
             gauges |= {"link.rtt_ms": round(rtt_ms), "link.loss_permille": round(loss * 1000)}
         if self.reachable is not None:
             gauges["reachable"] = int(self.reachable)
+        if self.config.trust.enrolled:
+            gauges["revoked"] = len(self._revoked)
         if not self.config.client:
             gauges["maintenance_ms"] = self._timing.maintenance_interval_ms * self._maintenance_stretch
         beside = {k: v for k, v in (self.counters_beside or {}).items()
@@ -1089,14 +1133,18 @@ class PeerNode:
         """Why a fetched answer is not to be believed (counted), or None."""
         if not self.config.signed_values:
             return None
-        refusal = answer_refusal(answer, self.config.overlay_id, fetch.resource, fetch.kind,
-                                 now_ms + self._wall_offset_ms, self._verified_seals)
+        refusal = answer_refusal(answer, fetch.resource, fetch.kind, self._checks, now_ms + self._wall_offset_ms)
         if refusal is not None:
             self.counters[f"refused.fetched_{refusal.counter}"] += 1
         return refusal
 
     def _completed(self, handle: int, body: Body, hops: int, responder: int | None) -> None:
         """A command of ours is done: its answer, or the Error it ended with."""
+        if handle == self._revocations_fetch:
+            self._revocations_fetch = None
+            if isinstance(body, FetchAns):
+                self._learn_revocations(body.entries)  # checked by _fetched_refusal: the authority's
+            return
         error = body if isinstance(body, Error) else None
         self._events.append(RequestCompleted(handle, None if error else body, error, hops, responder))
 

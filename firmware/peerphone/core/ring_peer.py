@@ -255,7 +255,7 @@ class RingPeer(PeerNode):
             return
         node_id, (node, keep_until_ms) = oldest
         self._graveyard.pop(node_id)
-        if keep_until_ms > now_ms:
+        if keep_until_ms > now_ms and not self._revoked.node(node_id):
             self._graveyard.put(node_id, (node, keep_until_ms))  # to the back of the queue
         self._in_flight.add(("recall", node_id))
         target = (self.me.node_id + 1) % RING

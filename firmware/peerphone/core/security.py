@@ -109,7 +109,6 @@ class Trust:
 
     authority: bytes | None = None
     work_bits: int = 12
-    revoked: frozenset[int] = frozenset()  # serial numbers the authority withdrew
     _verified: BoundedLru[bytes, Credential] = field(
         default_factory=lambda: BoundedLru(CREDENTIALS_CACHED_MAX), compare=False, repr=False, hash=False)
 
@@ -129,7 +128,7 @@ class Trust:
 
     def accepts(self, cred: Credential) -> bool:
         if self.authority is not None:
-            return cred.issuer_key == self.authority and cred.serial not in self.revoked
+            return cred.issuer_key == self.authority  # and not revoked: each node's `Revoked` says
         return (cred.issuer_key == cred.public_key and cred.node_id == id_of_key(cred.public_key)
                 and puzzle_solved(cred.node_id, self.work_bits))
 
@@ -175,6 +174,10 @@ class Authority:
     def __init__(self, key: Ed25519PrivateKey) -> None:
         self.key = key
         self.public_key = key.public_key().public_bytes(*_RAW)
+
+    def sign(self, data: bytes) -> bytes:
+        """A `Signer`: it seals the overlay's revocations (revocation.py)."""
+        return self.key.sign(data)
 
     def issue(self, public_key: bytes, node_id: int, names: tuple[str, ...], entropy: Entropy) -> bytes:
         subject = Ed25519PublicKey.from_public_bytes(public_key)

@@ -30,11 +30,12 @@ class Kind(IntEnum):
     SIP_REGISTRATION = 10  # under the AOR: one entry per contact, keyed by the contact's hash
     OFFLINE_MESSAGE = 11   # under the recipient's AOR: MESSAGEs appended until it registers
     GATEWAY = 12           # under a domain's key: one entry per peer that gateways to it
+    REVOCATION = 13        # under revocation.REVOCATIONS: one entry per withdrawn certificate
 
 
 MODEL_OF = {Kind.BLOB: DataModel.SINGLE, Kind.LIST: DataModel.ARRAY, Kind.MAP: DataModel.DICTIONARY,
             Kind.SIP_REGISTRATION: DataModel.DICTIONARY, Kind.OFFLINE_MESSAGE: DataModel.ARRAY,
-            Kind.GATEWAY: DataModel.DICTIONARY}
+            Kind.GATEWAY: DataModel.DICTIONARY, Kind.REVOCATION: DataModel.DICTIONARY}
 
 
 def lifetime_max_s(kind: int) -> int:
