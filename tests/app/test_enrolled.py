@@ -1,8 +1,11 @@
 """An enrolled overlay, as its README section runs it (issue 15): `peerphone ca` enrolls the
-nodes, they join each other, and a node the authority did not enroll is refused and counted."""
+nodes, they join each other, a node the authority did not enroll is refused and counted, and
+one it revoked is shut out once the revocation has spread."""
 
 from __future__ import annotations
 
+import re
+import time
 from pathlib import Path
 
 from peerphone.app.config import DEFAULT_OVERLAY, parse_hostport
@@ -44,5 +47,49 @@ def test_enrolled_nodes_join_and_an_unenrolled_one_is_refused(tmp_path: Path):
         # One-shot commands too need an identity of the overlay's:
         assert peerphone("stat", "--via", first.addr, "--state-dir", str(tmp_path / "operator")).returncode == 0
         assert peerphone("stat", "--via", first.addr, timeout=60).returncode != 0
+    finally:
+        stop(peers)
+
+
+def _lists(stat: StatAns, node_id: int) -> bool:
+    return node_id in (*stat.successors, *stat.fingers, stat.pred)
+
+
+def test_a_revoked_node_is_shut_out_once_its_revocation_has_spread(tmp_path: Path):
+    ca = tmp_path / "ca"
+    assert peerphone("ca", "init", str(ca)).returncode == 0
+    serials = {}
+    for node in ("n1", "n2", "n3", "mole"):
+        issued = peerphone("ca", "issue", str(ca), "--state-dir", str(tmp_path / node))
+        serials[node] = re.search(r"serial ([0-9a-f]+)", issued.stdout).group(1)  # type: ignore[union-attr]
+    first = start_peer("--state-dir", str(tmp_path / "n1"))
+    peers = [first]
+    try:
+        peers += [start_peer("--state-dir", str(tmp_path / n), bootstrap=first.addr) for n in ("n2", "n3")]
+        mole = start_peer("--state-dir", str(tmp_path / "mole"), bootstrap=first.addr)
+        peers.append(mole)
+        deadline = time.monotonic() + 30
+        while not any(_lists(_stat(p.addr, ca)[0], mole.node_id) for p in peers[:3]):
+            assert time.monotonic() < deadline, "the mole never joined"
+            time.sleep(0.5)
+        revoked = peerphone("ca", "revoke", str(ca), serials["mole"], "--via", first.addr)
+        assert revoked.returncode == 0 and f"revoked serial {serials['mole']}" in revoked.stdout, revoked.stderr
+        # Each peer fetches the revocations every 60 maintenance periods (6 s here):
+        deadline = time.monotonic() + 40
+        while True:
+            stats = [_stat(p.addr, ca)[0] for p in peers[:3]]
+            if all(dict(s.counters).get("revoked") == 1 and not _lists(s, mole.node_id) for s in stats):
+                break
+            assert time.monotonic() < deadline, [(dict(s.counters).get("revoked"), _lists(s, mole.node_id))
+                                                 for s in stats]
+            time.sleep(0.5)
+        stop([mole])
+        again = peerphone("peer", "--listen", "127.0.0.1:0", "--sip-listen", "off", "--role", "peer",
+                          "--state-dir", str(tmp_path / "mole"), "--bootstrap", first.addr, timeout=60)
+        assert again.returncode == 1 and "join failed" in again.stderr, again.stderr
+        assert dict(_stat(first.addr, ca)[0].counters)["refused.revoked"] >= 1
+        # The authority's own list holds it, and storing it again changes nothing:
+        assert serials["mole"] in (ca / "revoked").read_text()
+        assert peerphone("ca", "revoke", str(ca), "--via", first.addr).returncode == 0
     finally:
         stop(peers)

@@ -18,8 +18,8 @@ from ..net.supervisor import Supervisor
 from ..net.udp import OverlayError
 from ..sip.ua import RTP_PORTS
 from . import overlaycmd
-from .config import DEFAULT_OVERLAY, DEFAULT_PORT, DEFAULT_SIP_PORT, ConfigError
-from .identity import ca_init, ca_issue, default_state_dir
+from .config import DEFAULT_OVERLAY, DEFAULT_PORT, DEFAULT_SIP_PORT, ConfigError, parse_hostport
+from .identity import REVOKED_FILE, ca_init, ca_issue, ca_load, ca_revoke, default_state_dir
 from .logs import OncePerInterval
 from .wiring import start_peer
 
@@ -224,6 +224,19 @@ def build_parser() -> argparse.ArgumentParser:
                                  help="where to write the node's node.key (0600), node.crt and authority.pub")
     ca_issue_parser.add_argument("--name", action="append", default=[], metavar="sip:USER@DOMAIN",
                                  help="a user name the node may act for (repeatable)")
+    ca_revoke_parser = ca_sub.add_parser(
+        "revoke", help="withdraw nodes' certificates, and store the revocations in the overlay",
+        description="Add each CERT (a serial as `ca issue` printed it, or a node.crt file) to DIR/revoked, then, with "
+                    "--via, store every revocation in DIR/revoked through that peer, sealed with the authority's key. "
+                    "Every peer fetches them each minute (those that store them know at once); from then on the "
+                    "revoked node's proofs, answers and signed values count nowhere and it cannot rejoin. Stored "
+                    "revocations live 7 days: run `ca revoke DIR --via HOST:PORT` again at least weekly.")
+    ca_revoke_parser.add_argument("dir", type=Path, metavar="DIR")
+    ca_revoke_parser.add_argument("certs", nargs="*", metavar="CERT", help="a serial in hex, or a certificate file")
+    ca_revoke_parser.add_argument("--via", metavar="HOST:PORT",
+                                  help="a peer of the overlay to store the revocations through (default: only "
+                                       "record them in DIR)")
+    ca_revoke_parser.add_argument("--overlay", default=DEFAULT_OVERLAY, help="the overlay's name (default %(default)s)")
     sub.add_parser("doctor", help="say what this installation runs on",
                    description="Print the version, the Python, the event loop, and whether the native (cffi) "
                                "routines or their pure-Python twins are active, and why.")
@@ -306,10 +319,28 @@ def _ca(args: argparse.Namespace) -> int:
         authority = ca_init(args.dir)
         print(f"authority {authority.public_key.hex()} in {args.dir} (keep {args.dir}/authority.key offline)")
         return 0
+    if args.ca_command == "revoke":
+        return _ca_revoke(args)
     identity = ca_issue(args.dir, args.state_dir, tuple(args.name))
     names = f" for {', '.join(identity.credential.names)}" if identity.credential.names else ""
     print(f"issued node id {identity.node_id:040x} (serial {identity.credential.serial:x}){names} into "
           f"{args.state_dir}")
+    return 0
+
+
+def _ca_revoke(args: argparse.Namespace) -> int:
+    if not args.certs and not args.via:
+        raise ConfigError("name a certificate to revoke, or --via to store the revocations again")
+    added, revocations = ca_revoke(args.dir, args.certs)
+    for revocation in added:
+        print(f"revoked serial {revocation.serial:x} (node id {revocation.node_id:040x})")
+    if args.via is None:
+        print(f"{len(revocations)} revocations recorded in {args.dir / REVOKED_FILE}; store them with --via HOST:PORT",
+              file=sys.stderr)
+        return 0
+    run(overlaycmd.publish_revocations(ca_load(args.dir), args.dir, parse_hostport(args.via, DEFAULT_PORT),
+                                       args.overlay, revocations))
+    print(f"{len(revocations)} revocations stored through {args.via}: every peer refuses those nodes within a minute")
     return 0
 
 

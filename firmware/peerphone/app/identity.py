@@ -8,6 +8,11 @@ Pi image) it mints once and keeps it, so a phone keeps its node id across restar
 A state directory that holds `authority.pub` belongs to an enrolled overlay: its node
 admits only certificates that authority signed, and its own came from `peerphone ca issue`
 (copied in with the key, the certificate and `authority.pub`).
+
+The authority's own directory keeps its key, a copy of every certificate it issued
+(`issued/SERIAL.crt`), the list of those it revoked (`revoked`), and a node identity of its
+own, so that it is a state directory too: `ca revoke --via` stores through the overlay
+from there.
 """
 
 from __future__ import annotations
@@ -22,8 +27,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from ..core.ids import short
-from ..core.security import Authority, Identity, Trust
+from ..core.ids import id_from_hex, short
+from ..core.limits import ENTRIES_PER_RESOURCE_MAX
+from ..core.revocation import Revocation
+from ..core.security import Authority, Identity, Trust, read_certificate
 from .config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -32,6 +39,8 @@ KEY_FILE = "node.key"
 CERTIFICATE_FILE = "node.crt"
 AUTHORITY_FILE = "authority.pub"  # in a node's state directory: the overlay is enrolled
 AUTHORITY_KEY_FILE = "authority.key"  # in the authority's own directory
+ISSUED_DIR = "issued"  # in the authority's directory: SERIAL.crt of each certificate it issued
+REVOKED_FILE = "revoked"  # in the authority's directory: one revocation a line (serial, node id, key)
 HANDSET_PASSWORD_FILE = "handset.password"  # a phone's own front and handset share it
 
 
@@ -91,8 +100,7 @@ def _mint(trust: Trust) -> Identity:
 
 
 def _save(state_dir: Path, identity: Identity, authority: bytes | None = None) -> None:
-    pem_cert = x509.load_der_x509_certificate(identity.certificate).public_bytes(serialization.Encoding.PEM)
-    files = [(CERTIFICATE_FILE, pem_cert, 0o644), (KEY_FILE, _pem_private(identity.key), 0o600)]
+    files = [(CERTIFICATE_FILE, _pem_certificate(identity), 0o644), (KEY_FILE, _pem_private(identity.key), 0o600)]
     if authority is not None:
         files.append((AUTHORITY_FILE, _pem_public(authority), 0o644))
     _write_files(state_dir, files, "this node's identity")
@@ -136,6 +144,10 @@ def _write_files(directory: Path, files: list[tuple[str, bytes, int]], what: str
         raise ConfigError(f"{directory}: cannot keep {what} there: {e.strerror or e}") from None
 
 
+def _pem_certificate(identity: Identity) -> bytes:
+    return x509.load_der_x509_certificate(identity.certificate).public_bytes(serialization.Encoding.PEM)
+
+
 def _pem_private(key: Ed25519PrivateKey) -> bytes:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
@@ -154,6 +166,7 @@ def ca_init(directory: Path) -> Authority:
     authority = Authority(Ed25519PrivateKey.generate())
     _write_files(directory, [(AUTHORITY_KEY_FILE, _pem_private(authority.key), 0o600),
                              (AUTHORITY_FILE, _pem_public(authority.public_key), 0o644)], "the authority")
+    _save(directory, authority.enroll(os.urandom), authority.public_key)  # its own node, for `ca revoke --via`
     return authority
 
 
@@ -176,4 +189,62 @@ def ca_issue(directory: Path, state_dir: Path, names: tuple[str, ...]) -> Identi
         raise ConfigError(f"{state_dir}: a node's key is there already (move it away to issue a new one)")
     identity = authority.enroll(os.urandom, names)
     _save(state_dir, identity, authority.public_key)
+    _write_files(directory / ISSUED_DIR, [(f"{identity.credential.serial:x}.crt", _pem_certificate(identity), 0o644)],
+                 "a copy of the certificate")
     return identity
+
+
+def ca_revoke(directory: Path, which: list[str]) -> tuple[list[Revocation], list[Revocation]]:
+    """Add the certificates `which` names (a serial as `ca issue` printed it, or a certificate
+    file) to the authority's list: those new to it, and the whole list (to store in the overlay)."""
+    authority = ca_load(directory)
+    if not (directory / KEY_FILE).exists():  # an authority made before it had a node of its own
+        _save(directory, authority.enroll(os.urandom), authority.public_key)
+    revoked = ca_revocations(directory)
+    added = []
+    for name in which:
+        credential = read_certificate(_certificate_der(directory, name))
+        if credential is None or credential.issuer_key != authority.public_key:
+            raise ConfigError(f"{name}: not a certificate this authority issued")
+        if all(r.serial != credential.serial for r in revoked):
+            added.append(Revocation.of(credential))
+            revoked.append(added[-1])
+    if len(revoked) > ENTRIES_PER_RESOURCE_MAX:
+        raise ConfigError(f"an overlay keeps at most {ENTRIES_PER_RESOURCE_MAX} revocations: an authority that "
+                          "withdrew more should start a new overlay (ca init) and enroll the others again")
+    lines = "".join(f"{r.serial:x} {r.node_id:x} {r.public_key.hex()}\n" for r in revoked)
+    _write_files(directory, [(REVOKED_FILE, lines.encode(), 0o644)], "the list of revocations")
+    return added, revoked
+
+
+def ca_revocations(directory: Path) -> list[Revocation]:
+    path = directory / REVOKED_FILE
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read it ({getattr(e, 'strerror', None) or e})") from None
+    revoked = []
+    for number, line in enumerate(text.splitlines(), 1):
+        fields = line.split()
+        node_id = id_from_hex(fields[1]) if len(fields) == 3 else None
+        try:
+            serial, key = int(fields[0], 16), bytes.fromhex(fields[2])
+        except (IndexError, ValueError):
+            node_id = None
+        if node_id is None or len(key) != 32:
+            raise ConfigError(f"{path}:{number}: not `SERIAL NODE-ID KEY` in hex")
+        revoked.append(Revocation(serial, node_id, key))
+    return revoked
+
+
+def _certificate_der(directory: Path, name: str) -> bytes:
+    path = Path(name) if name.endswith(".crt") else directory / ISSUED_DIR / f"{name.lower().removeprefix('0x')}.crt"
+    try:
+        return x509.load_pem_x509_certificate(path.read_bytes()).public_bytes(serialization.Encoding.DER)
+    except FileNotFoundError:
+        raise ConfigError(f"{name}: no certificate of that serial in {directory / ISSUED_DIR} (give the node's "
+                          "node.crt instead)") from None
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path}: not a certificate ({getattr(e, 'strerror', None) or e})") from None

@@ -1,4 +1,5 @@
-"""`peerphone put`, `get` and `stat`: one request through a peer, as a client attached to it."""
+"""`peerphone put`, `get` and `stat`, and the store of `ca revoke --via`: requests through a
+peer, as a client attached to it."""
 
 from __future__ import annotations
 
@@ -6,12 +7,15 @@ import argparse
 import asyncio
 import sys
 import time
+from pathlib import Path
 
 from ..core.errors import ErrorCode
 from ..core.ids import id_from_name, short
 from ..core.limits import LIFETIME_S_MAX, VALUE_BYTES_MAX
+from ..core.revocation import REVOCATIONS, Revocation
+from ..core.security import Authority
 from ..core.usages import MODEL_OF, Kind
-from ..core.wire.messages import ARRAY_APPEND, Entry, EntryKey, FetchAns
+from ..core.wire.messages import ARRAY_APPEND, Addr, Entry, EntryKey, FetchAns
 from ..net.udp import OverlayError
 from .config import DEFAULT_PORT, ConfigError, parse_hostport
 from .wiring import open_client
@@ -53,6 +57,24 @@ async def put(args: argparse.Namespace) -> int:
         raise OverlayError(f"store failed: {done.error.reason}{hint}")
     print(f"stored {args.key!r} ({len(value)} bytes) in {done.hops} hops, {elapsed_ms:.2f} ms")
     return 0
+
+
+async def publish_revocations(authority: Authority, state_dir: Path, via: Addr, overlay: str,
+                              revocations: list[Revocation]) -> None:
+    """Store each revocation, sealed by the authority, through the peer at `via`."""
+    driver = await open_client(via, overlay, state_dir=state_dir)
+    try:
+        for count, revocation in enumerate(revocations, 1):
+            entry = revocation.entry(time.time_ns() // 1_000_000, LIFETIME_S_MAX)
+            done = await asyncio.wait_for(driver.request(lambda node, now: node.store(
+                REVOCATIONS, Kind.REVOCATION, MODEL_OF[Kind.REVOCATION], [entry], now_ms=now, signer=authority)),
+                REQUEST_TIMEOUT_S)
+            if done.error is not None:
+                raise OverlayError(f"store of revocation {revocation.serial:x} failed: {done.error.reason}")
+            print(f"stored revocation {count}/{len(revocations)}: serial {revocation.serial:x}, node id "
+                  f"{revocation.node_id:040x}", file=sys.stderr)
+    finally:
+        driver.close()
 
 
 def _entry_order(entry: Entry) -> tuple[int, bytes]:
