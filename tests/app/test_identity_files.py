@@ -8,7 +8,21 @@ from pathlib import Path
 
 import pytest
 from peerphone.app.config import ConfigError
-from peerphone.app.identity import CERTIFICATE_FILE, HANDSET_PASSWORD_FILE, KEY_FILE, handset_password, node_identity
+from peerphone.app.identity import (
+    CERTIFICATE_FILE,
+    HANDSET_PASSWORD_FILE,
+    KEY_FILE,
+    REVOKED_FILE,
+    ca_init,
+    ca_issue,
+    ca_load,
+    ca_revocations,
+    ca_revoke,
+    handset_password,
+    node_identity,
+    overlay_trust,
+)
+from peerphone.core.revocation import Revocation
 from peerphone.core.security import Trust
 
 TRUST = Trust(work_bits=4)
@@ -59,3 +73,24 @@ def test_a_phone_keeps_its_handset_password_with_its_identity(tmp_path: Path):
     (tmp_path / HANDSET_PASSWORD_FILE).write_bytes(b"\xff\xfe")
     with pytest.raises(ConfigError, match="cannot read the handset's password"):
         handset_password(tmp_path)
+
+
+def test_the_authority_revokes_only_its_own_certificates_and_keeps_the_list(tmp_path: Path):
+    ca, other = tmp_path / "ca", tmp_path / "other"
+    ca_init(ca)
+    ca_init(other)
+    kit = ca_issue(ca, tmp_path / "kit", ())
+    stranger = ca_issue(other, tmp_path / "stranger", ())
+    assert node_identity(ca, overlay_trust(ca)).credential.issuer_key == ca_load(ca).public_key  # its own node
+    added, listed = ca_revoke(ca, [format(kit.credential.serial, "x")])
+    assert added == listed == [Revocation.of(kit.credential)]
+    added, listed = ca_revoke(ca, [str(tmp_path / "kit" / CERTIFICATE_FILE)])  # the same, as a file
+    assert added == [] and listed == [Revocation.of(kit.credential)]
+    assert ca_revocations(ca) == listed
+    with pytest.raises(ConfigError, match="not a certificate this authority issued"):
+        ca_revoke(ca, [str(tmp_path / "stranger" / CERTIFICATE_FILE)])
+    with pytest.raises(ConfigError, match="no certificate of that serial"):
+        ca_revoke(ca, [format(stranger.credential.serial, "x")])
+    (ca / REVOKED_FILE).write_text("not hex at all\n")
+    with pytest.raises(ConfigError, match=r"revoked:1: not `SERIAL NODE-ID KEY`"):
+        ca_revocations(ca)
