@@ -10,6 +10,8 @@ from __future__ import annotations
 import random
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -21,6 +23,8 @@ from peerphone.core.security import (
     Identity,
     Trust,
     id_of_key,
+    link_certificate,
+    link_certified,
     proof_challenge,
     puzzle_solved,
     read_certificate,
@@ -81,6 +85,26 @@ def test_a_certificate_changed_in_one_bit_is_refused_or_says_the_same(der, data)
 def test_certificate_reading_never_raises(der):
     cred = read_certificate(der)
     assert cred is None or cred.der == der
+
+
+LINK_KEY = ec.generate_private_key(ec.SECP256R1()).public_key()
+LINK = link_certificate(AD_HOC, LINK_KEY, RNG.randbytes)
+
+
+def test_a_link_certificate_holds_for_its_node_only():
+    assert link_certified(LINK, AD_HOC.credential)
+    assert not link_certified(LINK, ENROLLED.credential)
+    assert not link_certified(link_certificate(ENROLLED, LINK_KEY, RNG.randbytes), AD_HOC.credential)
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=CERTIFICATE_BYTES_MAX + 64) | st.integers(0, len(LINK) * 8 - 1).map(
+    lambda bit: LINK[:bit // 8] + bytes([LINK[bit // 8] ^ (1 << (bit % 8))]) + LINK[bit // 8 + 1:]))
+def test_reading_a_link_certificate_never_raises_and_a_changed_one_holds_only_if_the_same(der):
+    """A bit flipped in what is signed breaks the signature; one outside it (DER framing the
+    parser forgives) leaves the certificate it was."""
+    held = link_certified(der, AD_HOC.credential)
+    assert not held or x509.load_der_x509_certificate(der).public_key() == LINK_KEY
 
 
 # -- on the wire, against a ring --

@@ -97,7 +97,7 @@ from .replication import ReplicaTracker
 from .revocation import REVOCATIONS, Revoked, read_revocation
 from .role import LinkQuality
 from .rpc import AnswerCache, Hop, HopTracker, Pending, Transactions
-from .security import Identity, Signer, Trust, VerifiedSeals, proof_challenge, seal, verify
+from .security import Credential, Identity, Signer, Trust, VerifiedSeals, proof_challenge, seal, verify
 from .storage import Key, Storage
 from .usages import Kind, lifetime_max_s
 from .wire import check_body, decode, encode
@@ -434,14 +434,17 @@ class PeerNode:
             self.storage.expire(now_ms=now_ms)
             self._answers.expire(now_ms=now_ms)
 
-    def receive_datagram(self, data: bytes, addr: Addr, *, now_ms: int) -> bool:
+    def receive_datagram(self, data: bytes, addr: Addr, *, now_ms: int, link_id: int | None = None) -> bool:
         """The ingress pipeline: each stage may drop, and counts why (STYLE.md habit 4).
         False when it was dropped before decoding: nothing changed, a driver under a flood
-        need not look for output."""
+        need not look for output. `link_id`: the node an authenticated link (net/links.py)
+        says sent it; a request then counts as that node's without a PROVE, and only as its."""
         self.counters["received"] += 1
         if len(data) > DATAGRAM_BYTES_MAX:
             self._drop("oversize")
             return False
+        if link_id is not None:
+            self._proven.put(addr, link_id)
         if self._proven.get(addr) is None and not (self._host_rate.allow(addr[0], now_ms=now_ms)
                                                    and self._network_rate.allow(network_of(addr[0]), now_ms=now_ms)):
             self._drop("rate")
@@ -451,11 +454,40 @@ class PeerNode:
         except DecodeError as e:
             self._drop(e.reason)
             return False
+        if link_id is not None and msg.code.is_request and msg.via[-1:] != (link_id,):
+            self._drop("link_id")  # a node speaking as another over its own link
+            return False
         if msg.code.is_request:
             self._receive_request(msg, addr, now_ms)
         else:
             self._receive_answer(msg, now_ms)
         return True
+
+    def receive_plain(self, data: bytes, addr: Addr, *, now_ms: int) -> bool:
+        """A datagram that came outside any link: only a REACH_BACK counts (it comes from a
+        port that has none, and carries the nonce we sent over one)."""
+        self.counters["received"] += 1
+        if len(data) > DATAGRAM_BYTES_MAX:
+            self._drop("oversize")
+            return False
+        try:
+            msg = decode(data, self.config.overlay_id)
+        except DecodeError as e:
+            self._drop(e.reason)
+            return False
+        if msg.code is not Code.REACH_BACK:
+            self._drop("plain")
+            return False
+        self._receive_answer(msg, now_ms)
+        return True
+
+    def admits(self, certificate: bytes) -> Credential | None:
+        """The credential of a certificate this overlay admits and nobody revoked (links)."""
+        credential = self.config.trust.admit(certificate)
+        if credential is not None and self._revoked.covers(credential):
+            self.counters["refused.revoked"] += 1
+            return None
+        return credential
 
     # ------------------------------------------------------------------ commands
 

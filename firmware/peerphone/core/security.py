@@ -25,6 +25,7 @@ import msgpack
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from .ids import ID_BITS, id_from_hex, id_from_name, id_to_bytes
@@ -204,6 +205,29 @@ def _certificate(subject: Ed25519PublicKey, node_id: int, names: tuple[str, ...]
     if authority is not None:
         builder = builder.add_extension(x509.AuthorityKeyIdentifier(authority, None, None), critical=False)
     return builder.sign(signer, None).public_bytes(serialization.Encoding.DER)
+
+
+def link_certificate(identity: Identity, link_key: EllipticCurvePublicKey, entropy: Entropy) -> bytes:
+    """A certificate for a link key, issued by the node's own key: DTLS 1.2 (net/links.py) signs
+    its handshakes with ECDSA, not Ed25519, so a node vouches for a P-256 key of its own."""
+    subject = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, format(identity.node_id, "040x"))])
+    return (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(link_key)
+            .serial_number(int.from_bytes(entropy(16), "big") >> 1 or 1)
+            .not_valid_before(_FOREVER[0]).not_valid_after(_FOREVER[1])
+            .add_extension(x509.AuthorityKeyIdentifier(identity.public_key, None, None), critical=False)
+            .sign(identity.key, None).public_bytes(serialization.Encoding.DER))
+
+
+def link_certified(link_der: bytes, node: Credential) -> bool:
+    """`link_der` is a certificate the node of `node` issued with its own key."""
+    if not isinstance(link_der, bytes) or len(link_der) > CERTIFICATE_BYTES_MAX:
+        return False
+    try:
+        cert = x509.load_der_x509_certificate(link_der)
+        Ed25519PublicKey.from_public_bytes(node.public_key).verify(cert.signature, cert.tbs_certificate_bytes)
+    except Exception:  # as read_certificate: whatever the library raises, it is not one
+        return False
+    return True
 
 
 def proof_challenge(overlay_id: int, txid: int, asker: int, answerer: int) -> bytes:

@@ -2,7 +2,8 @@
 
 It owns no protocol logic: bytes and time go into the node; datagrams, one
 deadline and events come out. Commands return futures that the node's
-`RequestCompleted` events resolve.
+`RequestCompleted` events resolve. Between the socket and the node sit the node's links
+(links.py): every datagram to or from another node travels sealed in one.
 
 The driver reads its socket itself (not through an asyncio transport) so that it can
 read everything already queued before a timer fires: a timer judges silence, and an
@@ -28,6 +29,7 @@ from ..core.ids import short
 from ..core.peer import PeerConfig, PeerNode, make_peer
 from ..core.security import Identity
 from ..core.wire.messages import Addr, DataModel, Entry, Error, FetchAns, StatAns
+from .links import PLAIN, Links
 from .loop import DeadlineTimer, widen_socket_buffers
 
 log = logging.getLogger("peerphone.net")
@@ -43,7 +45,9 @@ class OverlayError(Exception):
 
 
 class UdpDriver:
-    def __init__(self, sock: socket.socket, make_node: Callable[[Addr, int], PeerNode]) -> None:
+    def __init__(self, sock: socket.socket, make_node: Callable[[Addr, int], PeerNode], links: bool = True) -> None:
+        """`links`: False sends datagrams in clear, to measure what links cost (`tools/bench`)
+        and to test the driver's own reading with a plain socket as the far end."""
         self._loop = asyncio.get_running_loop()
         self._sock = sock
         self._timer = DeadlineTimer(self._loop, self._on_timer)
@@ -57,10 +61,12 @@ class UdpDriver:
         self._bound: Addr = (host, port)
         self._other: socket.socket | None = None  # the reach test's second port, opened when first needed
         self.node: PeerNode = make_node(self._bound, self.now_ms())
+        self.links = Links(self.node.identity, lambda der: self.node.admits(der), self.node.counters) if links \
+            else None
         self._loop.add_reader(sock.fileno(), self._on_readable)
 
     @classmethod
-    async def open(cls, listen: Addr, make_node: Callable[[Addr, int], PeerNode]) -> "UdpDriver":
+    async def open(cls, listen: Addr, make_node: Callable[[Addr, int], PeerNode], links: bool = True) -> "UdpDriver":
         """Bind `listen` (a host name is resolved; an address in use raises OSError)."""
         loop = asyncio.get_running_loop()
         infos = await loop.getaddrinfo(listen[0], listen[1], type=socket.SOCK_DGRAM)
@@ -72,7 +78,7 @@ class UdpDriver:
             sock.setblocking(False)
             sock.bind(address)
             widen_socket_buffers(sock)
-            return cls(sock, make_node)
+            return cls(sock, make_node, links)
         except BaseException:
             sock.close()
             raise
@@ -89,7 +95,6 @@ class UdpDriver:
     def _read_queued(self) -> bool:
         """Hand the node what the socket holds (at most a turn's worth); True if any of it
         asked for output."""
-        node = self.node
         wants_pump = False
         for _ in range(READS_PER_TURN_MAX):
             try:
@@ -99,20 +104,45 @@ class UdpDriver:
             except OSError as e:  # an ICMP error queued on the socket: the transactions notice the silence
                 log.debug("socket error: %s", e)
                 continue
-            wants_pump |= node.receive_datagram(data, (addr[0], addr[1]), now_ms=self.now_ms())
+            wants_pump |= self._deliver(data, (addr[0], addr[1]))
+        return wants_pump
+
+    def _deliver(self, data: bytes, addr: Addr) -> bool:
+        node, links, now_ms = self.node, self.links, self.now_ms()
+        if links is None:
+            return node.receive_datagram(data, addr, now_ms=now_ms)
+        if data[:1] == PLAIN:
+            return node.receive_plain(data[1:], addr, now_ms=now_ms)
+        node_id, carried = links.receive(data, addr, now_ms=now_ms)
+        wants_pump = bool(links.datagrams_waiting)
+        for datagram in carried:
+            wants_pump |= node.receive_datagram(datagram, addr, now_ms=now_ms, link_id=node_id)
         return wants_pump
 
     # -- the node's outputs --
 
     def _pump(self) -> None:
-        node = self.node
-        for data, addr in node.datagrams_to_send():
-            self._send(self._sock, data, addr)
-        for data, addr in node.datagrams_from_other_port():
-            self._send(self._other_port(), data, addr)
+        node, links = self.node, self.links
+        if links is None:
+            for data, addr in node.datagrams_to_send():
+                self._send(self._sock, data, addr)
+            for data, addr in node.datagrams_from_other_port():
+                self._send(self._other_port(), data, addr)
+        else:
+            now_ms = self.now_ms()
+            for data, addr in node.datagrams_to_send():
+                links.send(data, addr, now_ms=now_ms)
+            for data, addr in links.datagrams_to_send():
+                self._send(self._sock, data, addr)
+            for data, addr in node.datagrams_from_other_port():
+                self._send(self._other_port(), PLAIN + data, addr)
         for event in node.events():
             self._on_event(event)
-        self._timer.follow(node.next_deadline_ms())
+        deadline = node.next_deadline_ms()
+        if links is not None:
+            shaking = links.next_deadline_ms(self.now_ms())
+            deadline = shaking if deadline is None else deadline if shaking is None else min(deadline, shaking)
+        self._timer.follow(deadline)
 
     def _send(self, sock: socket.socket, data: bytes, addr: Addr) -> None:
         try:
@@ -133,6 +163,8 @@ class UdpDriver:
     def _on_timer(self) -> None:
         self._read_queued()  # answers already here are not silence
         self.node.handle_timer(now_ms=self.now_ms())
+        if self.links is not None:
+            self.links.handle_timer(now_ms=self.now_ms())
         self._pump()
 
     def _on_event(self, event: Event) -> None:
@@ -247,6 +279,10 @@ class UdpDriver:
         self._fail_waiting("the node changed its role")
         self.node = make_node(self._bound, self.now_ms())
         self.node.counters_beside = old.counters_beside
+        if self.links is not None:
+            self.links.counters = self.node.counters
+            if self.node.me.addr != old.me.addr:
+                self.links.reset()
         self.joined, self.left = self._loop.create_future(), self._loop.create_future()
         self.join(list(dict.fromkeys(known + bootstrap)))
         try:
