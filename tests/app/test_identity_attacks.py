@@ -55,7 +55,7 @@ def test_a_join_under_a_chosen_id_is_refused_and_counted():
         assert _join_as(chosen, Identity.ad_hoc(os.urandom, Trust().work_bits), (host, int(port))) == []
         stats = stat_all([p.addr for p in peers])
         counters = dict(stats[0].counters)
-        assert counters.get("refused.link_identity") == 1 and counters.get("drop.link_id", 0) >= 1, counters
+        assert counters.get("refused.link_identity", 0) >= 1 and counters.get("drop.link_id", 0) >= 1, counters
         assert all(chosen not in (s.pred, *s.successors) for s in stats)
     finally:
         stop(peers)
