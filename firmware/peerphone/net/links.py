@@ -113,6 +113,8 @@ class Links:
         # Our own check after the handshake (_identify) decides; OpenSSL's chain check knows no overlay.
         ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, lambda *_: True)
         ctx.set_options(SSL.OP_NO_QUERY_MTU | SSL.OP_NO_TICKET | SSL.OP_COOKIE_EXCHANGE)
+        ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)  # an idle link holds no record buffers
+        ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)  # no resumption: nothing kept of links gone
         ctx.set_cipher_list(b"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305")
         ctx.set_cookie_generate_callback(self._cookie)
         ctx.set_cookie_verify_callback(lambda conn, cookie: hmac.compare_digest(cookie, self._cookie(conn)))
