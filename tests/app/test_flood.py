@@ -70,8 +70,9 @@ def test_a_peer_flooded_from_many_ports_stays_in_its_neighbours_tables():
         others = [s for s in stats if s.node_id != victim.node_id]
         counters = dict(flooded.counters)
         # The flood was there (what the kernel did not drop for a full buffer), and cost no state:
-        # each hello got a cookie back, none a link.
-        assert counters["link.hello_answered"] > sent // 50, (sent, counters)
+        # a hello got a cookie back, or past the rate nothing, and none a link.
+        assert counters.get("link.hello_answered", 0) + counters["drop.link_hello_rate"] > sent // 50, (sent, counters)
+        assert counters["drop.link_hello_rate"] > counters.get("link.hello_answered", 0), counters
         assert counters.get("link.accept", 0) <= 4, counters  # the other two peers' links, and stat's
         assert all(victim.node_id in (s.pred, *s.successors) for s in others), [(s.pred, s.successors) for s in others]
         taken_for_dead = [{k: v for k, v in s.counters if k.startswith(("node_failed", "timeouts", "unproven"))}

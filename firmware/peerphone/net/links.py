@@ -50,8 +50,13 @@ PLAIN = b"\x00"
 LINK_MTU = 1400  # a datagram of the peer protocol (1,200 bytes at most) and a record's 37 fit
 LINKS_MAX = 512
 HANDSHAKES_MAX = 64
-HANDSHAKE_RATE_PER_S = 50.0  # new associations per source host (the loopback labs run dozens of peers on one)
+HANDSHAKE_RATE_PER_S = 50  # new associations per source host (the loopback labs run dozens of peers on one)
 HANDSHAKE_BURST = 100
+# Hellos answered per source host: two per handshake (the second with the cookie). Past it a
+# hello costs a lookup, not the cookie's HMAC and OpenSSL's parse: a flood from one host
+# leaves the peer the time to serve its links.
+HELLO_RATE_PER_S = 2 * HANDSHAKE_RATE_PER_S
+HELLO_BURST = 2 * HANDSHAKE_BURST
 HANDSHAKE_TIMEOUT_MS = 10_000
 # A record from an address we have no link with: the other end kept one we lost (we restarted,
 # or moved): we shake hands again, at most this often per address, and only for a record at
@@ -91,6 +96,7 @@ class Links:
         self._shaking: dict[Addr, _Link] = {}  # the links still shaking hands (timers look only at these)
         self._outbox: list[tuple[bytes, Addr]] = []
         self._rate = TokenBuckets[str](HANDSHAKE_RATE_PER_S, HANDSHAKE_BURST, LINKS_MAX)
+        self._hello_rate = TokenBuckets[str](HELLO_RATE_PER_S, HELLO_BURST, LINKS_MAX)
         self._cookie_secret = os.urandom(32)
         self._reconnected: BoundedLru[Addr, int] = BoundedLru(LINKS_MAX)  # when we last shook hands again
         self._swept_ms = 0
@@ -112,7 +118,7 @@ class Links:
             ctx.add_extra_chain_cert(crypto.X509.from_cryptography(node))
         # Our own check after the handshake (_identify) decides; OpenSSL's chain check knows no overlay.
         ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, lambda *_: True)
-        ctx.set_options(SSL.OP_NO_QUERY_MTU | SSL.OP_NO_TICKET | SSL.OP_COOKIE_EXCHANGE)
+        ctx.set_options(SSL.OP_NO_QUERY_MTU | SSL.OP_NO_TICKET)  # DTLSv1_listen asks for the cookie exchange
         ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)  # an idle link holds no record buffers
         ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)  # no resumption: nothing kept of links gone
         ctx.set_cipher_list(b"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305")
@@ -245,6 +251,9 @@ class Links:
         if link is not None and link.client and link.node_id is None and link.random < data[_RANDOM]:
             self.counters["link.crossed"] += 1
             return link  # they will answer ours, as we would theirs
+        if not self._hello_rate.allow(addr[0], now_ms=now_ms):
+            self.counters["drop.link_hello_rate"] += 1
+            return link
         listener = self._listener
         listener.set_app_data(f"{addr[0]} {addr[1]}".encode())
         try:
