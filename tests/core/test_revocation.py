@@ -15,7 +15,7 @@ from peerphone.core.peer import PeerNode, make_peer
 from peerphone.core.revocation import REVOCATIONS, SERIAL_BYTES, Revocation, Revoked, read_revocation
 from peerphone.core.storage import Storage
 from peerphone.core.usages import MODEL_OF, Kind
-from peerphone.core.wire.messages import DataModel, Entry, Store
+from peerphone.core.wire.messages import Code, DataModel, Entry, Fetch, FetchAns, Store
 
 from tests.core.test_peer import completed
 from tests.ring import OVERLAY, Ring, build, sealed
@@ -71,6 +71,21 @@ def test_a_revocation_spreads_and_the_revoked_node_is_shut_out(topology, mole_ho
     ring.flush(again)
     ring.run(10_000)
     assert again.state is not State.JOINED
+    assert not any(lists(n, mole.me.node_id) for n in others)
+
+
+def test_a_revoked_node_that_holds_the_revocations_and_withholds_them_delays_nobody(topology) -> None:
+    ring = build(6, seed=5, topology=topology, enrolled=True)
+    mole = next(n for n in ring.live() if n.me.node_id == ring.replica_set(REVOCATIONS)[0])
+    withheld = FetchAns(DataModel.DICTIONARY, ())
+    answer_fetch = mole._on_fetch
+    mole._request_handlers[Code.FETCH] = lambda msg, sender, now_ms: (  # type: ignore[assignment]
+        (Code.FETCH_ANS, withheld) if isinstance(msg.body, Fetch) and msg.body.resource == REVOCATIONS
+        else answer_fetch(msg, sender, now_ms))
+    revoke(ring, next(n for n in ring.live() if n is not mole), mole)
+    ring.run(2 * ring.timing.revocation_check_ms + 4 * ring.timing.maintenance_interval_ms)
+    others = [n for n in ring.live() if n is not mole]
+    assert all(dict(n.stat_local(now_ms=ring.now_ms).counters)["revoked"] == 1 for n in others)
     assert not any(lists(n, mole.me.node_id) for n in others)
 
 

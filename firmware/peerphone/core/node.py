@@ -1159,6 +1159,13 @@ class PeerNode:
                                   nxt, now_ms)
                     return
                 body = Error(ErrorCode.FORBIDDEN, f"every replica answered falsely: {refusal.reason}")
+            elif purpose.handle == self._revocations_fetch and purpose.replica + 1 < self.config.replicas:
+                # A revoked node that holds them could answer with nothing: every replica is asked.
+                self._learn_revocations(body.entries)
+                nxt = User(purpose.handle, purpose.fetch, purpose.replica + 1)
+                self._request(Code.FETCH, purpose.fetch, (Dest(DestKind.RESOURCE, (responder + 1) % RING),), nxt,
+                              now_ms)
+                return
         self._completed(purpose.handle, body, max(0, len(answer.via) - 1), responder)
 
     def _fetched_refusal(self, fetch: Fetch, answer: FetchAns, now_ms: int) -> Refusal | None:
