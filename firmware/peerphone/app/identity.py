@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from ..core.ids import id_from_hex, short
-from ..core.limits import ENTRIES_PER_RESOURCE_MAX
+from ..core.limits import ENTRIES_PER_RESOURCE_MAX, PUBLIC_KEY_BYTES
 from ..core.revocation import Revocation
 from ..core.security import Authority, Identity, Trust, read_certificate
 from .config import ConfigError
@@ -227,16 +227,23 @@ def ca_revocations(directory: Path) -> list[Revocation]:
         raise ConfigError(f"{path}: cannot read it ({getattr(e, 'strerror', None) or e})") from None
     revoked = []
     for number, line in enumerate(text.splitlines(), 1):
-        fields = line.split()
-        node_id = id_from_hex(fields[1]) if len(fields) == 3 else None
-        try:
-            serial, key = int(fields[0], 16), bytes.fromhex(fields[2])
-        except (IndexError, ValueError):
-            node_id = None
-        if node_id is None or len(key) != 32:
+        revocation = _revocation_line(line)
+        if revocation is None:
             raise ConfigError(f"{path}:{number}: not `SERIAL NODE-ID KEY` in hex")
-        revoked.append(Revocation(serial, node_id, key))
+        revoked.append(revocation)
     return revoked
+
+
+def _revocation_line(line: str) -> Revocation | None:
+    fields = line.split()
+    if len(fields) != 3:
+        return None
+    try:
+        serial, key = int(fields[0], 16), bytes.fromhex(fields[2])
+    except ValueError:
+        return None
+    node_id = id_from_hex(fields[1])
+    return Revocation(serial, node_id, key) if node_id is not None and len(key) == PUBLIC_KEY_BYTES else None
 
 
 def _certificate_der(directory: Path, name: str) -> bytes:

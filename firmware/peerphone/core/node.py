@@ -44,7 +44,13 @@ answer or move on. So nobody can speak for a node id that is not theirs, and in 
 overlay nobody chooses their id. PING and PROVE themselves are answered at once, no larger
 than they came. Claims about third parties (a leaving node's neighbours, a newcomer
 announced) are checked the same way before the topology is offered them; a node's leaving,
-by asking it.
+by asking it. Between real nodes every datagram comes over a link (net/links.py) that proved
+its sender's certificate: `receive_datagram` is told the node id, and a request counts as
+that node's only, with no PROVE.
+
+In an enrolled overlay a peer also fetches the authority's revocations (revocation.py) when it
+joins and each `revocation_check_ms`, asking every replica; a revoked node is then out of its
+tables, its requests and answers count for nothing, and it gets no new link and stores nothing.
 """
 
 from __future__ import annotations
@@ -705,9 +711,10 @@ class PeerNode:
 
     def _is_proven(self, node: NodeInfo) -> bool:
         """`node` proved its key at its address (a PROVE), answered a request of ours there as
-        that id, or is in our tables there. A stranger, whom nobody lists, always proves its key;
-        the other two spare a busy overlay a proof per neighbour, and leave a hole to close
-        (README, Trust): a node that neighbours list under a made-up id can speak as it."""
+        that id, or is in our tables there; over a link, the link proved it (`receive_datagram`).
+        In clear (the simulator, core tests) a stranger, whom nobody lists, always proves its key;
+        the other two spare a busy overlay a proof per neighbour, and leave a hole that only
+        links close: a node that neighbours list under a made-up id can speak as it."""
         if self._revoked.node(node.node_id):
             return False
         return self._proven.get(node.addr) == node.node_id or self._address_of(node.node_id) == node.addr
