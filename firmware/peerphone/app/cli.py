@@ -214,7 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     "authority's key (DIR/authority.key, 0600; keep it away from the overlay). "
                                     "`issue DIR --state-dir NODE` makes a node's key and certificate with a node id "
                                     "the authority picks, and the user names it may act for, into NODE (copy it to "
-                                    "the node's state directory; it runs with --state-dir NODE).")
+                                    "the node's state directory; it runs with --state-dir NODE). "
+                                    "`revoke DIR CERT --via PEER` withdraws a node's certificate and stores the "
+                                    "revocation in the overlay.")
     ca_sub = ca.add_subparsers(dest="ca_command", required=True)
     ca_init_parser = ca_sub.add_parser("init", help="make the authority's key")
     ca_init_parser.add_argument("dir", type=Path, metavar="DIR")
