@@ -445,20 +445,8 @@ class PeerNode:
         False when it was dropped before decoding: nothing changed, a driver under a flood
         need not look for output. `link_id`: the node an authenticated link (net/links.py)
         says sent it; a request then counts as that node's without a PROVE, and only as its."""
-        self.counters["received"] += 1
-        if len(data) > DATAGRAM_BYTES_MAX:
-            self._drop("oversize")
-            return False
-        if link_id is not None:
-            self._proven.put(addr, link_id)
-        if self._proven.get(addr) is None and not (self._host_rate.allow(addr[0], now_ms=now_ms)
-                                                   and self._network_rate.allow(network_of(addr[0]), now_ms=now_ms)):
-            self._drop("rate")
-            return False
-        try:
-            msg = decode(data, self.config.overlay_id)
-        except DecodeError as e:
-            self._drop(e.reason)
+        msg = self._decoded(data, addr, now_ms, link_id)
+        if msg is None:
             return False
         if link_id is not None and msg.code.is_request and msg.via[-1:] != (link_id,):
             self._drop("link_id")  # a node speaking as another over its own link
@@ -472,20 +460,32 @@ class PeerNode:
     def receive_plain(self, data: bytes, addr: Addr, *, now_ms: int) -> bool:
         """A datagram that came outside any link: only a REACH_BACK counts (it comes from a
         port that has none, and carries the nonce we sent over one)."""
-        self.counters["received"] += 1
-        if len(data) > DATAGRAM_BYTES_MAX:
-            self._drop("oversize")
-            return False
-        try:
-            msg = decode(data, self.config.overlay_id)
-        except DecodeError as e:
-            self._drop(e.reason)
+        msg = self._decoded(data, addr, now_ms, None)
+        if msg is None:
             return False
         if msg.code is not Code.REACH_BACK:
             self._drop("plain")
             return False
         self._receive_answer(msg, now_ms)
         return True
+
+    def _decoded(self, data: bytes, addr: Addr, now_ms: int, link_id: int | None) -> Message | None:
+        """The pipeline's first stages: size, the rate of senders not proven, the decoder."""
+        self.counters["received"] += 1
+        if len(data) > DATAGRAM_BYTES_MAX:
+            self._drop("oversize")
+            return None
+        if link_id is not None:
+            self._proven.put(addr, link_id)
+        if self._proven.get(addr) is None and not (self._host_rate.allow(addr[0], now_ms=now_ms)
+                                                   and self._network_rate.allow(network_of(addr[0]), now_ms=now_ms)):
+            self._drop("rate")
+            return None
+        try:
+            return decode(data, self.config.overlay_id)
+        except DecodeError as e:
+            self._drop(e.reason)
+            return None
 
     def admits(self, certificate: bytes) -> Credential | None:
         """The credential of a certificate this overlay admits and nobody revoked (links)."""

@@ -180,7 +180,7 @@ class Links:
         link = self._links.get(addr)
         if data[0] == _HANDSHAKE and data[3:5] == b"\x00\x00" and data[_RECORD_HEADER] == _CLIENT_HELLO \
                 and (link is None or link.client or link.node_id is not None):  # a hello (epoch 0, in clear)
-            link = self._hello(data, addr, link, now_ms)
+            self._hello(data, addr, link, now_ms)
             return None, []
         if link is None:
             self.counters["drop.link_no_session"] += 1
@@ -244,16 +244,16 @@ class Links:
         self._shake(link, addr, now_ms)
         return link
 
-    def _hello(self, data: bytes, addr: Addr, link: _Link | None, now_ms: int) -> _Link | None:
+    def _hello(self, data: bytes, addr: Addr, link: _Link | None, now_ms: int) -> None:
         """A ClientHello from `addr`: answered with a cookie; with a valid cookie, a new server
         association (replacing an established one: the other end started afresh). When both
         ends said hello at once, the lower random goes on as the client."""
         if link is not None and link.client and link.node_id is None and link.random < data[_RANDOM]:
             self.counters["link.crossed"] += 1
-            return link  # they will answer ours, as we would theirs
+            return  # they will answer ours, as we would theirs
         if not self._hello_rate.allow(addr[0], now_ms=now_ms):
             self.counters["drop.link_hello_rate"] += 1
-            return link
+            return
         listener = self._listener
         listener.set_app_data(f"{addr[0]} {addr[1]}".encode())
         try:
@@ -262,20 +262,19 @@ class Links:
         except SSL.WantReadError:
             self.counters["link.hello_answered"] += 1
             self._flush(listener, addr)  # the HelloVerifyRequest, or nothing for a malformed hello
-            return link
+            return
         except SSL.Error:
             self.counters["drop.link_hello"] += 1
             self._listener = self._server_conn()
-            return link
+            return
         self._listener = self._server_conn()
         if len(self._shaking) >= HANDSHAKES_MAX or not self._rate.allow(addr[0], now_ms=now_ms):
             self.counters["drop.link_busy"] += 1
-            return link
+            return
         accepted = _Link(listener, False, now_ms, now_ms, queue=link.queue if link is not None else [])
         self._put(addr, accepted)
         self.counters["link.accept"] += 1
         self._shake(accepted, addr, now_ms)
-        return accepted
 
     def _shake(self, link: _Link, addr: Addr, now_ms: int) -> None:
         try:
