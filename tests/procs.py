@@ -108,6 +108,7 @@ class PeerProc:
     addr: str  # HOST:PORT of the overlay
     node_id: int
     sip: str  # HOST:PORT of the SIP front
+    sip_tls: str  # HOST:PORT of its SIP over TLS
 
     @property
     def proc(self) -> subprocess.Popen[bytes]:
@@ -124,11 +125,12 @@ def start_peer(*extra: str, bootstrap: str | None = None) -> PeerProc:
     p = LineProc.start(cmd)
     try:
         listening = p.expect(r"^listening (\S+) id=([0-9a-f]+)$")
-        sip = p.expect(r"^sip (\S+) ")
+        sip = p.expect(r"^sip ((\S+):\d+) domain=\S+(?: tls=(\d+))?")
     except AssertionError:
         p.stop()
         raise
-    return PeerProc(p, listening.group(1), int(listening.group(2), 16), sip.group(1))
+    return PeerProc(p, listening.group(1), int(listening.group(2), 16), sip.group(1),
+                    f"{sip.group(2)}:{sip.group(3)}" if sip.group(3) else "")
 
 
 def stop(peers: list[PeerProc]) -> None:

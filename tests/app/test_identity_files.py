@@ -12,6 +12,7 @@ from peerphone.app.identity import (
     CERTIFICATE_FILE,
     HANDSET_PASSWORD_FILE,
     KEY_FILE,
+    NAMES_FILE,
     REVOKED_FILE,
     ca_init,
     ca_issue,
@@ -19,6 +20,7 @@ from peerphone.app.identity import (
     ca_revocations,
     ca_revoke,
     handset_password,
+    name_tickets,
     node_identity,
     overlay_trust,
 )
@@ -94,3 +96,25 @@ def test_the_authority_revokes_only_its_own_certificates_and_keeps_the_list(tmp_
     (ca / REVOKED_FILE).write_text("not hex at all\n")
     with pytest.raises(ConfigError, match=r"revoked:1: not `SERIAL NODE-ID KEY`"):
         ca_revocations(ca)
+
+
+def test_the_authority_s_tickets_are_kept_with_the_node_and_anything_else_is_a_clear_error(tmp_path: Path):
+    ca_init(tmp_path / "ca")
+    bob, mallory = "sip:bob@peerphone.local", "sip:mallory@peerphone.local"
+    identity = ca_issue(tmp_path / "ca", tmp_path / "kit", (bob,))
+    trust = overlay_trust(tmp_path / "kit")
+    tickets = name_tickets(tmp_path / "kit", identity, trust)
+    assert tickets is not None and list(tickets) == [bob] and tickets[bob].public_key == identity.public_key
+    assert name_tickets(None, identity, Trust()) is None  # ad hoc: no names of its own, first come
+    with pytest.raises(ConfigError, match="expected sip:USER@DOMAIN"):
+        ca_issue(tmp_path / "ca", tmp_path / "other", ("bob",))
+    other = ca_issue(tmp_path / "ca", tmp_path / "other", (mallory,))
+    names = tmp_path / "kit" / NAMES_FILE
+    theirs = (tmp_path / "other" / NAMES_FILE).read_text()
+    for text in ("garbage\n", f"{bob} zz\n", theirs, theirs.replace(mallory, bob)):
+        names.write_text(text)  # unreadable, not hex, another key's ticket, another name's
+        with pytest.raises(ConfigError, match=NAMES_FILE):
+            name_tickets(tmp_path / "kit", identity, trust)
+    names.unlink()
+    assert name_tickets(tmp_path / "kit", identity, trust) == {}  # a node with no names serves others
+    assert other.node_id != identity.node_id

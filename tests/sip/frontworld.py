@@ -12,6 +12,7 @@ from typing import Any
 
 from peerphone.core.events import RequestCompleted
 from peerphone.core.ids import id_from_name
+from peerphone.core.names import NameTicket, issue_ticket
 from peerphone.core.wire.messages import FetchAns
 from peerphone.sip.front import FrontConfig, Link, OverlayRequest, SipFront
 from peerphone.sip.message import SipMessage, SipRequest, SipResponse, parse
@@ -26,10 +27,15 @@ PHONE = 40000
 
 
 class FrontWorld:
-    def __init__(self, advertise_host: str = "127.0.0.1", **config: Any) -> None:
-        self.ring = Ring(seed=3)
+    def __init__(self, advertise_host: str = "127.0.0.1", enrolled: bool = False, **config: Any) -> None:
+        self.ring = Ring(seed=3, enrolled=enrolled)
         self.node = self.ring.add()
         self.ring.run(10)
+        if enrolled:  # the authority named our node for these
+            assert self.ring.authority is not None
+            key = self.node.identity.public_key
+            config["tickets"] = {aor: NameTicket(key, issue_ticket(self.ring.authority, aor, key))
+                                 for aor in config.pop("names", ())}
         self.front = SipFront(FrontConfig(DOMAIN, self.node.me.node_id, advertise_host, FRONT_PORT, **config),
                               entropy=random.Random(5).randbytes, now_ms=self.now_ms)
         self.sent: list[tuple[SipMessage, Link]] = []

@@ -323,7 +323,7 @@ def test_a_flood_of_requests_stays_within_the_front_s_bounds_and_no_source_takes
 def test_a_gateway_is_advertised_at_once_and_before_its_record_lapses():
     world = FrontWorld(gateways={"pstn.example": ("127.0.0.1", 5999)})
     world.advance(0)
-    key = front_module._gateway_key("pstn.example")
+    key = id_from_name(front_module.gateway_name("pstn.example"))
     stores = [r for r in world.overlay_started if getattr(r, "resource", None) == key]
     assert len(stores) == 1
     world.advance(front_module.GATEWAY_LIFETIME_S * 1000 // 3)
@@ -520,3 +520,73 @@ def test_sip_for_a_phone_behind_a_client_goes_through_the_overlay_by_way_of_its_
     world.send(request("INVITE", aor))
     tunnels = [r for r in world.overlay_started if isinstance(r, OverlayTunnel)]
     assert tunnels and {(t.node_id, t.via) for t in tunnels} == {(0x5151, 0x7777)}
+
+
+def _store_front_record(world: FrontWorld, aor: str, front_port: int, node_id: int, tls_port: int) -> None:
+    record = Registration(f"{aor[:-len(DOMAIN)]}127.0.0.9:5060", ("127.0.0.1", front_port), node_id,
+                          tls_port=tls_port)
+    world.node.store(id_from_name(aor), Kind.SIP_REGISTRATION, DataModel.DICTIONARY,
+                     [Entry(b"\x07" * 20, record.to_bytes(), 1000, 600)], now_ms=world.now_ms)
+    world.ring.flush(world.node)
+    world.ring.run(10)
+
+
+def test_a_front_calls_a_front_that_takes_tls_over_tls_and_records_a_route_for_each_transport():
+    tls_port = FRONT_PORT + 1
+    world = FrontWorld(tls_port=tls_port)
+    world.register("uma", port=PHONE + 40)  # a phone on UDP
+    aor = f"sip:vic@{DOMAIN}"
+    _store_front_record(world, aor, 6005, 3000, tls_port=6006)
+    world.send(request("INVITE", aor, port=PHONE + 40, call_id="tls"), port=PHONE + 40)
+    invite, link = forwarded(world, "INVITE")
+    assert link == Link("TLS", ("127.0.0.1", 6006), 3000)  # and the callee's front must prove to be node 3000
+    assert invite.get_all("via")[0].startswith(f"SIP/2.0/TLS 127.0.0.1:{tls_port};")
+    routes = [NameAddr.parse(r).uri for r in invite.get_all("record-route")]
+    assert [(u.port, u.param("transport")) for u in routes] == [(tls_port, "tls"), (FRONT_PORT, None)]
+    assert routes[0].param("pp-node") == f"{world.node.me.node_id:x}"  # whom the callee's front may expect
+    world.send(answer(invite, 180, "Ringing"), port=6006, transport="TLS")
+    assert world.statuses() == [180]  # to the phone, over UDP
+
+    # The phone's BYE takes the route back: both of ours are popped, and the callee front's
+    # own (what its 200 recorded) is reached over TLS, as the node it names.
+    theirs = "<sip:127.0.0.1:6006;transport=tls;pp-node=bb8;lr>"
+    bye = request("BYE", "sip:vic@127.0.0.9:5060", PHONE + 40, call_id="tls", to=aor,
+                  extra="".join(f"Route: <{u}>\r\n" for u in reversed(routes)) + f"Route: {theirs}\r\n")
+    world.send(bye.replace(f"To: <{aor}>".encode(), f"To: <{aor}>;tag=x".encode()), port=PHONE + 40)
+    bye_out, link = forwarded(world, "BYE")
+    assert link == Link("TLS", ("127.0.0.1", 6006), 0xbb8) and bye_out.get_all("route") == [theirs]
+
+    # The callee's side sends by our TLS route: taken as ours, not relayed elsewhere.
+    assert world.front._is_me(routes[0]) and world.front._is_me(routes[1])
+
+
+def test_a_front_without_tls_calls_a_front_that_takes_it_over_udp():
+    world = FrontWorld()  # no TLS port of its own
+    aor = f"sip:wes@{DOMAIN}"
+    _store_front_record(world, aor, 6007, 3001, tls_port=6008)
+    world.send(request("INVITE", aor))
+    _, link = forwarded(world, "INVITE")
+    assert link == Link("UDP", ("127.0.0.1", 6007))
+
+
+def test_an_enrolled_front_registers_only_its_node_s_names_and_stores_its_ticket_first():
+    world = FrontWorld(enrolled=True, names=(BOB,))
+    world.register("bob")
+    names = world.fetch(BOB, Kind.NAME).entries
+    registrations = world.fetch(BOB, Kind.SIP_REGISTRATION).entries
+    assert [e.seal.signer for e in names] == [e.seal.signer for e in registrations] == [world.node.identity.public_key]
+    world.send(raw_register(PHONE + 50, "eve", PHONE + 50, domain=DOMAIN), PHONE + 50)
+    assert world.statuses() == [403] and world.front.counters["refused.sip_not_named"] == 1
+    assert not world.fetch(f"sip:eve@{DOMAIN}", Kind.SIP_REGISTRATION).entries
+
+
+def test_an_enrolled_front_is_a_gateway_only_when_its_node_is_named_for_the_domain():
+    name = front_module.gateway_name("pstn.example")
+    named = FrontWorld(enrolled=True, names=(name,), gateways={"pstn.example": ("127.0.0.1", 5999)})
+    named.advance(10)
+    [ticket] = named.fetch(name, Kind.NAME).entries
+    [record] = named.fetch(name, Kind.GATEWAY).entries
+    assert ticket.seal.signer == record.seal.signer == named.node.identity.public_key
+    unnamed = FrontWorld(enrolled=True, gateways={"pstn.example": ("127.0.0.1", 5999)})
+    unnamed.advance(10)
+    assert not unnamed.overlay_started and not unnamed.fetch(name, Kind.GATEWAY).entries

@@ -16,6 +16,7 @@ from ..hw.board import BoardError
 from ..net.loop import loop_name, run
 from ..net.supervisor import Supervisor
 from ..net.udp import OverlayError
+from ..sip.front import gateway_name
 from ..sip.ua import RTP_PORTS
 from . import overlaycmd
 from .config import DEFAULT_OVERLAY, DEFAULT_PORT, DEFAULT_SIP_PORT, ConfigError, parse_hostport
@@ -87,7 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "its own peer makes one up for its front and handset, or takes its line of --users")
     phone.add_argument("--record-dir", metavar="DIR", help="record every answered call to DIR/call-N.wav")
     phone.add_argument("--watch", action="append", default=[], metavar="URI", help="show URI's presence")
-    phone.add_argument("--sip-transport", choices=["udp", "tcp"], default="udp", help="default %(default)s")
+    phone.add_argument("--sip-transport", choices=["udp", "tcp", "tls"], default="udp",
+                       help="to the front: its own on this machine, or --proxy (for tls, the front's TLS port); "
+                            "default %(default)s")
     _srtp_argument(phone)
     phone.add_argument("--rtp-port", type=_rtp_port, metavar="PORT",
                        help=f"call audio on UDP ports PORT..PORT+{RTP_PORTS - 1} (default: any free ports); behind "
@@ -223,9 +226,15 @@ def build_parser() -> argparse.ArgumentParser:
     ca_issue_parser = ca_sub.add_parser("issue", help="enroll a node: its key and certificate")
     ca_issue_parser.add_argument("dir", type=Path, metavar="DIR")
     ca_issue_parser.add_argument("--state-dir", type=Path, required=True, metavar="NODE",
-                                 help="where to write the node's node.key (0600), node.crt and authority.pub")
+                                 help="where to write the node's node.key (0600), node.crt, authority.pub and "
+                                      "names")
     ca_issue_parser.add_argument("--name", action="append", default=[], metavar="sip:USER@DOMAIN",
-                                 help="a user name the node may act for (repeatable)")
+                                 help="a user name the node may register (repeatable): in the certificate, and "
+                                      "the authority's ticket for it in NODE/names; in an enrolled overlay no other "
+                                      "node registers it")
+    ca_issue_parser.add_argument("--gateway", action="append", default=[], metavar="DOMAIN",
+                                 help="a foreign domain the node may be the overlay's gateway to (repeatable; "
+                                      "peerphone peer --gateway): in an enrolled overlay no other node is")
     ca_revoke_parser = ca_sub.add_parser(
         "revoke", help="withdraw nodes' certificates, and store the revocations in the overlay",
         description="Add each CERT (a serial as `ca issue` printed it, or a node.crt file) to DIR/revoked, then, with "
@@ -287,6 +296,10 @@ def _sip_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sip-listen", default=f"0.0.0.0:{DEFAULT_SIP_PORT}", metavar="HOST:PORT|off",
                         help="UDP and TCP address of the SIP registrar/proxy any SIP phone can use; port 0 picks "
                              f"a free one, off runs none (default 0.0.0.0:{DEFAULT_SIP_PORT})")
+    parser.add_argument("--sip-tls", default="auto", metavar="PORT|off",
+                        help="TCP port of SIP over TLS, for phones that can and for the other fronts, which call "
+                             "each other over it (SRTP keys travel in the SDP); default: the --sip-listen port + 1, "
+                             "so 5061 (a free one when that is 0)")
     parser.add_argument("--sip-tunnel", action="store_true",
                         help="other peers send SIP for phones registered here through the overlay (Tunnel "
                              "requests), not to the SIP address: for a peer others cannot reach directly (NAT)")
@@ -306,7 +319,8 @@ def _ua_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the SIP front to send through (default %(default)s: this machine's peer)")
     parser.add_argument("--aor", metavar="sip:USER@DOMAIN", help="who we are (default: $USER at the callee's "
                                                                  "domain)")
-    parser.add_argument("--sip-transport", choices=["udp", "tcp"], default="udp", help="default %(default)s")
+    parser.add_argument("--sip-transport", choices=["udp", "tcp", "tls"], default="udp",
+                        help="to the front; tls: to its TLS port, which --proxy then names (default %(default)s)")
     _srtp_argument(parser)
 
 
@@ -323,7 +337,7 @@ def _ca(args: argparse.Namespace) -> int:
         return 0
     if args.ca_command == "revoke":
         return _ca_revoke(args)
-    identity = ca_issue(args.dir, args.state_dir, tuple(args.name))
+    identity = ca_issue(args.dir, args.state_dir, (*args.name, *(gateway_name(d) for d in args.gateway)))
     names = f" for {', '.join(identity.credential.names)}" if identity.credential.names else ""
     print(f"issued node id {identity.node_id:040x} (serial {identity.credential.serial:x}){names} into "
           f"{args.state_dir}")

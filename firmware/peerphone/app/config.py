@@ -22,6 +22,18 @@ class ConfigError(Exception):
     """Bad input or configuration: the command prints it on one line and exits 2."""
 
 
+def sip_tls_port(text: str, sip_port: int) -> int | None:
+    """--sip-tls: a port, "off" (None), or "auto": beside the SIP port (5061 beside 5060), or
+    a free one when the SIP port is picked too (0)."""
+    if text == "off":
+        return None
+    if text == "auto":
+        return sip_port + 1 if 0 < sip_port < 65535 else 0
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise ConfigError(f"--sip-tls {text!r}: expected a port (0..65535), auto or off")
+    return int(text)
+
+
 def parse_hostport(text: str, default_port: int | None = None) -> Addr:
     host, sep, port_text = text.rpartition(":")
     if not sep:

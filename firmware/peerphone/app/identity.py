@@ -7,7 +7,8 @@ Pi image) it mints once and keeps it, so a phone keeps its node id across restar
 
 A state directory that holds `authority.pub` belongs to an enrolled overlay: its node
 admits only certificates that authority signed, and its own came from `peerphone ca issue`
-(copied in with the key, the certificate and `authority.pub`).
+(copied in with the key, the certificate, `authority.pub` and `names`: the authority's
+ticket for each user name the certificate carries, core/names.py).
 
 The authority's own directory keeps its key, a copy of every certificate it issued
 (`issued/SERIAL.crt`), the list of those it revoked (`revoked`), and a node identity of its
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 import time
 from pathlib import Path
@@ -27,8 +29,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from ..core.ids import id_from_hex, short
+from ..core.ids import id_from_hex, id_from_name, short
 from ..core.limits import ENTRIES_PER_RESOURCE_MAX, PUBLIC_KEY_BYTES
+from ..core.names import TICKET_BYTES, NameTicket, issue_ticket
 from ..core.revocation import Revocation
 from ..core.security import Authority, Identity, Trust, read_certificate
 from .config import ConfigError
@@ -42,6 +45,7 @@ AUTHORITY_KEY_FILE = "authority.key"  # in the authority's own directory
 ISSUED_DIR = "issued"  # in the authority's directory: SERIAL.crt of each certificate it issued
 REVOKED_FILE = "revoked"  # in the authority's directory: one revocation a line (serial, node id, key)
 HANDSET_PASSWORD_FILE = "handset.password"  # a phone's own front and handset share it
+NAMES_FILE = "names"  # in an enrolled node's state directory: `AOR TICKET` a line, as `ca issue` wrote them
 
 
 def default_state_dir() -> Path | None:
@@ -87,6 +91,34 @@ def node_identity(state_dir: Path | None, trust: Trust) -> Identity:
         raise ConfigError(f"{cert_path}: this overlay does not accept it (another overlay's, or an ad-hoc "
                           "identity of an older puzzle); move it away to mint a new one")
     return identity
+
+
+def name_tickets(state_dir: Path | None, identity: Identity, trust: Trust) -> dict[str, NameTicket] | None:
+    """The names this node may register and the authority's ticket for each (an enrolled
+    overlay; None: ad hoc, where names are first come, first served). A ticket that does
+    not hold (another key's, another authority's, edited) is a configuration error."""
+    if not trust.enrolled:
+        return None
+    assert state_dir is not None and trust.authority is not None  # an enrolled node has a state directory
+    path = state_dir / NAMES_FILE
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return {}  # a node with no names: a peer that serves others, or one issued before tickets
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read it ({getattr(e, 'strerror', None) or e})") from None
+    tickets = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        fields = line.split()
+        try:
+            name, ticket = fields[0], NameTicket(identity.public_key, bytes.fromhex(fields[1]))
+        except (IndexError, ValueError):
+            raise ConfigError(f"{path}:{number}: not `sip:USER@DOMAIN TICKET`") from None
+        if len(fields) != 2 or len(ticket.ticket) != TICKET_BYTES \
+                or not ticket.holds(trust.authority, id_from_name(name)):
+            raise ConfigError(f"{path}:{number}: not this node's ticket for {name} from the overlay's authority")
+        tickets[name] = ticket
+    return tickets
 
 
 def _mint(trust: Trust) -> Identity:
@@ -187,8 +219,13 @@ def ca_issue(directory: Path, state_dir: Path, names: tuple[str, ...]) -> Identi
     authority = ca_load(directory)
     if (state_dir / KEY_FILE).exists():
         raise ConfigError(f"{state_dir}: a node's key is there already (move it away to issue a new one)")
+    for name in names:  # as a front writes an AOR or a gateway's name: its tickets are for exactly these strings
+        if not re.fullmatch(r"sip:[^@\s;:<>]+@[^@\s;:<>]+|sip-gateway:[^@\s;:<>]+", name):
+            raise ConfigError(f"--name {name!r}: expected sip:USER@DOMAIN")
     identity = authority.enroll(os.urandom, names)
     _save(state_dir, identity, authority.public_key)
+    tickets = "".join(f"{name} {issue_ticket(authority, name, identity.public_key).hex()}\n" for name in names)
+    _write_files(state_dir, [(NAMES_FILE, tickets.encode(), 0o644)], "the authority's tickets for its names")
     _write_files(directory / ISSUED_DIR, [(f"{identity.credential.serial:x}.crt", _pem_certificate(identity), 0o644)],
                  "a copy of the certificate")
     return identity

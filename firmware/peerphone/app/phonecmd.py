@@ -111,11 +111,18 @@ async def phone(args: argparse.Namespace) -> int:
         _driver, front, address = await start_peer(args, supervisor, board, users=users)
         if front is None:
             raise ConfigError("a phone with its own peer needs its SIP front: drop --sip-listen off or give --proxy")
+        tickets = front.front.config.tickets
+        if tickets is not None and aor.aor not in tickets:
+            raise ConfigError(f"this node's certificate does not name {aor.aor}: the overlay's authority issues one "
+                              f"that does (peerphone ca issue --name {aor.aor})")
         sip_host = parse_hostport(args.sip_listen)[0]
         # A front on every address: the handset talks to it on loopback (its route outward is
         # the front's, RFC 5658), and only its media is on the device's address, which may
         # change. A front on one address: the handset sits beside it there.
-        proxy = ("127.0.0.1" if sip_host in WILDCARDS else sip_host, front.port)
+        port = front.tls_port if args.sip_transport == "tls" else front.port
+        if not port:
+            raise ConfigError("--sip-transport tls needs the front's TLS port: drop --sip-tls off")
+        proxy = ("127.0.0.1" if sip_host in WILDCARDS else sip_host, port)
     failed: list[str] = []
 
     async def main() -> None:

@@ -30,8 +30,9 @@ from .config import (
     parse_gateway,
     parse_hostport,
     route_source_address,
+    sip_tls_port,
 )
-from .identity import node_identity, overlay_trust
+from .identity import name_tickets, node_identity, overlay_trust
 from .mobility import Address
 from .roles import RoleKeeper, conditions_of, config_for
 
@@ -102,14 +103,18 @@ async def start_peer(args: argparse.Namespace, supervisor: Supervisor, board: Bo
             users = load_users(args.users, domain)
         front_config = FrontConfig(domain, me.node_id, advertise_host, sip_listen[1],
                                    gateways=gateways, reachable=not args.sip_tunnel,
-                                   admitting=admitting.node_id if admitting else None, users=users)
+                                   admitting=admitting.node_id if admitting else None, users=users,
+                                   tickets=name_tickets(state_dir, identity, config.trust))
+        tls_port = sip_tls_port(getattr(args, "sip_tls", "auto"), sip_listen[1])
         try:
-            front = await SipTransport.open(*sip_listen, front_config, driver, supervisor.spawn)
+            front = await SipTransport.open(*sip_listen, front_config, driver, supervisor.spawn, tls_port=tls_port)
         except OSError as e:
-            raise ConfigError(f"cannot listen for SIP on {args.sip_listen}: {e.strerror or e}") from None
+            raise ConfigError(f"cannot listen for SIP on {args.sip_listen} (TLS: {getattr(args, 'sip_tls', 'auto')}): "
+                              f"{e.strerror or e}") from None
         supervisor.on_shutdown("close the SIP front", front.close)
         driver.node.counters_beside = front.front.counters
-        print(f"sip {advertise_host}:{front.port} domain={front.front.config.domain}", flush=True)
+        tls = f" tls={front.tls_port}" if front.tls_port else ""
+        print(f"sip {advertise_host}:{front.port} domain={front.front.config.domain}{tls}", flush=True)
         address.on_moved.append(front.moved)
     if client or keep_role:
         _say_when_attached(driver)

@@ -132,6 +132,11 @@ class Storage:
         entry = held.entries.get(entry_key) if held is not None else None
         return entry.entry.seal.signer if entry is not None and entry.entry.seal is not None else None
 
+    def signers(self, key: Key) -> set[bytes]:
+        """The keys that sealed the entries held under `key` (tombstones' too)."""
+        held = self._data.get(key)
+        return {h.entry.seal.signer for h in held.entries.values() if h.entry.seal is not None} if held else set()
+
     def fetch(self, resource: int, kind: int, *, now_ms: int, tombstones: bool = False) -> FetchAns:
         held = self._data.get((resource, kind))
         if held is None:

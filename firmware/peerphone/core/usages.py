@@ -31,11 +31,13 @@ class Kind(IntEnum):
     OFFLINE_MESSAGE = 11   # under the recipient's AOR: MESSAGEs appended until it registers
     GATEWAY = 12           # under a domain's key: one entry per peer that gateways to it
     REVOCATION = 13        # under revocation.REVOCATIONS: one entry per withdrawn certificate
+    NAME = 14              # under an AOR, in an enrolled overlay: the authority's tickets (names.py), one per key
 
 
 MODEL_OF = {Kind.BLOB: DataModel.SINGLE, Kind.LIST: DataModel.ARRAY, Kind.MAP: DataModel.DICTIONARY,
             Kind.SIP_REGISTRATION: DataModel.DICTIONARY, Kind.OFFLINE_MESSAGE: DataModel.ARRAY,
-            Kind.GATEWAY: DataModel.DICTIONARY, Kind.REVOCATION: DataModel.DICTIONARY}
+            Kind.GATEWAY: DataModel.DICTIONARY, Kind.REVOCATION: DataModel.DICTIONARY,
+            Kind.NAME: DataModel.DICTIONARY}
 
 
 def lifetime_max_s(kind: int) -> int:
@@ -61,23 +63,28 @@ class Registration:
     node_id: int
     reachable: bool = True
     via: int | None = None
+    tls_port: int = 0  # the front also takes SIP over TLS there (0: it does not)
 
     def to_bytes(self) -> bytes:
         fields = {"c": self.contact, "h": self.front[0], "p": self.front[1], "n": format(self.node_id, "x"),
                   "r": self.reachable}
         if self.via is not None:
             fields["v"] = format(self.via, "x")
+        if self.tls_port:
+            fields["t"] = self.tls_port
         return _dump(fields)
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> "Registration":
         d = _load(raw)
-        contact, host, port, node, reachable, via = (d.get(k) for k in ("c", "h", "p", "n", "r", "v"))
+        contact, host, port, node, reachable, via, tls_port = (d.get(k) for k in ("c", "h", "p", "n", "r", "v", "t"))
         if not (isinstance(contact, str) and 0 < len(contact) <= URI_CHARS_MAX and isinstance(host, str)
                 and 0 < len(host) <= HOST_CHARS_MAX and type(port) is int and 0 < port < 65536
-                and isinstance(reachable, bool)):
+                and isinstance(reachable, bool)
+                and (tls_port is None or type(tls_port) is int and 0 < tls_port < 65536)):
             raise RecordError("bad registration record")
-        return cls(contact, (host, port), _node_id(node), reachable, None if via is None else _node_id(via))
+        return cls(contact, (host, port), _node_id(node), reachable, None if via is None else _node_id(via),
+                   tls_port or 0)
 
 
 @dataclass(frozen=True)

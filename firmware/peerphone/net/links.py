@@ -100,31 +100,12 @@ class Links:
         self._cookie_secret = os.urandom(32)
         self._reconnected: BoundedLru[Addr, int] = BoundedLru(LINKS_MAX)  # when we last shook hands again
         self._swept_ms = 0
-        link_key = ec.generate_private_key(ec.SECP256R1())
-        self._context = self._make_context(identity, link_key)
+        self._context = node_context(SSL.DTLS_METHOD, identity)
+        self._context.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, lambda *_: True)
+        self._context.set_options(SSL.OP_NO_QUERY_MTU)  # DTLSv1_listen asks for the cookie exchange
+        self._context.set_cookie_generate_callback(self._cookie)
+        self._context.set_cookie_verify_callback(lambda conn, cookie: hmac.compare_digest(cookie, self._cookie(conn)))
         self._listener = self._server_conn()
-
-    def _make_context(self, identity: Identity, link_key: ec.EllipticCurvePrivateKey) -> SSL.Context:
-        ctx = SSL.Context(SSL.DTLS_METHOD)
-        leaf = x509.load_der_x509_certificate(link_certificate(identity, link_key.public_key(), os.urandom))
-        node = x509.load_der_x509_certificate(identity.certificate)
-        try:
-            ctx.use_privatekey(link_key)
-            ctx.use_certificate(leaf)
-            ctx.add_extra_chain_cert(node)
-        except TypeError:  # pyOpenSSL before 24.3 (armhf's 23.2) takes only its own objects
-            ctx.use_privatekey(crypto.PKey.from_cryptography_key(link_key))
-            ctx.use_certificate(crypto.X509.from_cryptography(leaf))
-            ctx.add_extra_chain_cert(crypto.X509.from_cryptography(node))
-        # Our own check after the handshake (_identify) decides; OpenSSL's chain check knows no overlay.
-        ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, lambda *_: True)
-        ctx.set_options(SSL.OP_NO_QUERY_MTU | SSL.OP_NO_TICKET)  # DTLSv1_listen asks for the cookie exchange
-        ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)  # an idle link holds no record buffers
-        ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)  # no resumption: nothing kept of links gone
-        ctx.set_cipher_list(b"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305")
-        ctx.set_cookie_generate_callback(self._cookie)
-        ctx.set_cookie_verify_callback(lambda conn, cookie: hmac.compare_digest(cookie, self._cookie(conn)))
-        return ctx
 
     def _cookie(self, conn: SSL.Connection) -> bytes:
         return hmac.new(self._cookie_secret, conn.get_app_data(), hashlib.sha256).digest()[:16]
@@ -286,7 +267,7 @@ class Links:
             self._fail(addr, "link.handshake_failed")
             return
         self._flush(link.conn, addr)
-        node_id = self._identify(link.conn)
+        node_id = identify(link.conn, self._admit)
         if node_id is None:
             self._fail(addr, "refused.link_identity")
             return
@@ -296,20 +277,6 @@ class Links:
         queued, link.queue = link.queue, []
         for data in queued:
             self._seal(link, data, addr, now_ms)
-
-    def _identify(self, conn: SSL.Connection) -> int | None:
-        """The node id of the other end: its node certificate, admitted, certified its link key."""
-        # (to_cryptography rather than as_cryptography=True: armhf has pyOpenSSL 23.2.)
-        leaf = conn.get_peer_certificate()
-        if leaf is None:
-            return None
-        for theirs in conn.get_peer_cert_chain() or []:
-            cert = theirs.to_cryptography()
-            if isinstance(cert.public_key(), Ed25519PublicKey):
-                credential = self._admit(cert.public_bytes(_DER))
-                if credential is not None and link_certified(leaf.to_cryptography().public_bytes(_DER), credential):
-                    return credential.node_id
-        return None
 
     def _fail(self, addr: Addr, counter: str) -> None:
         link = self._remove(addr)
@@ -382,3 +349,43 @@ class Links:
             at = end
         if datagram:
             self._outbox.append((datagram, addr))
+
+
+def node_context(method: int, identity: Identity) -> SSL.Context:
+    """An OpenSSL context that shows the node: a fresh P-256 key, certified by the node key
+    (`security.link_certificate`), with the node certificate after it. Used for the DTLS of
+    links and the TLS of SIP (net/tls.py). Whoever uses it checks the other end with
+    `identify`: OpenSSL's chain check knows no overlay."""
+    ctx = SSL.Context(method)
+    link_key = ec.generate_private_key(ec.SECP256R1())
+    leaf = x509.load_der_x509_certificate(link_certificate(identity, link_key.public_key(), os.urandom))
+    node = x509.load_der_x509_certificate(identity.certificate)
+    try:
+        ctx.use_privatekey(link_key)
+        ctx.use_certificate(leaf)
+        ctx.add_extra_chain_cert(node)
+    except TypeError:  # pyOpenSSL before 24.3 (armhf's 23.2) takes only its own objects
+        ctx.use_privatekey(crypto.PKey.from_cryptography_key(link_key))
+        ctx.use_certificate(crypto.X509.from_cryptography(leaf))
+        ctx.add_extra_chain_cert(crypto.X509.from_cryptography(node))
+    ctx.set_options(SSL.OP_NO_TICKET)
+    ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)  # an idle link holds no record buffers
+    ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)  # no resumption: nothing kept of links gone
+    ctx.set_cipher_list(b"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305")
+    return ctx
+
+
+def identify(conn: SSL.Connection, admit: Callable[[bytes], Credential | None]) -> int | None:
+    """The node id of the other end of a handshake: its node certificate, admitted, certified
+    its link key. None when it showed none, or one the overlay does not admit."""
+    # (to_cryptography rather than as_cryptography=True: armhf has pyOpenSSL 23.2.)
+    leaf = conn.get_peer_certificate()
+    if leaf is None:
+        return None
+    for theirs in conn.get_peer_cert_chain() or []:
+        cert = theirs.to_cryptography()
+        if isinstance(cert.public_key(), Ed25519PublicKey):
+            credential = admit(cert.public_bytes(_DER))
+            if credential is not None and link_certified(leaf.to_cryptography().public_bytes(_DER), credential):
+                return credential.node_id
+    return None

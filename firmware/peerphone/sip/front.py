@@ -34,11 +34,12 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.utils import formatdate
 from functools import partial
 from typing import Callable, Union
 
+from ..core.access import NOT_NAMED
 from ..core.deadlines import Deadlines
 from ..core.errors import ErrorCode
 from ..core.events import RequestCompleted
@@ -54,6 +55,7 @@ from ..core.limits import (
     SIP_RESOLVING_MAX,
     SIP_TRANSACTIONS_MAX,
 )
+from ..core.names import NameTicket
 from ..core.peer import PeerNode
 from ..core.security import Signer
 from ..core.usages import MODEL_OF, Kind, OfflineMessage, RecordError, Registration
@@ -81,11 +83,16 @@ LOOKUP_ATTEMPTS = 2
 LOOKUP_FIRST_TIMEOUT_MS = 3000
 FORKS_MAX = 4  # fronts of one callee tried in turn
 LOOPBACK = "127.0.0.1"
+STREAMS = ("TCP", "TLS")  # connection-oriented transports: answers and retransmissions ride the connection
+TLS_PORT_DEFAULT = 5061
 REACH_TIMEOUT_MS = 4000
 TIMER_C_MS = 180_000
 SERVER_GIVE_UP_MS = TIMER_C_MS + 64 * 500  # a request nothing answered by then gets a 408 (a safety net)
 RETRY_AFTER_S = 5
 GATEWAY_LIFETIME_S = 180
+# An enrolled overlay: our node's ticket for a name lives this long in the overlay, and is
+# stored again before a registration of the name once half of that has passed.
+TICKET_LIFETIME_S = 2 * 3600
 TUNNEL_PARAM = "pp-node"  # on our Record-Route when we are reached through the overlay: our node id
 VIA_PARAM = "pp-via"  # and when we are a client: our admitting peer's
 ROUTE_TOKEN_PARAM = "pp-rr"  # on our Record-Route: proof, when it comes back as a Route, that we recorded it
@@ -126,18 +133,19 @@ REASONS = {100: "Trying", 200: "OK", 202: "Accepted", 400: "Bad Request", 401: "
 class Link:
     """Where a message goes or came from: a transport and the far end's address."""
 
-    transport: str  # "UDP", "TCP", or "TUNNEL": through the overlay to `node_id`
+    transport: str  # "UDP", "TCP", "TLS", or "TUNNEL": through the overlay to `node_id`
     addr: Addr
+    # TUNNEL: the node to reach; TLS: the node the far end must prove to be (0: a phone, anyone)
     node_id: int = 0
     via: int | None = None  # a TUNNEL to a client: its admitting peer
 
     @property
     def via_transport(self) -> str:
-        return "TCP" if self.transport == "TCP" else "UDP"
+        return self.transport if self.transport in STREAMS else "UDP"
 
     @property
     def reliable(self) -> bool:
-        return self.transport == "TCP"
+        return self.transport in STREAMS
 
 
 @dataclass
@@ -146,6 +154,7 @@ class FrontConfig:
     node_id: int
     advertise_host: str
     port: int = 5060  # where we listen (UDP and TCP): in our Via and Record-Route
+    tls_port: int = 0  # where we listen for SIP over TLS (0: we do not); other fronts call us there
     reach_timeout_ms: int = REACH_TIMEOUT_MS  # no answer at all from the next hop within this: 480
     reachable: bool = True  # False: other fronts send to us through the overlay (we are behind NAT)
     admitting: int | None = None  # our node is a client attached to this peer: we are reached through it
@@ -153,6 +162,10 @@ class FrontConfig:
     # The users this front registers, with their passwords (digest, auth.py); None: anyone
     # may register any AOR of the domain (an ad-hoc overlay with no configuration).
     users: Credentials | None = None
+    # An enrolled overlay: the names the authority gave our node, each with its ticket
+    # (core/names.py). Only those are registered here, sealed with the node's key, and only
+    # registrations sealed by a key a ticket names are believed. None: ad hoc.
+    tickets: dict[str, NameTicket] | None = None
 
 
 # -- what the front asks of the overlay (its driver starts them on a PeerNode) --
@@ -295,6 +308,7 @@ class SipFront:
         self._receiving = b""  # the message being handled, as it came
         self._register_stores = 0  # in flight, answered after or stored behind (REGISTER_STORES_MAX)
         self._behind: dict[str, None] = {}  # AORs whose new bindings wait to be stored, oldest first
+        self._tickets_until: dict[str, int] = {}  # an enrolled overlay: until when our ticket for an AOR is stored
         self._servers: dict[tuple[str, str], _Server] = {}
         self._clients: dict[tuple[str, str], _Client] = {}
         self._waits: dict[int, _Wait] = {}
@@ -612,6 +626,11 @@ class SipFront:
         aor = f"sip:{to.uri.user}@{self.config.domain}"
         if self._auth is not None and not self._authenticated(server, aor, now_ms):
             return
+        if self.config.tickets is not None and aor not in self.config.tickets:
+            self.counters["refused.sip_not_named"] += 1
+            self._answer(server, 403, "Forbidden (the overlay's authority did not name this node for it)",
+                         now_ms=now_ms)
+            return
         contacts = req.get_all("contact")
         default_expires = _int_or(req.get("expires"), EXPIRES_DEFAULT_S)
         bindings = self._bindings.live(aor, now_ms=now_ms)
@@ -695,19 +714,51 @@ class SipFront:
             lifetime_s = REGISTRATION_LIFETIME_S_MAX if left_ms is None else max(1, -(-left_ms // 1000))
             return Entry(_contact_key(contact), b"", stamp, lifetime_s)
         record = Registration(contact, (self.config.advertise_host, self.config.port), self.config.node_id,
-                              self._reachable, self.config.admitting)
+                              self._reachable, self.config.admitting, self.config.tls_port)
         return Entry(_contact_key(contact), record.to_bytes(), stamp, expires_s)
 
     def _store_registrations(self, aor: str, entries: tuple[Entry, ...], then: Answer, server: _Server | None,
                              now_ms: int) -> bool:
-        return self._ask(partial(OverlayStore, resource=id_from_name(aor), kind=Kind.SIP_REGISTRATION,
-                                 model=MODEL_OF[Kind.SIP_REGISTRATION], entries=entries,
-                                 signer=self._owner_key(aor)), then, server, now_ms)
+        return self._store_named(aor, Kind.SIP_REGISTRATION, entries, then, server, now_ms)
+
+    def _store_named(self, name: str, kind: Kind, entries: tuple[Entry, ...], then: Answer,
+                     server: _Server | None, now_ms: int, ticket_again: bool = True) -> bool:
+        """Store `entries` of `kind` under `name`; in an enrolled overlay our ticket for it
+        first, when the overlay may not have it (and once more when the storing peer says it
+        has none)."""
+        resource = id_from_name(name)
+        tickets = self.config.tickets
+        if tickets is None or self._tickets_until.get(name, 0) > now_ms:
+            def stored(answer: FetchAns | None, error: Error | None, now_ms: int) -> None:
+                if error is not None and error.reason == NOT_NAMED.reason and ticket_again:
+                    self._tickets_until.pop(name, None)  # its holders lost it: store it again, then these
+                    if self._store_named(name, kind, entries, then, None, now_ms, ticket_again=False):
+                        return
+                then(answer, error, now_ms)
+
+            signer = self._owner_key(name) if kind == Kind.SIP_REGISTRATION else None
+            return self._ask(partial(OverlayStore, resource=resource, kind=kind, model=MODEL_OF[kind],
+                                     entries=entries, signer=signer), stored, server, now_ms)
+
+        def ticket_stored(answer: FetchAns | None, error: Error | None, now_ms: int) -> None:
+            if error is not None:
+                log.warning("sip: ticket for %s not stored: %s", name, error.reason)
+                then(answer, error, now_ms)
+                return
+            self._tickets_until[name] = now_ms + TICKET_LIFETIME_S * 500
+            self._store_named(name, kind, entries, then, None, now_ms, ticket_again=False)
+
+        entry = tickets[name].entry(self._storage_time_ms(now_ms), TICKET_LIFETIME_S)
+        return self._ask(partial(OverlayStore, resource=resource, kind=Kind.NAME, model=MODEL_OF[Kind.NAME],
+                                 entries=(entry,)), ticket_stored, server, now_ms)
 
     def _owner_key(self, aor: str) -> Signer | None:
-        """Who signs what the overlay keeps for `aor`: the user's key, which every front that
-        holds the user's password derives alike; an open front (no users file) uses the open key
+        """Who signs what the overlay keeps for `aor`: in an enrolled overlay our node's key,
+        which the authority's ticket names; else the user's key, which every front that holds
+        the user's password derives alike; an open front (no users file) uses the open key
         anyone can derive, as anyone may register there."""
+        if self.config.tickets is not None:
+            return None
         return self._auth.user_key(aor) if self._auth is not None else open_key(aor)
 
     def _register_stored(self, now_ms: int) -> None:
@@ -870,9 +921,9 @@ class SipFront:
         self._ask(lambda h: OverlayFetch(h, resource, Kind.SIP_REGISTRATION), fetched, None, now_ms)
 
     def _path_to(self, contact: Uri, came_from: Link) -> Link:
-        """How to reach a registered UA: its TCP connection, its contact, or (behind NAT, where the
+        """How to reach a registered UA: its TCP or TLS connection, its contact, or (behind NAT, where the
         contact names an address we did not hear it from) where its REGISTER came from."""
-        if came_from.transport == "TCP":
+        if came_from.transport in STREAMS:
             return came_from
         if contact.host == came_from.addr[0]:
             return self._link_to(contact)
@@ -915,8 +966,7 @@ class SipFront:
             # §16.6): a phone registered through two fronts stays reachable while one lives.
             targets: list[Link] = []
             for _, record in sorted(records, key=lambda r: -r[0]):
-                target = Link("UDP", record.front) if record.reachable else \
-                    Link("TUNNEL", record.front, record.node_id, record.via)
+                target = self._front_link(record)
                 if target not in targets and target != avoid:
                     targets.append(target)
             req.uri = aor  # the serving front knows the AOR, not our own address it may have been sent to
@@ -925,8 +975,35 @@ class SipFront:
             self._forward(server, req, link, targets[0], now_ms)
 
         resource = id_from_name(aor)
-        self._ask(lambda h: OverlayFetch(h, resource, Kind.SIP_REGISTRATION), found, server, now_ms,
-                  LOOKUP_FIRST_TIMEOUT_MS if attempt == 1 else OVERLAY_TIMEOUT_MS)
+        timeout_ms = LOOKUP_FIRST_TIMEOUT_MS if attempt == 1 else OVERLAY_TIMEOUT_MS
+        self._ask(lambda h: OverlayFetch(h, resource, Kind.SIP_REGISTRATION),
+                  found if self.config.tickets is None else partial(self._named_only, resource, found, server,
+                                                                    timeout_ms),
+                  server, now_ms, timeout_ms)
+
+    def _named_only(self, resource: int, then: Answer, server: _Server | None, timeout_ms: int,
+                    answer: FetchAns | None, error: Error | None, now_ms: int) -> None:
+        """An enrolled overlay: the registrations fetched, less those no ticket stored under the
+        same name names (the node checked each ticket's signature as it fetched them). None
+        left of some: a storing peer passing off its own, and the lookup fails."""
+        if answer is None or not answer.entries:
+            then(answer, error, now_ms)
+            return
+
+        def named(tickets: FetchAns | None, error: Error | None, now_ms: int) -> None:
+            if tickets is None:
+                then(None, error, now_ms)
+                return
+            keys = {e.seal.signer for e in tickets.entries if e.seal is not None}
+            believed = tuple(e for e in answer.entries if e.seal is not None and e.seal.signer in keys)
+            if len(believed) < len(answer.entries):
+                self.counters["refused.sip_unnamed_record"] += len(answer.entries) - len(believed)
+            if not believed:
+                then(None, Error(ErrorCode.FORBIDDEN, NOT_NAMED.reason), now_ms)
+                return
+            then(replace(answer, entries=believed), None, now_ms)
+
+        self._ask(lambda h: OverlayFetch(h, resource, Kind.NAME), named, server, now_ms, timeout_ms)
 
     def _to_gateway(self, server: _Server | None, req: SipRequest, link: Link, domain: str, now_ms: int) -> None:
         """A foreign domain: to a peer that gateways to it, found in the overlay (seed 002, §3.4)."""
@@ -935,27 +1012,35 @@ class SipFront:
             fronts = []
             for entry in answer.entries if answer is not None else ():
                 try:
-                    fronts.append(Registration.from_bytes(entry.value).front)
+                    fronts.append(Registration.from_bytes(entry.value))
                 except RecordError:
                     self.counters["sip bad gateway records"] += 1
             if not fronts:
                 self._answer_if(server, 404, "Not Found (no gateway to that domain)", now_ms)
                 return
-            self._forward(server, req, link, Link("UDP", fronts[0]), now_ms)
+            self._forward(server, req, link, self._front_link(fronts[0]), now_ms)
 
-        resource = _gateway_key(domain)
-        self._ask(lambda h: OverlayFetch(h, resource, Kind.GATEWAY), found, server, now_ms)
+        resource = id_from_name(gateway_name(domain))
+        self._ask(lambda h: OverlayFetch(h, resource, Kind.GATEWAY),
+                  found if self.config.tickets is None else partial(self._named_only, resource, found, server,
+                                                                    OVERLAY_TIMEOUT_MS),
+                  server, now_ms)
 
     def _advertise_gateways(self, now_ms: int) -> None:
         """Keep "this peer gateways to DOMAIN" in the overlay while it runs."""
-        me = Registration("sip:gateway", (self.config.advertise_host, self.config.port), self.config.node_id)
+        me = Registration("sip:gateway", (self.config.advertise_host, self.config.port), self.config.node_id,
+                          tls_port=self.config.tls_port)
         entry = Entry(self.config.node_id.to_bytes(20, "big"), me.to_bytes(), self._storage_time_ms(now_ms),
                       GATEWAY_LIFETIME_S)
 
         for domain in self.config.gateways:
-            self._ask(partial(OverlayStore, resource=_gateway_key(domain), kind=Kind.GATEWAY,
-                              model=MODEL_OF[Kind.GATEWAY], entries=(entry,)),
-                      partial(self._logged, f"gateway to {domain} not advertised"), None, now_ms)
+            name = gateway_name(domain)
+            if self.config.tickets is not None and name not in self.config.tickets:
+                log.warning("sip: gateway to %s not advertised: the overlay's authority did not name this node "
+                            "for it (peerphone ca issue --gateway %s)", domain, domain)
+                continue
+            self._store_named(name, Kind.GATEWAY, (entry,),
+                              partial(self._logged, f"gateway to {domain} not advertised"), None, now_ms)
         self._timers.set(_GATEWAYS, now_ms + GATEWAY_LIFETIME_S * 1000 // 3)
 
     @staticmethod
@@ -963,15 +1048,35 @@ class SipFront:
         if error is not None:
             log.warning("sip: %s: %s", what, error.reason)
 
+    def _front_link(self, record: Registration) -> Link:
+        """How to send to the front of a registration: over TLS to a front that listens for it
+        (it must prove to be the record's node: SDP's SRTP keys cross between fronts), else
+        over UDP, or through the overlay to a front that cannot be reached."""
+        if not record.reachable:
+            return Link("TUNNEL", record.front, record.node_id, record.via)
+        if record.tls_port and self.config.tls_port:
+            return Link("TLS", (record.front[0], record.tls_port), record.node_id)
+        return Link("UDP", record.front)
+
     def _link_to(self, uri: Uri) -> Link:
-        node = id_from_hex(uri.param(TUNNEL_PARAM))  # a front that is reached through the overlay (its Record-Route)
-        if node is not None:
+        transport = (uri.param("transport") or "").lower()
+        node = id_from_hex(uri.param(TUNNEL_PARAM))  # a front's Record-Route: the node it runs on
+        if transport == "tls":
+            return Link("TLS", (uri.host, uri.port or TLS_PORT_DEFAULT), node or 0)
+        if node is not None:  # a front that is reached through the overlay
             return Link("TUNNEL", (uri.host, uri.port or 5060), node, id_from_hex(uri.param(VIA_PARAM)))
-        transport = "TCP" if (uri.param("transport") or "").lower() == "tcp" else "UDP"
-        return Link(transport, (uri.host, uri.port or 5060))
+        return Link("TCP" if transport == "tcp" else "UDP", (uri.host, uri.port or 5060))
+
+    def _port_for(self, link: Link) -> int:
+        return self.config.tls_port if link.transport == "TLS" else self.config.port
 
     def _is_me(self, uri: Uri) -> bool:
-        return uri.host in self._my_hosts and (uri.port or 5060) == self.config.port
+        default = TLS_PORT_DEFAULT if (uri.param("transport") or "").lower() == "tls" else 5060
+        return uri.host in self._my_hosts and (uri.port or default) in self._my_ports
+
+    @property
+    def _my_ports(self) -> tuple[int, ...]:
+        return (self.config.port, self.config.tls_port) if self.config.tls_port else (self.config.port,)
 
     # ------------------------------------------------------------------ forwarding (§16.6)
 
@@ -986,7 +1091,7 @@ class SipFront:
                             str(req.cseq()[0]), *req.get_all("route"))[:16]
         for text in vias:
             via = Via.parse(text)
-            if via.host in self._my_hosts and via.port == self.config.port \
+            if via.host in self._my_hosts and via.port in self._my_ports \
                     and (via.branch or "").endswith("." + loop_hash):
                 self._answer_if(server, 482, None, now_ms)
                 return
@@ -998,16 +1103,13 @@ class SipFront:
         _set(out, "max-forwards", str(hops - 1))
         out.headers.insert(0, ("Via", self._via(downstream, branch)))
         if req.method in DIALOG_CREATING and _tag(req.get("to")) == "":
-            transport = ";transport=tcp" if "TCP" in (upstream.transport, downstream.transport) else ""
-            node = "" if self._reachable else f";{TUNNEL_PARAM}={self.config.node_id:x}"
-            if self.config.admitting is not None:
-                node += f";{VIA_PARAM}={self.config.admitting:x}"
+            # Between our own phone on loopback and the network, and between TLS and the other
+            # transports, a route for each side (RFC 5658): the phone's stays 127.0.0.1 when the
+            # device's address changes mid-call, and a phone on UDP is not asked to speak TLS.
+            tcp = "TCP" in (upstream.transport, downstream.transport)
             token = f";{ROUTE_TOKEN_PARAM}={self._route_token(req)}"
-            # Between our own phone on loopback and the network, a route for each side (RFC 5658):
-            # the phone's stays 127.0.0.1 when the device's address changes mid-call.
-            for host in dict.fromkeys((self._facing(upstream), self._facing(downstream))):
-                params = f"{transport}{node}{token}" if host == self.config.advertise_host else f"{transport}{token}"
-                out.headers.insert(1, ("Record-Route", f"<sip:{host}:{self.config.port}{params};lr>"))
+            for route in dict.fromkeys(self._recorded_route(side, tcp, token) for side in (upstream, downstream)):
+                out.headers.insert(1, ("Record-Route", route))
         data = out.to_bytes()
         if server is None:
             self._send(data, downstream)
@@ -1015,6 +1117,20 @@ class SipFront:
         server.forks += 1
         server.client = self._send_request(out, data, downstream, branch, server, None, now_ms)
         self._events.append(Forwarded(req.method, req.get("call-id") or "", downstream))
+
+    def _recorded_route(self, side: Link, tcp: bool, token: str) -> str:
+        """Our Record-Route as the far end of `side` will use it."""
+        host = self._facing(side)
+        if side.transport == "TLS" and (self._reachable or not side.node_id):  # not a front behind NAT
+            # and the node we run on, which the far end checks we are
+            return f"<sip:{host}:{self.config.tls_port};transport=tls;{TUNNEL_PARAM}={self.config.node_id:x}{token};lr>"
+        params = ";transport=tcp" if tcp else ""
+        if host == self.config.advertise_host:
+            if not self._reachable:
+                params += f";{TUNNEL_PARAM}={self.config.node_id:x}"
+            if self.config.admitting is not None:
+                params += f";{VIA_PARAM}={self.config.admitting:x}"
+        return f"<sip:{host}:{self.config.port}{params}{token};lr>"
 
     def _fork(self, server: _Server, now_ms: int) -> bool:
         """Try the callee's next front, if there is one and the request is still open."""
@@ -1042,7 +1158,7 @@ class SipFront:
             and not self.config.advertise_host.startswith("127.") else self.config.advertise_host
 
     def _via(self, link: Link, branch: str) -> str:
-        return f"SIP/2.0/{link.via_transport} {self._facing(link)}:{self.config.port};branch={branch}"
+        return f"SIP/2.0/{link.via_transport} {self._facing(link)}:{self._port_for(link)};branch={branch}"
 
     def _cancel(self, server: _Server, invite: _Server | None, now_ms: int) -> None:
         """CANCEL (§16.10): answered here, and sent on along the INVITE's branch if it is still open."""
@@ -1061,7 +1177,7 @@ class SipFront:
         if not vias:
             raise SipParseError("response without Via")
         top = Via.parse(vias[0])
-        if top.host not in self._my_hosts or top.port != self.config.port:
+        if top.host not in self._my_hosts or top.port not in self._my_ports:
             self.counters["sip dropped: response not for us"] += 1
             return
         _drop_first(resp, "via")
@@ -1071,7 +1187,7 @@ class SipFront:
         if client is None:
             if len(vias) > 1:  # a late answer (a 2xx retransmission): routed by its Via (§16.7 step 10)
                 nxt = Via.parse(vias[1])
-                self._send(resp.to_bytes(), Link(nxt.transport if nxt.transport == "TCP" else "UDP",
+                self._send(resp.to_bytes(), Link(nxt.transport if nxt.transport in STREAMS else "UDP",
                                                  nxt.reply_to()))
             return
         self._client_input(client, response_input(resp.status), resp, now_ms)
@@ -1425,8 +1541,10 @@ def _int_or(text: str | None, default: int) -> int:
     return int(text) if text.isdigit() and len(text) <= 10 else default
 
 
-def _gateway_key(domain: str) -> int:
-    return id_from_name(f"sip-gateway:{domain}")
+def gateway_name(domain: str) -> str:
+    """The name a gateway to `domain` is kept under (and, in an enrolled overlay, the name the
+    authority's ticket gives a node that may be one: `peerphone ca issue --gateway`)."""
+    return f"sip-gateway:{domain}"
 
 
 def _contact_key(contact: str) -> bytes:

@@ -176,7 +176,8 @@ class Handset:
             tcfg = pj.TransportConfig()
             tcfg.port = 0
             tcfg.boundAddress = self.bind_host
-            kind = pj.PJSIP_TRANSPORT_TCP if self.transport == "tcp" else pj.PJSIP_TRANSPORT_UDP
+            kind = {"tcp": pj.PJSIP_TRANSPORT_TCP, "tls": pj.PJSIP_TRANSPORT_TLS}.get(self.transport,
+                                                                                    pj.PJSIP_TRANSPORT_UDP)
             ep.transportCreate(kind, tcfg)
             ep.libStart()
             self._sound_on = self._use_sound_devices()
@@ -258,7 +259,7 @@ class Handset:
         acfg.idUri = self.aor
         if line > 1:
             acfg.sipConfig.contactUriParams = f";line={line}"
-        uri = f"sip:{proxy[0]}:{proxy[1]};lr" + (";transport=tcp" if self.transport == "tcp" else "")
+        uri = f"sip:{proxy[0]}:{proxy[1]};lr" + (f";transport={self.transport}" if self.transport != "udp" else "")
         acfg.sipConfig.proxies.append(uri)
         if self.password is not None:
             user = Uri.parse(self.aor).user or ""
@@ -273,8 +274,9 @@ class Handset:
             acfg.mediaConfig.transportConfig.port = self.rtp_port
             acfg.mediaConfig.transportConfig.portRange = RTP_PORTS
         acfg.mediaConfig.srtpUse = getattr(self.pj, SRTP_MODES[self.srtp])
-        # SDES keys travel in the SDP: without SIP over TLS (not yet) whoever reads the SIP can
-        # read them, but the RTP on the wire is no longer the call's sound.
+        # SDES keys travel in the SDP: over TLS (--sip-transport tls, and between fronts) nobody
+        # on the way reads them; over UDP or TCP whoever reads the SIP can, but the RTP on the
+        # wire is no longer the call's sound either way.
         acfg.mediaConfig.srtpSecureSignaling = 0
         acfg.natConfig.contactRewriteUse = 0
         acfg.natConfig.viaRewriteUse = 0
