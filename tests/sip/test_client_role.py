@@ -19,7 +19,7 @@ from tests.sip.world import DOMAIN, last_seconds, start_overlay, start_phone
 
 pytestmark = pytest.mark.sip
 pytest.importorskip("pjsua2", reason="pjsua2-python is installed by tools/setup --test on x86_64")
-REATTACH_S = 60  # the keepalive (25 s), its retransmissions, an ATTACH to an alternate: with room
+REATTACH_S = 90  # the keepalive (45 s), its retransmissions, an ATTACH to an alternate: with room
 
 
 def counters(addr: str) -> dict[str, str]:

@@ -47,6 +47,7 @@ from ..core.ids import id_from_hex, id_from_name
 from ..core.ingress import BoundedLru
 from ..core.limits import (
     BINDINGS_MAX,
+    CLIENT_KEEPALIVE_MS,
     CONTACTS_PER_AOR_MAX,
     LIFETIME_S_MAX,
     REGISTRATION_LIFETIME_S_MAX,
@@ -101,7 +102,8 @@ OFFLINE_RECHECK_MS = 300_000
 # Every binding's copy in the overlay is looked at about this often, and stored again if it
 # is gone (its holders all died before they passed it on): a live phone stays reachable. The
 # phones' own requests come first: no looking while a quarter of the wait queue is in use.
-AUDIT_CYCLE_MS = 30_000
+# A client's keepalive period: on a client, the look is the keepalive.
+AUDIT_CYCLE_MS = CLIENT_KEEPALIVE_MS
 AUDIT_TICK_MS = 1000
 AUDITS_PER_TICK_MAX = 50
 # A node failed that may have held some of them (its copies are gone until re-replication
