@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from peerphone.core.access import NOT_AUTHORITY, REVOKED, Checks, store_refusal
+from peerphone.core.events import RequestCompleted
 from peerphone.core.ids import id_from_name
 from peerphone.core.limits import LIFETIME_S_MAX
 from peerphone.core.node import State
@@ -132,3 +133,11 @@ def test_a_revocation_reads_back_as_written() -> None:
     revoked = Revoked()
     assert revoked.add(revocation) and not revoked.add(revocation)
     assert revoked.covers(credential) and revoked.node(credential.node_id) and len(revoked) == 1
+
+
+def test_the_first_node_of_an_overlay_keeps_checking_though_it_answers_itself_while_alone() -> None:
+    ring = Ring(seed=2, enrolled=True)
+    alone = ring.add()
+    ring.run(3 * ring.timing.revocation_check_ms + ring.timing.revocation_check_ms // 2)
+    assert alone.counters["revocation_checks"] >= 3  # (a check it answered itself once stopped all the next ones)
+    assert not [e for at, e in ring.events if at == alone.me.addr and isinstance(e, RequestCompleted)]

@@ -142,13 +142,14 @@ class KademliaPeer(PeerNode):
                           target=node.addr)
         return True
 
-    def _user_request(self, code: Code, body: Body, resource: int, now_ms: int, first_hop: Addr | None) -> int:
+    def _user_request(self, code: Code, body: Body, resource: int, now_ms: int, first_hop: Addr | None,
+                      handle: int | None = None) -> int:
         if self.config.client or first_hop is not None:
-            return super()._user_request(code, body, resource, now_ms, first_hop)  # a peer runs it for us
+            return super()._user_request(code, body, resource, now_ms, first_hop, handle)  # a peer runs it for us
         if self.state is not State.JOINED:
             raise LocalProtocolError(f"{code.name} in state {self.state.value}")
         self._check_fits(code, body, resource)
-        handle = self._new_handle()
+        handle = self._new_handle() if handle is None else handle
         self._operate(code, body, resource,
                       lambda code, body, hops, responder: self._completed(handle, body, hops, responder), now_ms)
         return handle

@@ -796,8 +796,12 @@ class PeerNode:
             return
         if now_ms >= self._revocations_due_ms and self._revocations_fetch is None:
             self._revocations_due_ms = now_ms + self._timing.revocation_check_ms
-            self._revocations_fetch = self._user_request(Code.FETCH, Fetch(REVOCATIONS, Kind.REVOCATION), REVOCATIONS,
-                                                         now_ms, None)
+            self.counters["revocation_checks"] += 1
+            # Its handle is ours before it starts: a node that holds the resource itself (the
+            # first of an overlay, alone) has the answer before the request returns.
+            self._revocations_fetch = self._new_handle()
+            self._user_request(Code.FETCH, Fetch(REVOCATIONS, Kind.REVOCATION), REVOCATIONS, now_ms, None,
+                               handle=self._revocations_fetch)
         for node_id in self._revoked.node_ids():
             if self._address_of(node_id) is not None:
                 self.counters["revoked_out"] += 1
@@ -1050,19 +1054,22 @@ class PeerNode:
         self._next_handle += 1
         return handle
 
-    def _user_request(self, code: Code, body: Body, resource: int, now_ms: int, first_hop: Addr | None) -> int:
-        return self._originate(code, body, Dest(DestKind.RESOURCE, resource), now_ms, first_hop)
+    def _user_request(self, code: Code, body: Body, resource: int, now_ms: int, first_hop: Addr | None,
+                      handle: int | None = None) -> int:
+        """`handle`: one reserved before (`_new_handle`), for a request that may be done before this returns."""
+        return self._originate(code, body, Dest(DestKind.RESOURCE, resource), now_ms, first_hop, handle)
 
-    def _originate(self, code: Code, body: Body, dest: Dest, now_ms: int, first_hop: Addr | None) -> int:
-        return self._originate_to(code, body, (dest,), now_ms, first_hop)
+    def _originate(self, code: Code, body: Body, dest: Dest, now_ms: int, first_hop: Addr | None,
+                   handle: int | None = None) -> int:
+        return self._originate_to(code, body, (dest,), now_ms, first_hop, handle)
 
     def _originate_to(self, code: Code, body: Body, dest: tuple[Dest, ...], now_ms: int,
-                      first_hop: Addr | None) -> int:
+                      first_hop: Addr | None, handle: int | None = None) -> int:
         """Send a request of our user's; the handle its RequestCompleted event will carry."""
         if self.state is not State.JOINED:
             raise LocalProtocolError(f"{code.name} in state {self.state.value}")
         self._check_fits(code, body, dest[-1].id)
-        handle = self._new_handle()
+        handle = self._new_handle() if handle is None else handle
         self._request(code, body, dest, User(handle, body if isinstance(body, Fetch) else None), now_ms,
                       target=first_hop)
         return handle
