@@ -26,7 +26,7 @@ from ..sip.ua import IDLE_POLL_S, POLL_S, CallReport, Handset, HandsetError, Sou
 from ..sip.uri import Uri
 from .config import WILDCARDS, ConfigError, load_users, parse_hostport, route_source_address
 from .deskphone import Deskphone, terminal
-from .identity import handset_password
+from .identity import handset_password, name_tickets, node_identity, overlay_trust
 from .mobility import Address
 from .tone import write_tone
 from .wiring import start_peer
@@ -65,6 +65,16 @@ def _check_wav(path: Path) -> None:
         raise ConfigError(f"{path}: no such file") from None
     except (wave.Error, EOFError, OSError) as e:
         raise ConfigError(f"{path}: not a WAV file ({str(e) or 'too short'})") from None
+
+
+def _named_or_ad_hoc(aor: str, state_dir: Path | None) -> None:
+    """In an enrolled overlay, this node's certificate must name the phone's AOR: said before
+    the node joins (its front would be refused the registration)."""
+    trust = overlay_trust(state_dir)
+    tickets = name_tickets(state_dir, node_identity(state_dir, trust), trust) if trust.enrolled else None
+    if tickets is not None and aor not in tickets:
+        raise ConfigError(f"this node's certificate does not name {aor}: the overlay's authority issues one that "
+                          f"does (peerphone ca issue --name {aor})")
 
 
 def _local_address(proxy: tuple[str, int]) -> str:
@@ -108,13 +118,10 @@ async def phone(args: argparse.Namespace) -> int:
             password = users.get(aor.aor)
             if password is None:
                 raise ConfigError(f"--users {args.users} has no password for {aor.aor}, this phone's user")
+        _named_or_ad_hoc(aor.aor, args.state_dir)
         _driver, front, address = await start_peer(args, supervisor, board, users=users)
         if front is None:
             raise ConfigError("a phone with its own peer needs its SIP front: drop --sip-listen off or give --proxy")
-        tickets = front.front.config.tickets
-        if tickets is not None and aor.aor not in tickets:
-            raise ConfigError(f"this node's certificate does not name {aor.aor}: the overlay's authority issues one "
-                              f"that does (peerphone ca issue --name {aor.aor})")
         sip_host = parse_hostport(args.sip_listen)[0]
         # A front on every address: the handset talks to it on loopback (its route outward is
         # the front's, RFC 5658), and only its media is on the device's address, which may
