@@ -105,12 +105,13 @@ async def start_peer(args: argparse.Namespace, supervisor: Supervisor, board: Bo
                                    gateways=gateways, reachable=not args.sip_tunnel,
                                    admitting=admitting.node_id if admitting else None, users=users,
                                    tickets=name_tickets(state_dir, identity, config.trust))
-        tls_port = sip_tls_port(getattr(args, "sip_tls", "auto"), sip_listen[1])
+        sip_tls = getattr(args, "sip_tls", "auto")
         try:
-            front = await SipTransport.open(*sip_listen, front_config, driver, supervisor.spawn, tls_port=tls_port)
+            front = await SipTransport.open(*sip_listen, front_config, driver, supervisor.spawn,
+                                            tls_port=sip_tls_port(sip_tls, sip_listen[1]))
         except OSError as e:
-            raise ConfigError(f"cannot listen for SIP on {args.sip_listen} (TLS: {getattr(args, 'sip_tls', 'auto')}): "
-                              f"{e.strerror or e}") from None
+            raise ConfigError(f"cannot listen for SIP on {args.sip_listen} (TLS: {sip_tls}): {e.strerror or e}") \
+                from None
         supervisor.on_shutdown("close the SIP front", front.close)
         driver.node.counters_beside = front.front.counters
         tls = f" tls={front.tls_port}" if front.tls_port else ""

@@ -131,7 +131,8 @@ def _entries_refusal(entries: tuple[Entry, ...], resource: int, kind: int, model
             return UNSIGNED
         if rule is Rule.AUTHORITY and (checks.authority is None or e.seal.signer != checks.authority):
             return NOT_AUTHORITY
-        if rule is Rule.TICKET and (checks.authority is None or not ticket_holds(e, checks.authority, resource)):
+        if rule is Rule.TICKET and (
+                checks.authority is None or not ticket_holds(e, checks.authority, resource, checks.verified)):
             return BAD_TICKET
         if checks.revoked.key(e.seal.signer):
             return REVOKED

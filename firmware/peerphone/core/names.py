@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from .ids import id_from_name, id_to_bytes
 from .limits import PUBLIC_KEY_BYTES
-from .security import Signer, id_of_key, verify
+from .security import Signer, VerifiedSeals, id_of_key, verify_once
 from .wire.messages import Entry
 
 TICKET_BYTES = 64  # an Ed25519 signature
@@ -45,8 +45,8 @@ class NameTicket:
         """Its entry under the name's resource (a dictionary keyed by the key's id), not yet sealed."""
         return Entry(entry_key(self.public_key), self.public_key + self.ticket, storage_time_ms, lifetime_s)
 
-    def holds(self, authority: bytes, resource: int) -> bool:
-        return verify(authority, self.ticket, ticket_claim(resource, self.public_key))
+    def holds(self, authority: bytes, resource: int, verified: VerifiedSeals | None = None) -> bool:
+        return verify_once(authority, self.ticket, ticket_claim(resource, self.public_key), verified)
 
 
 def entry_key(public_key: bytes) -> bytes:
@@ -63,8 +63,9 @@ def read_ticket(entry: Entry) -> NameTicket | None:
     return ticket if entry.key == entry_key(ticket.public_key) else None
 
 
-def ticket_holds(entry: Entry, authority: bytes, resource: int) -> bool:
-    """`entry` is a ticket of the authority for `resource`, sealed by the key it names."""
+def ticket_holds(entry: Entry, authority: bytes, resource: int, verified: VerifiedSeals | None = None) -> bool:
+    """`entry` is a ticket of the authority for `resource`, sealed by the key it names (a
+    front fetches the tickets of a name for every call to it: `verified` spares the checks)."""
     ticket = read_ticket(entry)
     return ticket is not None and entry.seal is not None and entry.seal.signer == ticket.public_key \
-        and ticket.holds(authority, resource)
+        and ticket.holds(authority, resource, verified)

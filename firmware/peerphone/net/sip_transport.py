@@ -126,12 +126,10 @@ class _Stream(asyncio.Protocol):
                     self.owner.front.counters["sip.tls_sessions"] += 1
             messages = self.framer.feed(data)
         except TlsWrongNode as e:
-            self.owner.front.counters["refused.sip_tls_node"] += 1
-            self._close_failed(e)
+            self._close_failed(e, "refused.sip_tls_node")
             return
         except (FramingError, TlsRefused) as e:
-            self.owner.front.counters[f"sip dropped: bad {self.name} stream"] += 1
-            self._close_failed(e)
+            self._close_failed(e, f"sip dropped: bad {self.name} stream")
             return
         if messages and not self.spoke:
             self.spoke = True
@@ -140,7 +138,8 @@ class _Stream(asyncio.Protocol):
             assert self.addr is not None
             self.owner.received(message, Link(self.name, self.addr))
 
-    def _close_failed(self, e: Exception) -> None:
+    def _close_failed(self, e: Exception, counter: str) -> None:
+        self.owner.front.counters[counter] += 1
         log.info("sip: %s connection with %s closed: %s", self.name, self.addr, e)
         assert self.transport is not None
         self.transport.close()
@@ -167,8 +166,7 @@ class _Stream(asyncio.Protocol):
         try:
             self.tls.send(data)
         except TlsRefused as e:
-            self.owner.front.counters["sip dropped: bad TLS stream"] += 1
-            self._close_failed(e)
+            self._close_failed(e, "sip dropped: bad TLS stream")
             return
         self._flush()
 

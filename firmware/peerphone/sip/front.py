@@ -977,17 +977,23 @@ class SipFront:
             self._forward(server, req, link, targets[0], now_ms)
 
         resource = id_from_name(aor)
-        timeout_ms = LOOKUP_FIRST_TIMEOUT_MS if attempt == 1 else OVERLAY_TIMEOUT_MS
-        self._ask(lambda h: OverlayFetch(h, resource, Kind.SIP_REGISTRATION),
-                  found if self.config.tickets is None else partial(self._named_only, resource, found, server,
-                                                                    timeout_ms),
+        self._fetch_named(resource, Kind.SIP_REGISTRATION, found, server, now_ms,
+                          LOOKUP_FIRST_TIMEOUT_MS if attempt == 1 else OVERLAY_TIMEOUT_MS)
+
+    def _fetch_named(self, resource: int, kind: Kind, then: Answer, server: _Server | None, now_ms: int,
+                     timeout_ms: int = OVERLAY_TIMEOUT_MS) -> None:
+        """Fetch the records of a name; in an enrolled overlay, only those a key the name's
+        tickets name sealed (`_named_only`)."""
+        self._ask(lambda h: OverlayFetch(h, resource, kind),
+                  then if self.config.tickets is None else partial(self._named_only, resource, then, server,
+                                                                   timeout_ms),
                   server, now_ms, timeout_ms)
 
     def _named_only(self, resource: int, then: Answer, server: _Server | None, timeout_ms: int,
                     answer: FetchAns | None, error: Error | None, now_ms: int) -> None:
-        """An enrolled overlay: the registrations fetched, less those no ticket stored under the
-        same name names (the node checked each ticket's signature as it fetched them). None
-        left of some: a storing peer passing off its own, and the lookup fails."""
+        """The records fetched, less those no ticket stored under the same name names (the
+        node checked each ticket's signature as it fetched them). None left of some: a storing
+        peer passing off its own, and the lookup fails."""
         if answer is None or not answer.entries:
             then(answer, error, now_ms)
             return
@@ -1022,11 +1028,7 @@ class SipFront:
                 return
             self._forward(server, req, link, self._front_link(fronts[0]), now_ms)
 
-        resource = id_from_name(gateway_name(domain))
-        self._ask(lambda h: OverlayFetch(h, resource, Kind.GATEWAY),
-                  found if self.config.tickets is None else partial(self._named_only, resource, found, server,
-                                                                    OVERLAY_TIMEOUT_MS),
-                  server, now_ms)
+        self._fetch_named(id_from_name(gateway_name(domain)), Kind.GATEWAY, found, server, now_ms)
 
     def _advertise_gateways(self, now_ms: int) -> None:
         """Keep "this peer gateways to DOMAIN" in the overlay while it runs."""
@@ -1063,18 +1065,18 @@ class SipFront:
     def _link_to(self, uri: Uri) -> Link:
         transport = (uri.param("transport") or "").lower()
         node = id_from_hex(uri.param(TUNNEL_PARAM))  # a front's Record-Route: the node it runs on
+        addr = (uri.host, _port_of(uri))
         if transport == "tls":
-            return Link("TLS", (uri.host, uri.port or TLS_PORT_DEFAULT), node or 0)
+            return Link("TLS", addr, node or 0)
         if node is not None:  # a front that is reached through the overlay
-            return Link("TUNNEL", (uri.host, uri.port or 5060), node, id_from_hex(uri.param(VIA_PARAM)))
-        return Link("TCP" if transport == "tcp" else "UDP", (uri.host, uri.port or 5060))
+            return Link("TUNNEL", addr, node, id_from_hex(uri.param(VIA_PARAM)))
+        return Link("TCP" if transport == "tcp" else "UDP", addr)
 
     def _port_for(self, link: Link) -> int:
         return self.config.tls_port if link.transport == "TLS" else self.config.port
 
     def _is_me(self, uri: Uri) -> bool:
-        default = TLS_PORT_DEFAULT if (uri.param("transport") or "").lower() == "tls" else 5060
-        return uri.host in self._my_hosts and (uri.port or default) in self._my_ports
+        return uri.host in self._my_hosts and _port_of(uri) in self._my_ports
 
     @property
     def _my_ports(self) -> tuple[int, ...]:
@@ -1541,6 +1543,11 @@ def _quoted(value: str) -> str:
 def _int_or(text: str | None, default: int) -> int:
     text = (text or "").strip()
     return int(text) if text.isdigit() and len(text) <= 10 else default
+
+
+def _port_of(uri: Uri) -> int:
+    """A SIP URI's port, or its transport's default (RFC 3261 §19.1.2)."""
+    return uri.port or (TLS_PORT_DEFAULT if (uri.param("transport") or "").lower() == "tls" else 5060)
 
 
 def gateway_name(domain: str) -> str:
