@@ -7,7 +7,9 @@ import sys
 
 import pytest
 from peerphone.core.overlay import Topology
+from peerphone.core.peer import State
 from peerphone.core.role import Role
+from peerphone.core.usages import Kind
 from peerphone.sim.network import Network, NetworkModel, Partition
 from peerphone.sim.scenario import Scenario, SimSpec
 
@@ -119,3 +121,18 @@ def test_battery_handsets_follow_the_policy_and_their_role_changes_lose_nothing(
     clients = [scenario.sim.nodes[a] for a in scenario.sim.clients]
     assert clients and all(node.config.client and node.admitting_peer is not None for node in clients)
     assert scenario.sim.oracle().ids == sorted(n.me.node_id for n in scenario.sim.live_nodes())  # clients own nothing
+
+
+def test_a_request_from_a_node_still_joining_is_a_counted_failure_and_workloads_skip_such_nodes():
+    """A node that became a peer a moment ago is live but cannot ask yet: a fetch drawn from it
+    once vanished, and a value looked lost after role changes that lost nothing."""
+    scenario = Scenario(SimSpec(nodes=20, seed=5))
+    scenario.build()
+    sim = scenario.sim
+    newcomer = sim.join(sim.random_live())
+    assert newcomer.state is State.JOINING
+    outcomes = []
+    sim.request(newcomer, lambda node, now: node.fetch(1, Kind.BLOB, now_ms=now), outcomes.append)
+    assert len(outcomes) == 1 and outcomes[0].error is not None and outcomes[0].responder is None
+    drawn = {id(sim.random_joined()) for _ in range(400)}
+    assert id(newcomer) not in drawn and len(drawn) == 20

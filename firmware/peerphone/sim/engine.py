@@ -15,6 +15,7 @@ from bisect import bisect_left, insort
 from dataclasses import dataclass, field
 from typing import Callable, cast
 
+from ..core.errors import ErrorCode
 from ..core.events import Joined, RequestCompleted
 from ..core.ids import ID_BITS, RING
 from ..core.kademlia_peer import KademliaPeer
@@ -24,7 +25,7 @@ from ..core.overlay.onehop import OneHop
 from ..core.peer import PeerConfig, PeerNode, State, make_peer
 from ..core.ring_peer import RingPeer
 from ..core.security import Identity, Trust
-from ..core.wire.messages import Addr, StatAns
+from ..core.wire.messages import Addr, Error, StatAns
 from .network import Network, NetworkModel
 
 SIM_OVERLAY_ID = 0x51A0
@@ -203,6 +204,15 @@ class Simulation:
     def random_live(self) -> PeerNode:
         return self.nodes[self.live[self.rng.randrange(len(self.live))]]
 
+    def random_joined(self) -> PeerNode:
+        """A random live node that has finished joining: only it can make requests. Under churn or
+        role changes a few live nodes are still joining; drawing again skips them."""
+        for _ in range(64):
+            node = self.random_live()
+            if node.state is State.JOINED:
+                return node
+        return self.nodes[next(a for a in self.live if self.nodes[a].state is State.JOINED)]
+
     def live_nodes(self) -> list[PeerNode]:
         return [self.nodes[a] for a in self.live]
 
@@ -261,7 +271,8 @@ class Simulation:
 
     def request(self, node: PeerNode, start: Callable[[PeerNode, int], int],
                 done: Callable[[RequestCompleted], None]) -> None:
-        if node.state is not State.JOINED:
+        if node.state is not State.JOINED:  # it cannot ask yet: a failure the workload counts, not a silent loss
+            done(RequestCompleted(-1, None, Error(ErrorCode.UNREACHABLE, "requester not joined"), 0, None))
             return
         handle = start(node, self.now_ms)
         self._waiting[(node.me.addr, handle)] = done

@@ -144,8 +144,8 @@ class Scenario:
 
     def _requester(self, start: Callable[[PeerNode, int], int],
                    done: Callable[[RequestCompleted], None]) -> Callable[[], None]:
-        """A deferred request from whichever node is a random live one when it runs."""
-        return lambda: self.sim.request(self.sim.random_live(), start, done)
+        """A deferred request from whichever node is a random joined one when it runs."""
+        return lambda: self.sim.request(self.sim.random_joined(), start, done)
 
     def lookups(self, count: int, spread_ms: int, from_clients: bool = False) -> Lookups:
         """`count` fetches of random ids from random live peers (or attached clients), judged by who
@@ -160,7 +160,7 @@ class Scenario:
         sim = self.sim
         if from_client and not sim.clients:
             return
-        origin = sim.nodes[sim.clients[sim.rng.randrange(len(sim.clients))]] if from_client else sim.random_live()
+        origin = sim.nodes[sim.clients[sim.rng.randrange(len(sim.clients))]] if from_client else sim.random_joined()
         target = sim.rng.getrandbits(160)
         started = sim.now_ms
         result.issued += 1
