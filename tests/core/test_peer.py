@@ -334,3 +334,23 @@ def test_a_tunnel_at_its_bound_is_sent_and_fits_a_datagram_with_a_full_via_list(
     widest = Message(TTL_INITIAL, (RING - 1,) * VIA_ENTRIES_MAX, (Dest(DestKind.NODE, RING - 1),), 2**64 - 1,
                      Code.TUNNEL, Tunnel(b"x" * TUNNEL_BYTES_MAX), None, ("0" * 39, 65535), True)
     assert len(encode(widest, OVERLAY)) <= DATAGRAM_BYTES_MAX
+
+
+def test_the_responsible_node_answers_a_store_before_it_pushes_the_copies(topology):
+    """The writer waits for the answer, not for the replicas: each copy (encrypted over a link,
+    then checked by its replica) sent first would only delay it."""
+    ring = build(8, topology=topology)
+    client = ring.add(client=True, bootstrap=ring.live()[0].me.addr)
+    responsible = next(n for n in ring.live() if n.me.node_id == ring.responsible(id_from_name("carol")))
+    sent_in_order: list[Code] = []
+    outgoing = responsible.datagrams_to_send
+
+    def watched():
+        out = outgoing()
+        sent_in_order.extend(decode(data, OVERLAY).code for data, _ in out)
+        return out
+
+    responsible.datagrams_to_send = watched
+    assert put(ring, client, "carol", b"c", responsible).error is None
+    assert Code.STORE_ANS in sent_in_order and Code.STORE in sent_in_order
+    assert sent_in_order.index(Code.STORE_ANS) < sent_in_order.index(Code.STORE)

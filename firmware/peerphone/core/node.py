@@ -649,7 +649,8 @@ class PeerNode:
         raise NotImplementedError
 
     def _after_store(self, key: Key, body: Store, now_ms: int) -> None:
-        """A store succeeded here: replicate it as the topology does."""
+        """A store succeeded here: replicate it as the topology does (the copies wanted are
+        pushed once the store is answered)."""
 
     def _offered(self, node: NodeInfo, now_ms: int) -> None:
         """A node somebody told us about proved it lives at its address: the topology may
@@ -893,6 +894,7 @@ class PeerNode:
             return
         code, body = handler(msg, sender, now_ms)
         self._answer(msg, code, body, addr, now_ms)
+        self._push_replicas(now_ms)  # copies of what it stored leave after its answer, not before
 
     def _answer(self, req: Message, code: Code, body: Body, addr: Addr, now_ms: int, *, cache: bool = True) -> None:
         """Answer `req`. The answer's via list is the request's path ending with us, so
@@ -1115,6 +1117,7 @@ class PeerNode:
         """We are the destination of our own request: run it without the network."""
         code, body = self._request_handlers[msg.code](msg, self.me, now_ms)
         self._finish(purpose, self._local_answer(msg, code, body), now_ms)
+        self._push_replicas(now_ms)
 
     def _local_answer(self, msg: Message, code: Code, body: Body) -> Message:
         return Message(TTL_INITIAL, (self.me.node_id,), (), msg.txid, code, body)

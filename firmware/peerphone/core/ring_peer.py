@@ -163,7 +163,7 @@ class RingPeer(PeerNode):
     def _after_store(self, key: Key, body: Store, now_ms: int) -> None:
         if not body.replica:
             self._replicas.restart(key)
-            self._replicate_key(key, now_ms)
+            self._want_copies(key)
 
     def _stat_topology(self) -> tuple[int | None, tuple[int, ...], tuple[int, ...]]:
         pred = self.topology.pred.node_id if self.topology.pred is not None else None
@@ -358,11 +358,13 @@ class RingPeer(PeerNode):
         self._push_replicas(now_ms)
 
     def _replicate_key(self, key: Key, now_ms: int) -> None:
-        if not self.topology.responsible(key[0]):
-            return
-        for node in self.topology.replica_targets():
-            self._replicas.want(key, node)
+        self._want_copies(key)
         self._push_replicas(now_ms)
+
+    def _want_copies(self, key: Key) -> None:
+        if self.topology.responsible(key[0]):
+            for node in self.topology.replica_targets():
+                self._replicas.want(key, node)
 
     def _replication_pending(self) -> int:
         targets = [n.node_id for n in self.topology.replica_targets()]
