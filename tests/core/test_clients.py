@@ -54,6 +54,25 @@ def test_a_client_attaches_to_a_peer_and_is_reached_through_it_from_anywhere(top
         assert client.me.node_id not in (stat.pred, *stat.successors, *stat.fingers)
 
 
+def test_a_client_reached_through_its_peer_says_how_to_reach_it_back(topology):
+    """Client to client: the answer to a client's tunnel (a 180 to its INVITE) can only go
+    through that client's own peer, which the Tunnel names; routed by id, it was lost."""
+    ring = build(8, topology=topology)
+    peers = ring.live()
+    caller, callee = attached_client(ring, peers[1]), attached_client(ring, peers[6])
+    assert tunnel_to(ring, caller, callee, b"INVITE").error is None
+    [invite] = [e for at, e in ring.events if isinstance(e, Tunnelled) and e.payload == b"INVITE"]
+    assert invite == Tunnelled(caller.me.node_id, b"INVITE", peers[1].me.node_id)
+    handle = callee.tunnel(invite.origin, b"180 Ringing", now_ms=ring.now_ms, via=invite.via)
+    ring.flush(callee)
+    ring.run(3000)
+    [done] = [e for at, e in ring.events if at == callee.me.addr and isinstance(e, RequestCompleted)
+              and e.handle == handle]
+    assert done.error is None and done.responder == caller.me.node_id
+    assert [at for at, e in ring.events if isinstance(e, Tunnelled) and e.payload == b"180 Ringing"] == [
+        caller.me.addr]
+
+
 def test_a_client_sends_one_keepalive_a_period_and_its_peer_keeps_it(topology):
     ring = build(5, topology=topology)
     peer = ring.live()[1]

@@ -89,7 +89,7 @@ BODIES = {
     Code.MEMBERS_ANS: st.builds(MembersAns, st.integers(0, 0xFFFF), st.integers(0, 0xFFFF), node_lists),
     Code.CLOSEST: st.builds(Closest, ids),
     Code.CLOSEST_ANS: st.builds(ClosestAns, node_lists),
-    Code.TUNNEL: st.builds(Tunnel, st.binary(max_size=TUNNEL_BYTES_MAX)),
+    Code.TUNNEL: st.builds(Tunnel, st.binary(max_size=TUNNEL_BYTES_MAX), st.none() | ids),
     Code.TUNNEL_ANS: st.just(EMPTY),
     Code.ATTACH: st.just(EMPTY),
     Code.ATTACH_ANS: st.builds(AttachAns, st.integers(0, 3600), node_lists),

@@ -332,7 +332,7 @@ def test_a_tunnel_at_its_bound_is_sent_and_fits_a_datagram_with_a_full_via_list(
     origin = ring.live()[0]
     origin.tunnel(ring.live()[1].me.node_id, b"x" * TUNNEL_BYTES_MAX, now_ms=ring.now_ms)  # no LocalProtocolError
     widest = Message(TTL_INITIAL, (RING - 1,) * VIA_ENTRIES_MAX, (Dest(DestKind.NODE, RING - 1),), 2**64 - 1,
-                     Code.TUNNEL, Tunnel(b"x" * TUNNEL_BYTES_MAX), None, ("0" * 39, 65535), True)
+                     Code.TUNNEL, Tunnel(b"x" * TUNNEL_BYTES_MAX, RING - 1), None, ("0" * 39, 65535), True)
     assert len(encode(widest, OVERLAY)) <= DATAGRAM_BYTES_MAX
 
 

@@ -136,3 +136,19 @@ def test_a_request_from_a_node_still_joining_is_a_counted_failure_and_workloads_
     assert len(outcomes) == 1 and outcomes[0].error is not None and outcomes[0].responder is None
     drawn = {id(sim.random_joined()) for _ in range(400)}
     assert id(newcomer) not in drawn and len(drawn) == 20
+
+
+def test_calls_go_through_while_handsets_change_roles_between_fronts_on_peers_and_on_clients():
+    """A phone may sit behind a handset that is a client, at either end of a call: its front is
+    then reached through the handset's admitting peer, and answers it too."""
+    scenario = Scenario(SimSpec(nodes=120, seed=3, values=100, calls=120, phones=60, duration_s=120,
+                                battery_share=0.5))
+    report = scenario.run()
+    fleet = scenario.fleet
+    assert fleet is not None and fleet.changes[Role.CLIENT] + fleet.changes[Role.PEER] > 0
+    world = scenario.world
+    assert world is not None
+    on_clients = [f for f in world.fronts.values() if f.node.config.client]
+    assert on_clients and any(f.front.counters["sip tunnelled in"] for f in on_clients)
+    assert report.figures["role changes calls set up"] == 1.0
+    assert report.figures["values found"] == report.figures["stored"] == 100

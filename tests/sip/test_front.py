@@ -10,6 +10,7 @@ from peerphone.core.ids import id_from_name
 from peerphone.core.usages import Kind, OfflineMessage, Registration
 from peerphone.core.wire.messages import DataModel, Entry
 from peerphone.sip import front as front_module
+from peerphone.sip import tunnel
 from peerphone.sip.front import (
     RESOLVING_MAX,
     RESOLVING_PER_SOURCE_MAX,
@@ -520,6 +521,20 @@ def test_sip_for_a_phone_behind_a_client_goes_through_the_overlay_by_way_of_its_
     world.send(request("INVITE", aor))
     tunnels = [r for r in world.overlay_started if isinstance(r, OverlayTunnel)]
     assert tunnels and {(t.node_id, t.via) for t in tunnels} == {(0x5151, 0x7777)}
+
+
+def test_answers_to_a_front_behind_a_client_go_back_by_way_of_the_peer_its_tunnel_named():
+    world = FrontWorld()
+    world.register("lou")
+    invite = request("INVITE", f"sip:lou@{DOMAIN}", port=6011, call_id="from-a-client")
+    for part in tunnel.split(invite, b"\x01" * tunnel.MESSAGE_ID_BYTES):
+        world.front.receive_tunnelled(0x5151, part, via=0x7777, now_ms=world.now_ms)
+    world._pump()
+    sent, link = forwarded(world, "INVITE")
+    assert link.addr == ("127.0.0.1", PHONE)
+    world.send(answer(sent, 180, "Ringing"))
+    tunnels = [r for r in world.overlay_started if isinstance(r, OverlayTunnel)]
+    assert tunnels and {(t.node_id, t.via) for t in tunnels} == {(0x5151, 0x7777)}  # its 100 Trying and 180
 
 
 def _store_front_record(world: FrontWorld, aor: str, front_port: int, node_id: int, tls_port: int) -> None:

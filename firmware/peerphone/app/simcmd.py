@@ -58,8 +58,8 @@ def specs_from_args(args: argparse.Namespace) -> list[SimSpec]:
         raise ConfigError("--calls are measured on a stable overlay or under churn, not after --fail-fraction")
     if not 0.0 <= args.battery_share < 1.0:
         raise ConfigError("--battery-share must be in [0, 1): some nodes must stay peers")
-    if args.battery_share and (args.calls or args.fail_fraction or args.churn_median_s):
-        raise ConfigError("--battery-share is measured on its own, not with --calls, --fail-fraction or churn")
+    if args.battery_share and (args.fail_fraction or args.churn_median_s):
+        raise ConfigError("--battery-share is measured on its own or with --calls, not with --fail-fraction or churn")
     if args.battery_share and args.topology == "kademlia":
         raise ConfigError("--battery-share runs on chord and onehop (the simulator's clients attach to ring peers)")
     partition = _partition(args.partition_s) if args.partition_s else None

@@ -51,10 +51,12 @@ class RequestCompleted:
 
 @dataclass(frozen=True, slots=True)
 class Tunnelled:
-    """A Tunnel request for us arrived from `origin` (once: retransmissions are absorbed)."""
+    """A Tunnel request for us arrived from `origin` (once: retransmissions are absorbed);
+    `via`: the origin is a client, reached back through this peer."""
 
     origin: int
     payload: bytes
+    via: int | None = None
 
 
 Event = Union[Joined, Attached, JoinFailed, Left, NodeFailed, RequestCompleted, Tunnelled]

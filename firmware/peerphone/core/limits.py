@@ -17,9 +17,9 @@ REASON_CHARS_MAX = 128
 SIGNATURE_BYTES_MAX = 512
 VALUE_BYTES_MAX = 440  # with a 20-hop via list, a dictionary key and a seal, a store still fits one datagram
 DICT_KEY_BYTES_MAX = 64
-# A Tunnel with a 20-hop via list and a 64-bit transaction id fits one datagram (1,193 bytes
-# measured); SIP is cut into parts of this size.
-TUNNEL_BYTES_MAX = 632
+# A Tunnel with a 20-hop via list, a 64-bit transaction id and a client's admitting peer to
+# answer through fits one datagram (1,174 bytes measured); SIP is cut into parts of this size.
+TUNNEL_BYTES_MAX = 611
 STAT_NAME_CHARS_MAX = 32  # a counter's name in a STAT answer
 STAT_ITEMS_PER_PAGE = 12  # fingers and counters per STAT answer page: one datagram with room to spare
 

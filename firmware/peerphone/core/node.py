@@ -552,7 +552,9 @@ class PeerNode:
         the admitting peer of `node_id`, a client."""
         to = Dest(DestKind.NODE, node_id)
         dest = (to,) if via is None else (Dest(DestKind.NODE, via), to)
-        return self._originate_to(Code.TUNNEL, Tunnel(payload), dest, now_ms, None)
+        # A client says how to reach it back: nobody routes to a client but its own peer.
+        reply_via = self.admitting_peer.node_id if self.admitting_peer is not None else None
+        return self._originate_to(Code.TUNNEL, Tunnel(payload, reply_via), dest, now_ms, None)
 
     def known_peers(self) -> list[Addr]:
         """Peers to join or attach through after a role change: a client's peer and the peers it
@@ -1008,7 +1010,7 @@ class PeerNode:
 
     def _on_tunnel(self, msg: Message, sender: NodeInfo, now_ms: int) -> tuple[Code, Body]:
         assert isinstance(msg.body, Tunnel)
-        self._events.append(Tunnelled(msg.via[0], msg.body.payload))
+        self._events.append(Tunnelled(msg.via[0], msg.body.payload, msg.body.reply_via))
         return Code.TUNNEL_ANS, EMPTY
 
     def _on_attach(self, msg: Message, sender: NodeInfo, now_ms: int) -> tuple[Code, Body]:

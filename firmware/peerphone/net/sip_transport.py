@@ -19,7 +19,7 @@ import time
 from functools import partial
 from typing import Any, Callable
 
-from ..core.events import RequestCompleted
+from ..core.events import RequestCompleted, Tunnelled
 from ..core.ingress import TokenBuckets
 from ..core.limits import SIP_TCP_CONNECTIONS_MAX
 from ..sip.front import FrontConfig, Link, SipFront
@@ -272,8 +272,8 @@ class SipTransport(asyncio.DatagramProtocol):
         self.front.receive(data, link, now_ms=self.now_ms())
         self._pump()
 
-    def _tunnelled(self, origin: int, payload: bytes) -> None:
-        self.front.receive_tunnelled(origin, payload, now_ms=self.now_ms())
+    def _tunnelled(self, event: Tunnelled) -> None:
+        self.front.receive_tunnelled(event.origin, event.payload, via=event.via, now_ms=self.now_ms())
         self._pump()
 
     def reached_through(self, peer_id: int | None) -> None:

@@ -54,7 +54,7 @@ class UdpDriver:
         self._waiting: dict[int, Callable[[RequestCompleted], None]] = {}
         self.joined: asyncio.Future[None] = self._loop.create_future()
         self.left: asyncio.Future[None] = self._loop.create_future()
-        self.on_tunnel: Callable[[int, bytes], None] | None = None  # (origin node, payload)
+        self.on_tunnel: Callable[[Tunnelled], None] | None = None
         self.on_node_failed: Callable[[], None] | None = None  # the overlay may have lost copies
         self.on_attached: Callable[[int], None] | None = None  # a client's new admitting peer (its id)
         host, port = sock.getsockname()[:2]
@@ -185,7 +185,7 @@ class UdpDriver:
                 self.left.set_result(None)
         elif isinstance(event, Tunnelled):
             if self.on_tunnel is not None:
-                self.on_tunnel(event.origin, event.payload)
+                self.on_tunnel(event)
         elif isinstance(event, Attached):
             log.info("attached to peer %s at %s:%d", short(event.peer_id), *event.addr)
             if self.on_attached is not None:

@@ -1,7 +1,9 @@
-"""Calls in the simulator: SIP fronts on the simulated peers, phones at random peers.
+"""Calls in the simulator: SIP fronts on the simulated nodes, phones at random fronts.
 
-Every peer hosts the very `SipFront` the UDP transport drives, on the peer's own
-simulated host (port 5060), its overlay requests started on the peer's `PeerNode`.
+Every peer (and, in battery runs, every handset, client or peer) hosts the very
+`SipFront` the UDP transport drives, on the node's own simulated host (port 5060), its
+overlay requests started on the node's `PeerNode`, the node's tunnelled payloads and
+attachments handed to it.
 A `SimPhone` is a minimal sans-I/O user agent on a host of its own: it registers
 two contacts, each through a random front, and refreshes them, keeps its fronts
 alive with OPTIONS and moves a contact to another front when its front stops
@@ -19,7 +21,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable, Sequence
 
-from ..core.events import RequestCompleted
+from ..core.events import Attached, Event, Joined, NodeFailed, RequestCompleted, Tunnelled
 from ..core.peer import PeerNode, State
 from ..core.wire.messages import Addr
 from ..sip.front import FrontConfig, Link, SipFront, ack_for_failure
@@ -360,19 +362,40 @@ class SimPhone:
 
 
 class SimFront:
-    """The SIP front of one simulated peer, on the simulator's clock."""
+    """The SIP front of one simulated node, on the simulator's clock. It stays through the
+    node's role changes (as the phone's front does): a client's front is reached through
+    its admitting peer."""
 
     def __init__(self, world: "CallWorld", node: PeerNode, rng: random.Random) -> None:
         self.world = world
-        self.node = node
+        self.node_addr = node.me.addr
         self.addr: Addr = (node.me.addr[0], SIP_PORT)
-        self.front = SipFront(FrontConfig(DOMAIN, node.me.node_id, node.me.addr[0], SIP_PORT),
+        admitting = node.admitting_peer
+        self.front = SipFront(FrontConfig(DOMAIN, node.me.node_id, node.me.addr[0], SIP_PORT,
+                                          admitting=admitting.node_id if admitting else None),
                               entropy=rng.randbytes, now_ms=world.sim.now_ms)
         self._timer_ms: int | None = None
 
     @property
+    def node(self) -> PeerNode:
+        """The node now at our address: a role change makes a new one (Simulation.become)."""
+        return self.world.sim.nodes[self.node_addr]
+
+    @property
     def live(self) -> bool:
-        return self.world.sim.is_live(self.node.me.addr)
+        return self.world.sim.is_running(self.node_addr)
+
+    def node_event(self, event: Event) -> None:
+        now = self.world.sim.now_ms
+        if isinstance(event, Tunnelled):
+            self.front.receive_tunnelled(event.origin, event.payload, via=event.via, now_ms=now)
+        elif isinstance(event, Attached):
+            self.front.reached_through(event.peer_id, now_ms=now)
+        elif isinstance(event, Joined) and not self.node.config.client:
+            self.front.reached_through(None, now_ms=now)
+        elif isinstance(event, NodeFailed):
+            self.front.overlay_changed(now_ms=now)
+        self.pump()
 
     def receive(self, data: bytes, src: Addr, now_ms: int) -> None:
         self.front.receive(data, Link("UDP", src), now_ms=now_ms)
@@ -412,12 +435,20 @@ class CallWorld:
     phones: dict[Addr, SimPhone] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self.sim.on_event = self._node_event
+
     def add_front(self, node: PeerNode) -> SimFront:
         front = SimFront(self, node, random.Random(self.sim.rng.getrandbits(64)))
         self.sim.network.alias(front.addr, node.me.addr)
         self.fronts[front.addr] = front
         front.pump()
         return front
+
+    def _node_event(self, node_addr: Addr, event: Event) -> None:
+        front = self.fronts.get((node_addr[0], SIP_PORT))
+        if front is not None and front.live:
+            front.node_event(event)
 
     def add_phone(self, index: int) -> None:
         addr: Addr = (f"172.{16 + (index >> 16 & 15)}.{index >> 8 & 255}.{index & 255}", SIP_PORT)
@@ -427,9 +458,10 @@ class CallWorld:
         phone.start(self.sim.now_ms)
 
     def random_front(self, avoid: Sequence[Addr | None] = ()) -> Addr | None:
-        """The front of a random live, joined peer (none in `avoid`), as a phone's next outbound proxy."""
+        """The front of a random joined node (none in `avoid`), as a phone's next outbound proxy:
+        a peer's, or a battery handset's that is a client now."""
         for _ in range(8):
-            node = self.sim.random_live()
+            node = self.sim.random_running()
             addr = (node.me.addr[0], SIP_PORT)
             if addr not in avoid and addr in self.fronts and node.state is State.JOINED:
                 return addr

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Callable, cast
 
 from ..core.errors import ErrorCode
-from ..core.events import Joined, RequestCompleted
+from ..core.events import Event, Joined, RequestCompleted
 from ..core.ids import ID_BITS, RING
 from ..core.kademlia_peer import KademliaPeer
 from ..core.limits import REFRESH_ROUNDS, Timing
@@ -48,6 +48,8 @@ class Simulation:
     clients: list[Addr] = field(default_factory=list)  # attached clients (sim/roles.py), in attach order
     events_run: int = 0
     datagrams: int = 0
+    # Whoever runs beside a node (its SIP front) hears its other events: tunnelled payloads, attachments.
+    on_event: Callable[[Addr, Event], None] | None = None
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -80,7 +82,7 @@ class Simulation:
                 cast(Callable[[], None], a)()
                 continue
             addr = cast(Addr, a)
-            if addr not in self._live_index and addr not in self._client_set:
+            if not self.is_running(addr):
                 continue
             node = self.nodes[addr]
             if kind == DELIVER:
@@ -105,10 +107,12 @@ class Simulation:
         for event in node.events():
             if isinstance(event, Joined) and not node.config.client:
                 insort(self._joined_ids, event.node_id)
-            elif isinstance(event, RequestCompleted):
+            if isinstance(event, RequestCompleted):
                 done = self._waiting.pop((src, event.handle), None)
                 if done is not None:
                     done(event)
+            elif self.on_event is not None:
+                self.on_event(src, event)
         deadline = node.next_deadline_ms()
         if deadline is not None and self._timer_at.get(src) != deadline:
             self._timer_at[src] = deadline
@@ -201,8 +205,17 @@ class Simulation:
     def is_live(self, addr: Addr) -> bool:
         return addr in self._live_index
 
+    def is_running(self, addr: Addr) -> bool:
+        """A live peer, or an attached client."""
+        return addr in self._live_index or addr in self._client_set
+
     def random_live(self) -> PeerNode:
         return self.nodes[self.live[self.rng.randrange(len(self.live))]]
+
+    def random_running(self) -> PeerNode:
+        """A random live peer or client (with no clients, the very draw of `random_live`)."""
+        i = self.rng.randrange(len(self.live) + len(self.clients))
+        return self.nodes[self.live[i] if i < len(self.live) else self.clients[i - len(self.live)]]
 
     def random_joined(self) -> PeerNode:
         """A random live node that has finished joining: only it can make requests. Under churn or

@@ -179,11 +179,12 @@ class Scenario:
         sim.request(origin, lambda n, now: n.fetch(target, Kind.BLOB, now_ms=now), done)
 
     def start_phones(self) -> None:
-        """A front on every peer, and phones registering at random fronts over a minute."""
+        """A front on every node (peers and attached clients), and phones registering at random
+        fronts over a minute."""
         spec, sim = self.spec, self.sim
         world = self.world = CallWorld(sim)
-        for node in sim.live_nodes():
-            world.add_front(node)
+        for addr in (*sim.live, *sim.clients):
+            world.add_front(sim.nodes[addr])
         for i in range(spec.phones):
             sim.call_at(sim.now_ms + i * 60_000 // max(1, spec.phones), partial(world.add_phone, i))
         self._advance(90_000)
@@ -352,10 +353,20 @@ class Scenario:
         handsets = len(fleet.handsets)
         self.progress(f"{handsets} battery handsets, {fleet.clients()} of them clients")
         self._advance(ROLE_SETTLE_MS)
-        half = spec.lookups // 2
-        self._lookup_figures("from peers", self.lookups(half, spec.duration_s * 500))
-        self._lookup_figures("from clients", self.lookups(spec.lookups - half, spec.duration_s * 500,
-                                                          from_clients=True))
+        if spec.calls:
+            self.progress(f"{spec.phones} phones register at the peers' and the handsets' fronts")
+            self.start_phones()
+            self.progress(f"{spec.calls} calls while the handsets change roles")
+            self._call_figures("role changes", self.calls(spec.calls, spec.duration_s * 1000))
+            tunnelled = sum(f.front.counters["sip tunnelled in"] for f in self.world.fronts.values()) \
+                if self.world else 0
+            r.add("tunnelled in", tunnelled, f"SIP messages that reached a client's front through its admitting "
+                  f"peer (Tunnel): {tunnelled}")
+        else:
+            half = spec.lookups // 2
+            self._lookup_figures("from peers", self.lookups(half, spec.duration_s * 500))
+            self._lookup_figures("from clients", self.lookups(spec.lookups - half, spec.duration_s * 500,
+                                                              from_clients=True))
         before = {a: (sim.nodes[a], _datagrams(sim.nodes[a])) for a in (*sim.live, *sim.clients)}
         self._advance(IDLE_WINDOW_MS)
         minutes = IDLE_WINDOW_MS / 60_000

@@ -383,12 +383,13 @@ class SipFront:
         self._guarded(lambda: self._on_response(message, now_ms) if isinstance(message, SipResponse)
                       else self._on_request(message, link, now_ms), message, link, now_ms)
 
-    def receive_tunnelled(self, origin: int, payload: bytes, *, now_ms: int) -> None:
-        """One part of a SIP message carried through the overlay; the message once all have come."""
+    def receive_tunnelled(self, origin: int, payload: bytes, *, now_ms: int, via: int | None = None) -> None:
+        """One part of a SIP message carried through the overlay; the message once all have come.
+        `via`: the origin is a client, whose answers go through this peer."""
         whole = self._reassembler.add(origin, payload, now_ms=now_ms)
         if whole is not None:
             self.counters["sip tunnelled in"] += 1
-            self.receive(whole, Link("TUNNEL", ("", 0), origin), now_ms=now_ms)
+            self.receive(whole, Link("TUNNEL", ("", 0), origin, via), now_ms=now_ms)
 
     def overlay_answered(self, handle: int, answer: FetchAns | None, error: Error | None, *, now_ms: int) -> None:
         """The overlay finished request `handle` (an `answer` to a fetch, or an `error`)."""

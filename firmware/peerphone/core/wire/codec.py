@@ -300,8 +300,8 @@ def _closest_ans(x: Any) -> ClosestAns:
 
 
 def _tunnel(x: Any) -> Tunnel:
-    (payload,) = _fixed(x, 1)
-    return Tunnel(_bin(payload, TUNNEL_BYTES_MAX))
+    payload, reply_via = _fixed(x, 2)
+    return Tunnel(_bin(payload, TUNNEL_BYTES_MAX), _opt(_id, reply_via))
 
 
 def _attach_ans(x: Any) -> AttachAns:
@@ -404,7 +404,7 @@ def _encode_body(body: Body) -> list[Any]:
     if isinstance(body, ClosestAns):
         return [[_enc_node(n) for n in body.nodes]]
     if isinstance(body, Tunnel):
-        return [body.payload]
+        return [body.payload, None if body.reply_via is None else _enc_id(body.reply_via)]
     if isinstance(body, AttachAns):
         return [body.keepalive_s, [_enc_node(n) for n in body.alternates]]
     if isinstance(body, Prove):

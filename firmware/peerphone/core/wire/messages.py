@@ -237,6 +237,7 @@ class Tunnel:
     """Opaque bytes for the application on the destination node (a SIP message, or part of one)."""
 
     payload: bytes
+    reply_via: int | None = None  # the sender is a client: what answers it goes through this peer, its admitting one
 
 
 @dataclass(frozen=True, slots=True)
