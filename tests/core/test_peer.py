@@ -354,3 +354,37 @@ def test_the_responsible_node_answers_a_store_before_it_pushes_the_copies(topolo
     assert put(ring, client, "carol", b"c", responsible).error is None
     assert Code.STORE_ANS in sent_in_order and Code.STORE in sent_in_order
     assert sent_in_order.index(Code.STORE_ANS) < sent_in_order.index(Code.STORE)
+
+
+@pytest.mark.parametrize("topology", [Topology.CHORD, Topology.ONEHOP])
+def test_a_node_that_leaves_and_joins_again_under_its_id_gets_its_range_back(topology):
+    """A handset that turns client and later peer again comes back with empty storage. Its
+    successor once gave it these values; that record must not outlive the node's leaving."""
+    ring = Ring(seed=5, topology=topology, enrolled=True)
+    step = RING // 8
+    first = ring.add(node_id=2 * step)
+    for i in (4, 6, 7):
+        ring.add(node_id=i * step, bootstrap=first.me.addr)
+        ring.run(40)
+    ring.run(5000)
+    resource = step + 5  # first's, until a node joins at 1.5 steps
+    client = ring.add(client=True, bootstrap=first.me.addr)
+    h = client.store(resource, 1, DataModel.SINGLE, [Entry(None, b"v", 1, 600)], now_ms=ring.now_ms)
+    ring.flush(client)
+    ring.run(1000)
+    assert completed(ring, h, client).error is None
+
+    def handset() -> PeerNode:
+        node = ring.add(node_id=step + step // 2, bootstrap=first.me.addr)
+        ring.run(8000)  # joined, notified its successor, given its range
+        assert (resource, 1) in node.storage
+        return node
+
+    before = handset()
+    before.leave(now_ms=ring.now_ms)
+    ring.flush(before)
+    ring.run(3000)
+    assert before.state is State.LEFT
+    ring.kill(before)
+    ring.run(5000)
+    handset()  # a new node with the same id, nothing stored

@@ -628,6 +628,7 @@ class PeerNode:
     def _lost(self, node_id: int) -> None:
         """What every topology does once it has declared `node_id` failed."""
         self._recent.pop(node_id)
+        self._replicas.forget_node(node_id)
         self.link.forget(node_id)  # its silence says nothing about our own link
         self.counters["node_failed"] += 1
         self._events.append(NodeFailed(node_id))
@@ -832,6 +833,7 @@ class PeerNode:
         if answer is None:
             return  # _finish declared it failed: gone either way
         if isinstance(answer.body, Error) and answer.body.code == ErrorCode.LEAVING:
+            self._replicas.forget_node(purpose.node.node_id)
             self._departed(purpose.node, now_ms)
         else:
             self.counters["forged_leave"] += 1

@@ -55,6 +55,14 @@ class ReplicaTracker:
     def acknowledged(self, key: Key, node_id: int) -> None:
         self._held.setdefault(key, set()).add(node_id)
 
+    def forget_node(self, node_id: int) -> None:
+        """`node_id` left or failed: what it held is gone with it. Should it come back under
+        the same id (a handset that was a client for a while), it is owed every copy again."""
+        for holders in self._held.values():
+            holders.discard(node_id)
+        for wanted in [w for w in self._wanted if w[1] == node_id]:
+            del self._wanted[wanted]
+
     def restart(self, key: Key) -> None:
         """A new value under `key`: nobody holds this one yet."""
         self._held[key] = set()
