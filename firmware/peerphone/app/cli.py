@@ -184,13 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--cold-start", action="store_true",
                      help="build the ring join by join instead of from its converged state")
     sim.add_argument("--calls", type=int, default=0, metavar="N",
-                     help="measure N calls between phones through the peers' SIP fronts instead of lookups")
+                     help="measure N calls between phones through the nodes' SIP fronts instead of lookups")
     sim.add_argument("--phones", type=int, default=1000,
                      help="phones that register at random peers, with --calls (default %(default)s)")
     sim.add_argument("--battery-share", type=float, default=0.0, metavar="F",
                      help="this share of the nodes are battery handsets whose role follows a battery model and "
-                          "the role policy (a client below 25%%): lookups from peers and from clients, the "
-                          "datagrams of an idle client and of a peer, and every value fetched after the changes")
+                          "the role policy (a client below 25%%): lookups from peers and from clients (with "
+                          "--calls: calls between phones at fronts on peers and on handsets), the datagrams of an "
+                          "idle client and of a peer, and every value fetched after the changes")
     sim.add_argument("--plot", metavar="FILE.svg", help="write hops and latency against N")
     demo = sub.add_parser("demo", help="a real call on this machine: peers, two phones, a tone",
                           description="Start N peer processes on 127.0.0.1 and two pjsua2 phones registered at "
