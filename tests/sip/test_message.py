@@ -13,6 +13,7 @@ from peerphone.sip.message import (
     check_request,
     parse,
 )
+from peerphone.sip.uri import Uri
 
 INVITE = (
     b"INVITE sip:bob@overlay.example SIP/2.0\r\n"
@@ -141,3 +142,9 @@ def test_a_mangled_invite_parses_or_is_refused_and_nothing_else(at, insert, cut)
             check_request(msg)
     except SipParseError:
         pass
+
+
+def test_a_uri_without_a_port_takes_its_transport_s_default():
+    assert Uri.parse("sip:bob@example.org").port_or_default == 5060
+    assert Uri.parse("sip:bob@example.org;transport=TLS").port_or_default == 5061
+    assert Uri.parse("sip:bob@example.org:7000;transport=tls").port_or_default == 7000

@@ -130,7 +130,7 @@ class Bindings:
 
 def _host_port(contact: str) -> tuple[str, int]:
     uri = Uri.parse(contact)
-    return uri.host.lower(), uri.port or 5060
+    return uri.host.lower(), uri.port_or_default
 
 
 def _decrement(counter: Counter[H], key: H) -> None:

@@ -85,7 +85,6 @@ LOOKUP_FIRST_TIMEOUT_MS = 3000
 FORKS_MAX = 4  # fronts of one callee tried in turn
 LOOPBACK = "127.0.0.1"
 STREAMS = ("TCP", "TLS")  # connection-oriented transports: answers and retransmissions ride the connection
-TLS_PORT_DEFAULT = 5061
 REACH_TIMEOUT_MS = 4000
 TIMER_C_MS = 180_000
 SERVER_GIVE_UP_MS = TIMER_C_MS + 64 * 500  # a request nothing answered by then gets a 408 (a safety net)
@@ -551,8 +550,8 @@ class SipFront:
 
     def _may_reach(self, uri: Uri) -> bool:
         """Where a stranger's request may go next: a phone registered here, or a gateway."""
-        return (self._bindings.is_contact(uri.host, uri.port or 5060) or uri.host in self.config.gateways
-                or (uri.host, uri.port or 5060) in self.config.gateways.values())
+        return (self._bindings.is_contact(uri.host, uri.port_or_default) or uri.host in self.config.gateways
+                or (uri.host, uri.port_or_default) in self.config.gateways.values())
 
     def _refuse_relay(self, server: _Server | None, now_ms: int) -> None:
         self.counters["sip refused: not a relay"] += 1
@@ -1066,7 +1065,7 @@ class SipFront:
     def _link_to(self, uri: Uri) -> Link:
         transport = (uri.param("transport") or "").lower()
         node = id_from_hex(uri.param(TUNNEL_PARAM))  # a front's Record-Route: the node it runs on
-        addr = (uri.host, _port_of(uri))
+        addr = (uri.host, uri.port_or_default)
         if transport == "tls":
             return Link("TLS", addr, node or 0)
         if node is not None:  # a front that is reached through the overlay
@@ -1077,7 +1076,7 @@ class SipFront:
         return self.config.tls_port if link.transport == "TLS" else self.config.port
 
     def _is_me(self, uri: Uri) -> bool:
-        return uri.host in self._my_hosts and _port_of(uri) in self._my_ports
+        return uri.host in self._my_hosts and uri.port_or_default in self._my_ports
 
     @property
     def _my_ports(self) -> tuple[int, ...]:
@@ -1544,11 +1543,6 @@ def _quoted(value: str) -> str:
 def _int_or(text: str | None, default: int) -> int:
     text = (text or "").strip()
     return int(text) if text.isdigit() and len(text) <= 10 else default
-
-
-def _port_of(uri: Uri) -> int:
-    """A SIP URI's port, or its transport's default (RFC 3261 §19.1.2)."""
-    return uri.port or (TLS_PORT_DEFAULT if (uri.param("transport") or "").lower() == "tls" else 5060)
 
 
 def gateway_name(domain: str) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from .message import SipParseError
 
+PORT_DEFAULT, TLS_PORT_DEFAULT = 5060, 5061  # RFC 3261 §19.1.2
 _HOSTPORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::(\d{1,5}))?")
 _TOKEN = re.compile(r"[A-Za-z0-9.!%*_+`'~-]+")
 _ESCAPED_UNRESERVED = re.compile(r"%(2[1DdEe]|2[789Aa]|3[0-9]|[46][1-9A-Fa-f]|[57][0-9Aa]|5[Ff]|7[Ee])")
@@ -47,6 +48,11 @@ class Uri:
 
     def param(self, name: str) -> str | None:
         return next((v or "" for k, v in self.params if k == name), None)
+
+    @property
+    def port_or_default(self) -> int:
+        """The port, or the transport's default (RFC 3261 §19.1.2): 5061 for TLS, else 5060."""
+        return self.port or (TLS_PORT_DEFAULT if (self.param("transport") or "").lower() == "tls" else PORT_DEFAULT)
 
     @property
     def aor(self) -> str:
