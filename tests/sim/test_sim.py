@@ -151,4 +151,5 @@ def test_calls_go_through_while_handsets_change_roles_between_fronts_on_peers_an
     on_clients = [f for f in world.fronts.values() if f.node.config.client]
     assert on_clients and any(f.front.counters["sip tunnelled in"] for f in on_clients)
     assert report.figures["role changes calls set up"] == 1.0
+    assert report.figures["role changes calls ended"] == 120  # every BYE answered 200, however long its path
     assert report.figures["values found"] == report.figures["stored"] == 100

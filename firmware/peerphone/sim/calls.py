@@ -111,11 +111,14 @@ class SimPhone:
             ("Call-ID", call_id), ("CSeq", f"{cseq} {method}"), *[("Route", r) for r in routes], *extra])
 
     def _start(self, req: SipRequest, front: Addr, on_response: Callable[[SipResponse, int], None],
-               on_silence: Callable[[int], None], now_ms: int) -> None:
+               on_silence: Callable[[int], None], now_ms: int, *, watch_front: bool = True) -> None:
+        """Send `req` on a client transaction. `watch_front`: a front that answers nothing soon
+        is taken for gone (no 100 comes for a BYE: one in a dialog waits for its transaction's
+        timeout, as a tunnelled path can take longer than FRONT_SILENT_MS)."""
         kind = TxKind.INVITE_CLIENT if req.method == "INVITE" else TxKind.NON_INVITE_CLIENT
         silent_ms = SILENT_REGISTRAR_MS if req.method == "REGISTER" else FRONT_SILENT_MS
         pending = _Pending(Transaction.start(kind, reliable=False, now_ms=now_ms), req, req.to_bytes(), front,
-                           on_response, on_silence, now_ms + silent_ms)
+                           on_response, on_silence, now_ms + silent_ms, heard=not watch_front)
         branch = Via.parse(req.get_all("via")[0]).branch or ""
         self._pending[branch] = pending
         self._send(pending.data, front)
@@ -274,7 +277,7 @@ class SimPhone:
         if method == "ACK":
             self._send(req.to_bytes(), hop)
         else:
-            self._start(req, hop, on_response or (lambda r, n: None), lambda now: None, now_ms)
+            self._start(req, hop, on_response or (lambda r, n: None), lambda now: None, now_ms, watch_front=False)
 
     def _hang_up(self, call_id: str) -> None:
         outcome, dialog = self._calls.pop(call_id, (None, None))
