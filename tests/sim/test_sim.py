@@ -10,6 +10,7 @@ from peerphone.core.overlay import Topology
 from peerphone.core.peer import State
 from peerphone.core.role import Role
 from peerphone.core.usages import Kind
+from peerphone.sim.engine import FAILED, ROLE_CHANGED
 from peerphone.sim.network import Network, NetworkModel, Partition
 from peerphone.sim.scenario import Scenario, SimSpec
 
@@ -136,6 +137,27 @@ def test_a_request_from_a_node_still_joining_is_a_counted_failure_and_workloads_
     assert len(outcomes) == 1 and outcomes[0].error is not None and outcomes[0].responder is None
     drawn = {id(sim.random_joined()) for _ in range(400)}
     assert id(newcomer) not in drawn and len(drawn) == 20
+
+
+def test_a_request_whose_requester_stops_before_its_answer_ends_with_the_reason():
+    """As UdpDriver fails what it waits for when its node changes role: a fetch made by a handset
+    that became a client before its answer came once never ended, and a value looked slow to find."""
+    scenario = Scenario(SimSpec(nodes=20, seed=5))
+    scenario.build()
+    sim = scenario.sim
+    changing, failing, staying = (sim.nodes[a] for a in sim.live[:3])
+    outcomes: dict[str, list] = {"changing": [], "failing": [], "staying": []}
+    for name, node in (("changing", changing), ("failing", failing), ("staying", staying)):
+        sim.request(node, lambda node, now: node.fetch(1, Kind.BLOB, now_ms=now), outcomes[name].append)
+    bootstrap = [staying.me.addr]
+    sim.become(changing.me.addr, client=True, bootstrap=bootstrap)
+    sim.fail(failing.me.addr)
+    assert [o.error.reason for o in outcomes["changing"]] == [ROLE_CHANGED]
+    assert [o.error.reason for o in outcomes["failing"]] == [FAILED]
+    assert outcomes["staying"] == []  # still on its way
+    sim.run_until(sim.now_ms + 5_000)
+    assert len(outcomes["changing"]) == len(outcomes["failing"]) == 1  # and no second end from the old node
+    assert len(outcomes["staying"]) == 1 and outcomes["staying"][0].error is None
 
 
 def test_calls_go_through_while_handsets_change_roles_between_fronts_on_peers_and_on_clients():

@@ -33,6 +33,9 @@ SIM_OVERLAY_ID = 0x51A0
 # 10,000 identities (each about 2**12 key pairs at the default).
 SIM_TRUST = Trust(work_bits=0)
 DELIVER, TIMER, CALL = 0, 1, 2
+# Why a request ended without an answer when its requester stopped (`RequestCompleted.error.reason`).
+ROLE_CHANGED, FAILED = "the requester changed its role", "the requester failed"
+REQUESTER_STOPPED = (ROLE_CHANGED, FAILED)
 
 
 @dataclass
@@ -167,6 +170,7 @@ class Simulation:
         does on its socket): a client attaches through `bootstrap`, a peer joins through it. A
         peer that becomes a client should have left first (its values handed over)."""
         old = self.nodes[addr]
+        self._fail_waiting(addr, ROLE_CHANGED)
         if addr in self._live_index:
             self.fail(addr)
         self._client_set.discard(addr)
@@ -191,6 +195,7 @@ class Simulation:
 
     def fail(self, addr: Addr) -> None:
         """The node stops dead: no leave, no more datagrams in or out."""
+        self._fail_waiting(addr, FAILED)
         index = self._live_index.pop(addr)
         last = self.live.pop()
         if last != addr:
@@ -201,6 +206,13 @@ class Simulation:
         i = bisect_left(self._joined_ids, node_id)
         if i < len(self._joined_ids) and self._joined_ids[i] == node_id:
             del self._joined_ids[i]
+
+    def _fail_waiting(self, addr: Addr, reason: str) -> None:
+        """End the requests the stopped node at `addr` was making, as UdpDriver does when its
+        node changes role: the workload learns they ended rather than waiting for ever."""
+        for key in [k for k in self._waiting if k[0] == addr]:
+            done = self._waiting.pop(key)
+            done(RequestCompleted(key[1], None, Error(ErrorCode.UNREACHABLE, reason), 0, None))
 
     def is_live(self, addr: Addr) -> bool:
         return addr in self._live_index
