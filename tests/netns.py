@@ -66,6 +66,14 @@ class Hosts:
             self._devices[f"{net}.{host}"] = (ns, end)
         return f"{net}.1", f"{net}.2"
 
+    def router(self, ns: str) -> None:
+        """Host `ns` forwards between its wires: the hosts behind it reach each other through it."""
+        _sh("ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+
+    def route_via(self, ns: str, gateway: str) -> None:
+        """Host `ns` sends everything not on its own wires to `gateway`."""
+        _sh("ip", "-n", ns, "route", "add", "default", "via", gateway)
+
     def readdress(self, old: str, host: int) -> str:
         """A new lease: the device that has `old` loses it, then gets .`host` of its network."""
         ns, end = self._devices.pop(old)
