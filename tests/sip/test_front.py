@@ -595,6 +595,19 @@ def test_an_enrolled_front_registers_only_its_node_s_names_and_stores_its_ticket
     assert not world.fetch(f"sip:eve@{DOMAIN}", Kind.SIP_REGISTRATION).entries
 
 
+def test_an_enrolled_lookup_asks_for_the_records_and_the_name_s_tickets_at_once():
+    """One round trip, not two: the tickets were asked for only once the records had come.
+    (tests/app/test_enrolled.py calls through it between real processes.)"""
+    world = FrontWorld(enrolled=True, names=(BOB,))
+    world.overlay_paused = True
+    world.send(request("INVITE", BOB, PHONE + 51), port=PHONE + 51)  # registered nowhere yet
+    resource = id_from_name(BOB)
+    assert sorted((r.resource, r.kind) for r in world.held) == [(resource, Kind.SIP_REGISTRATION),
+                                                                 (resource, Kind.NAME)]
+    world.resume_overlay()
+    assert world.statuses() == [100, 404]
+
+
 def test_an_enrolled_front_is_a_gateway_only_when_its_node_is_named_for_the_domain():
     name = front_module.gateway_name("pstn.example")
     named = FrontWorld(enrolled=True, names=(name,), gateways={"pstn.example": ("127.0.0.1", 5999)})

@@ -983,35 +983,43 @@ class SipFront:
     def _fetch_named(self, resource: int, kind: Kind, then: Answer, server: _Server | None, now_ms: int,
                      timeout_ms: int = OVERLAY_TIMEOUT_MS) -> None:
         """Fetch the records of a name; in an enrolled overlay, only those a key the name's
-        tickets name sealed (`_named_only`)."""
-        self._ask(lambda h: OverlayFetch(h, resource, kind),
-                  then if self.config.tickets is None else partial(self._named_only, resource, then, server,
-                                                                   timeout_ms),
-                  server, now_ms, timeout_ms)
+        tickets name sealed. The tickets are asked for at the same time as the records, so an
+        enrolled lookup waits for one round trip, not two."""
+        if self.config.tickets is None:
+            self._ask(lambda h: OverlayFetch(h, resource, kind), then, server, now_ms, timeout_ms)
+            return
+        answers: dict[Kind, FetchAns] = {}
+        ended = False
 
-    def _named_only(self, resource: int, then: Answer, server: _Server | None, timeout_ms: int,
-                    answer: FetchAns | None, error: Error | None, now_ms: int) -> None:
+        def got(which: Kind, answer: FetchAns | None, error: Error | None, now_ms: int) -> None:
+            nonlocal ended
+            if ended:
+                return
+            if answer is None or (which is kind and not answer.entries):  # nothing to sift: the outcome
+                ended = True
+                then(answer, error, now_ms)
+                return
+            answers[which] = answer
+            if len(answers) == 2:
+                ended = True
+                self._named_only(answers[kind], answers[Kind.NAME], then, now_ms)
+
+        if self._ask(lambda h: OverlayFetch(h, resource, kind), partial(got, kind), server, now_ms, timeout_ms):
+            self._ask(lambda h: OverlayFetch(h, resource, Kind.NAME), partial(got, Kind.NAME), server, now_ms,
+                      timeout_ms)
+
+    def _named_only(self, answer: FetchAns, tickets: FetchAns, then: Answer, now_ms: int) -> None:
         """The records fetched, less those no ticket stored under the same name names (the
         node checked each ticket's signature as it fetched them). None left of some: a storing
         peer passing off its own, and the lookup fails."""
-        if answer is None or not answer.entries:
-            then(answer, error, now_ms)
+        keys = {e.seal.signer for e in tickets.entries if e.seal is not None}
+        believed = tuple(e for e in answer.entries if e.seal is not None and e.seal.signer in keys)
+        if len(believed) < len(answer.entries):
+            self.counters["refused.sip_unnamed_record"] += len(answer.entries) - len(believed)
+        if not believed:
+            then(None, Error(ErrorCode.FORBIDDEN, NOT_NAMED.reason), now_ms)
             return
-
-        def named(tickets: FetchAns | None, error: Error | None, now_ms: int) -> None:
-            if tickets is None:
-                then(None, error, now_ms)
-                return
-            keys = {e.seal.signer for e in tickets.entries if e.seal is not None}
-            believed = tuple(e for e in answer.entries if e.seal is not None and e.seal.signer in keys)
-            if len(believed) < len(answer.entries):
-                self.counters["refused.sip_unnamed_record"] += len(answer.entries) - len(believed)
-            if not believed:
-                then(None, Error(ErrorCode.FORBIDDEN, NOT_NAMED.reason), now_ms)
-                return
-            then(replace(answer, entries=believed), None, now_ms)
-
-        self._ask(lambda h: OverlayFetch(h, resource, Kind.NAME), named, server, now_ms, timeout_ms)
+        then(replace(answer, entries=believed), None, now_ms)
 
     def _to_gateway(self, server: _Server | None, req: SipRequest, link: Link, domain: str, now_ms: int) -> None:
         """A foreign domain: to a peer that gateways to it, found in the overlay (seed 002, §3.4)."""
