@@ -5,9 +5,11 @@ goes silent, and attaches to another peer when its own dies."""
 from dataclasses import replace
 
 from peerphone.core.events import Attached, JoinFailed, RequestCompleted, Tunnelled
+from peerphone.core.ids import RING
 from peerphone.core.limits import CLIENT_SILENCE_KEEPALIVES, REACH_WAIT_MS
-from peerphone.core.peer import PeerNode, State
+from peerphone.core.peer import PeerNode, State, make_peer
 from peerphone.core.reachability import Reachability
+from peerphone.core.usages import Kind
 from peerphone.core.wire import encode
 from peerphone.core.wire.messages import EMPTY, Code, Dest, DestKind, Message, Tunnel
 
@@ -71,6 +73,44 @@ def test_a_client_reached_through_its_peer_says_how_to_reach_it_back(topology):
     assert done.error is None and done.responder == caller.me.node_id
     assert [at for at, e in ring.events if isinstance(e, Tunnelled) and e.payload == b"180 Ringing"] == [
         caller.me.addr]
+
+
+def test_a_peer_that_became_a_client_is_dropped_by_whoever_finds_it_silent_on_a_route():
+    """A handset turns client under its id and address (as UdpDriver.change_role does). Its
+    leave told its neighbours, but tables elsewhere still list it until their maintenance
+    comes round (at 10,000 nodes, many minutes for a Chord finger). A hop into it is not
+    acknowledged (a client routes nothing), and the probe that follows used to be answered
+    alive, so the peer kept it and routed into it again: one fetch met three such nodes in a
+    row, four times over. Now the client answers the probe that it routes nothing."""
+    ring = build(12)
+    peers = ring.live()
+    handset = peers[5]
+    handset.leave(now_ms=ring.now_ms)
+    ring.flush(handset)
+    while handset.state is not State.LEFT:
+        ring.run(10)
+    config = replace(handset.config, client=True, attach=True)
+    client = make_peer(handset.identity, handset.me.addr, config, rng=ring.rng, entropy=ring.rng.randbytes,
+                       now_ms=ring.now_ms)
+    ring.nodes[handset.me.addr] = client
+    client.join([peers[0].me.addr], now_ms=ring.now_ms)
+    ring.flush(client)
+    others = [p for p in peers if p is not handset]
+    before = {p.me.node_id: p.counters["hop_timeouts"] for p in others}
+    past_it = (client.me.node_id + 1) % RING  # a key routed toward it by whoever still lists it
+    for peer in others:
+        peer.fetch(past_it, Kind.BLOB, now_ms=ring.now_ms)
+        ring.flush(peer)
+    ring.run(ring.timing.hop_ack_timeout_ms + 10)  # the silent hop, the probe and its answer; no maintenance round
+    met_it = [p for p in others if p.counters["hop_timeouts"] > before[p.me.node_id]]
+    assert met_it
+    assert [p.me.node_id for p in met_it if client.me.node_id in _tables(p)] == []
+    assert client.counters["sent.ERROR"] >= len(met_it)  # "a client routes nothing", to each probe
+
+
+def _tables(peer: PeerNode) -> set[int]:
+    stat = peer.stat_local(now_ms=0)
+    return {stat.pred, *stat.successors, *stat.fingers} - {None}
 
 
 def test_a_client_sends_one_keepalive_a_period_and_its_peer_keeps_it(topology):

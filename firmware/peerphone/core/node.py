@@ -833,10 +833,13 @@ class PeerNode:
         if answer is None:
             return  # _finish declared it failed: gone either way
         if isinstance(answer.body, Error) and answer.body.code == ErrorCode.LEAVING:
-            self._replicas.forget_node(purpose.node.node_id)
-            self._departed(purpose.node, now_ms)
+            self._forget_departed(purpose.node, now_ms)
         else:
             self.counters["forged_leave"] += 1
+
+    def _forget_departed(self, node: NodeInfo, now_ms: int) -> None:
+        self._replicas.forget_node(node.node_id)
+        self._departed(node, now_ms)
 
     def _route_request(self, msg: Message, sender: NodeInfo, addr: Addr, now_ms: int) -> None:
         hop = self._next_hop(msg.dest, sender=sender.node_id)
@@ -973,6 +976,12 @@ class PeerNode:
     def _on_ping(self, msg: Message, sender: NodeInfo, now_ms: int) -> tuple[Code, Body]:
         if self.state in (State.LEAVING, State.LEFT):
             return Code.ERROR, Error(ErrorCode.LEAVING, "leaving")
+        if self.config.client:
+            # Only a peer that lists us from before we became a client checks on us (its own
+            # clients' attachments it follows by their keepalives): we route nothing now.
+            # Answered alive, it kept us, and sent routed requests into a client that drops
+            # them (a fetch at 10,000 nodes found three such fingers in a row).
+            return Code.ERROR, Error(ErrorCode.LEAVING, "a client routes nothing")
         return Code.PING_ANS, EMPTY
 
     def _padded_for_proof(self, msg: Message) -> bool:
@@ -1220,6 +1229,8 @@ class PeerNode:
     def _done_probe(self, purpose: Purpose, answer: Message | None, now_ms: int) -> None:
         assert isinstance(purpose, Probe)
         self._in_flight.discard(("probe", purpose.node.node_id))
+        if answer is not None and isinstance(answer.body, Error) and answer.body.code == ErrorCode.LEAVING:
+            self._forget_departed(purpose.node, now_ms)  # it has left, or routes nothing now
 
     def _done_farewell(self, purpose: Purpose, answer: Message | None, now_ms: int) -> None:
         if isinstance(purpose, Handover):
