@@ -21,7 +21,8 @@ Node states (a table, STYLE.md habit 7):
 
 A peer answers overlay requests only when JOINED or LEAVING; PING, STAT and CLOSEST always.
 
-A client (seed 001) stores and routes nothing: everything goes through one peer. A transient
+A client (seed 001) stores and routes nothing, and answers a PING so (LEAVING): whoever
+still lists it from when it was a peer forgets it. Everything goes through one peer. A transient
 one (the one-shot commands) just sends through its first bootstrap peer. An attached one
 (`PeerConfig.attach`, a phone that is a client) joins by ATTACH to a bootstrap peer, keeps the
 attachment alive with an ATTACH after `client_keepalive_ms` without a request of its own
