@@ -170,12 +170,12 @@ class Simulation:
         does on its socket): a client attaches through `bootstrap`, a peer joins through it. A
         peer that becomes a client should have left first (its values handed over)."""
         old = self.nodes[addr]
-        self._fail_waiting(addr, ROLE_CHANGED)
         if addr in self._live_index:
-            self.fail(addr)
+            self.fail(addr, ROLE_CHANGED)
         self._client_set.discard(addr)
         if addr in self.clients:
             self.clients.remove(addr)
+        self._fail_waiting(addr, ROLE_CHANGED)  # a client's (a peer's ended in fail)
         node = self._make(old.identity, addr, self.rng.getrandbits(64), client=client)
         if client:
             self._client_set.add(addr)
@@ -193,9 +193,8 @@ class Simulation:
         self._flush(node)
         return node
 
-    def fail(self, addr: Addr) -> None:
+    def fail(self, addr: Addr, reason: str = FAILED) -> None:
         """The node stops dead: no leave, no more datagrams in or out."""
-        self._fail_waiting(addr, FAILED)
         index = self._live_index.pop(addr)
         last = self.live.pop()
         if last != addr:
@@ -206,6 +205,7 @@ class Simulation:
         i = bisect_left(self._joined_ids, node_id)
         if i < len(self._joined_ids) and self._joined_ids[i] == node_id:
             del self._joined_ids[i]
+        self._fail_waiting(addr, reason)  # once it is out of the draws: what its requesters do next runs elsewhere
 
     def _fail_waiting(self, addr: Addr, reason: str) -> None:
         """End the requests the stopped node at `addr` was making, as UdpDriver does when its
