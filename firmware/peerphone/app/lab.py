@@ -67,6 +67,15 @@ class LabSpec:
         return cls(args.peers, args.ops, args.kill, args.seed, args.maintenance_ms, Topology(args.topology))
 
 
+def process_cpu_s(pid: int) -> float:
+    """User plus system CPU time of process `pid` so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 @dataclass
 class Peer:
     proc: subprocess.Popen[bytes]
@@ -75,12 +84,7 @@ class Peer:
     sip: Addr  # its SIP front
 
     def cpu_s(self) -> float:
-        """User plus system CPU time of the peer process so far."""
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, IndexError, ValueError):
-            return 0.0
+        return process_cpu_s(self.proc.pid)
 
     def rss_kib(self) -> int:
         try:
