@@ -93,6 +93,21 @@ def test_a_replayed_an_altered_and_a_strangers_record_are_dropped_and_counted() 
     assert pair.b.counters["drop.link_not_dtls"] == 1
 
 
+def test_every_record_of_a_datagram_is_read_and_a_replayed_one_among_them_dropped() -> None:
+    pair = Pair()
+    pair.a.send(b"first", B_ADDR, now_ms=0)
+    pair.deliver()
+    records = []
+    for text in (b"one", b"two", b"three"):
+        pair.a.send(text, B_ADDR, now_ms=0)
+        (record, _), = pair.a.datagrams_to_send()
+        records.append(record)
+    pair.receive("b", records[0] + records[1])
+    pair.receive("b", records[1] + records[2])  # the second again, beside a fresh one
+    assert [d for _, d in pair.got["b"]] == [b"first", b"one", b"two", b"three"]
+    assert pair.b.counters["drop.link_record"] == 1
+
+
 def test_a_node_the_overlay_does_not_admit_gets_no_link() -> None:
     authority = Authority(Ed25519PrivateKey.generate())  # the enrolled overlay b belongs to; a is ad hoc
     enrolled = authority.enroll(os.urandom)

@@ -7,8 +7,8 @@ Why DTLS and not Noise IK: both are published designs, but OpenSSL and pyOpenSSL
 maintained (the one Python Noise library last released in 2020), OpenSSL keeps the replay
 window (RFC 6347 §4.1.2.6) and drops a record with a flipped bit itself, and Noise IK needs
 the responder's static key before the first datagram, which a node joining through a bare
-address does not have. `tools/bench links` measures the price: about 0.7 ms of CPU for a
-handshake (both ends) and 4 µs to seal and open a record here.
+address does not have. `tools/bench links` measures the price: about 1.5 ms of CPU for a
+handshake (both ends) and 8 to 9 µs to seal and open a record, most of it pyOpenSSL's Python.
 
 Identity: OpenSSL's DTLS 1.2 signs handshakes with ECDSA, not Ed25519, so each driver makes
 a P-256 link key when it starts and has its node key certify it (`security.link_certificate`).
@@ -71,6 +71,18 @@ _HANDSHAKE, _APPLICATION_DATA = 22, 23
 _CLIENT_HELLO = 1
 _RANDOM = slice(_RECORD_HEADER + 12 + 2, _RECORD_HEADER + 12 + 2 + 32)  # after the handshake header and version
 _DER = serialization.Encoding.DER
+_BIO_READ_BYTES = 65_536
+
+
+def _application_records(data: bytes) -> int:
+    """How many records `data` holds when all are application data, else 0."""
+    count = at = 0
+    while at + _RECORD_HEADER <= len(data):
+        if data[at] != _APPLICATION_DATA:
+            return 0
+        at += _RECORD_HEADER + int.from_bytes(data[at + 11:at + 13], "big")
+        count += 1
+    return count if at == len(data) else 0
 
 
 @dataclass(eq=False)
@@ -182,7 +194,7 @@ class Links:
         if link.node_id is None:
             self._shake(link, addr, now_ms)
             return None, []
-        return link.node_id, self._read(link, addr, data[0] == _APPLICATION_DATA)
+        return link.node_id, self._read(link, addr, data)
 
     def next_deadline_ms(self, now_ms: int) -> int | None:
         deadlines = []
@@ -308,9 +320,13 @@ class Links:
             return
         self._flush(link.conn, addr)
 
-    def _read(self, link: _Link, addr: Addr, application_data: bool) -> list[bytes]:
+    def _read(self, link: _Link, addr: Addr, data: bytes) -> list[bytes]:
+        """The datagrams `data`'s records carried. A datagram of application data alone is read
+        one record a call, as many calls as it has records, and leaves OpenSSL nothing to say:
+        no call that only raises WantRead, no flush (each costs a Python exception)."""
+        records = _application_records(data)
         out: list[bytes] = []
-        while True:
+        while not records or len(out) < records:
             try:
                 out.append(link.conn.recv(65_535))
             except SSL.WantReadError:
@@ -321,9 +337,10 @@ class Links:
             except SSL.Error:
                 self._fail(addr, "drop.link_record")
                 break
-        if application_data and not out:
+        if records and len(out) < records:
             self.counters["drop.link_record"] += 1  # a replay, or a record that failed its check
-        self._flush(link.conn, addr)
+        if not records:
+            self._flush(link.conn, addr)
         return out
 
     def _flush(self, conn: SSL.Connection, addr: Addr, remember_random: _Link | None = None) -> None:
@@ -331,9 +348,12 @@ class Links:
         chunks = []
         while True:
             try:
-                chunks.append(conn.bio_read(65_536))
+                chunk = conn.bio_read(_BIO_READ_BYTES)
             except SSL.WantReadError:
                 break
+            chunks.append(chunk)
+            if len(chunk) < _BIO_READ_BYTES:
+                break  # a memory BIO hands over all it holds up to the size asked: it is empty now
         written = b"".join(chunks)
         if remember_random is not None and not remember_random.random and remember_random.client:
             remember_random.random = written[_RANDOM]
