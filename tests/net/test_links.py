@@ -7,9 +7,11 @@ import os
 import random
 import socket
 
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from OpenSSL import SSL
 from peerphone.app.config import DEFAULT_OVERLAY, overlay_id, parse_hostport
 from peerphone.core.peer import PeerConfig
 from peerphone.core.security import Authority, Identity, Trust
@@ -18,6 +20,7 @@ from peerphone.core.wire.messages import EMPTY, Code, Message
 from peerphone.net import links as links_module
 from peerphone.net.links import HANDSHAKE_BURST, PLAIN, Links
 from peerphone.net.loop import run
+from peerphone.net.tls import contexts
 from peerphone.net.udp import UdpDriver, system_node_factory
 
 from tests.procs import start_peer, stop
@@ -106,6 +109,16 @@ def test_every_record_of_a_datagram_is_read_and_a_replayed_one_among_them_droppe
     pair.receive("b", records[1] + records[2])  # the second again, beside a fresh one
     assert [d for _, d in pair.got["b"]] == [b"first", b"one", b"two", b"three"]
     assert pair.b.counters["drop.link_record"] == 1
+
+
+def test_a_node_shows_one_link_key_on_its_links_and_on_both_ends_of_its_sip_tls() -> None:
+    def shown(ctx: SSL.Context) -> bytes:
+        return SSL.Connection(ctx, None).get_certificate().to_cryptography().fingerprint(hashes.SHA256())
+
+    me, other = identity(), identity()
+    tls_server, tls_client = contexts(me)
+    assert len({shown(links_module.node_context(SSL.DTLS_METHOD, me)), shown(tls_server), shown(tls_client)}) == 1
+    assert shown(links_module.node_context(SSL.DTLS_METHOD, other)) != shown(tls_server)
 
 
 def test_a_node_the_overlay_does_not_admit_gets_no_link() -> None:

@@ -10,12 +10,13 @@ the responder's static key before the first datagram, which a node joining throu
 address does not have. `tools/bench links` measures the price: about 1.5 ms of CPU for a
 handshake (both ends) and 8 to 9 µs to seal and open a record, most of it pyOpenSSL's Python.
 
-Identity: OpenSSL's DTLS 1.2 signs handshakes with ECDSA, not Ed25519, so each driver makes
-a P-256 link key when it starts and has its node key certify it (`security.link_certificate`).
-Each side sends that certificate and its node certificate; a link counts only when the node
-certificate is one the overlay admits (`admit`: trust, puzzle, revocations) and it certified
-the link key. Every datagram the link then delivers comes from that node id, which the node
-checks against the sender the message names.
+Identity: OpenSSL's DTLS 1.2 signs handshakes with ECDSA, not Ed25519, so a node makes
+a P-256 link key (one per process: its links and its SIP over TLS show the same) and has its
+node key certify it (`security.link_certificate`). Each side sends that certificate and its
+node certificate; a link counts only when the node certificate is one the overlay admits
+(`admit`: trust, puzzle, revocations) and it certified the link key. Every datagram the link
+then delivers comes from that node id, which the node checks against the sender the message
+names.
 
 Bounds: LINKS_MAX associations (the least recently used goes first), HANDSHAKES_MAX being
 made at once, a rate of new ones per source host, a cookie exchange (HelloVerifyRequest,
@@ -32,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import weakref
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable
@@ -371,14 +373,28 @@ class Links:
             self._outbox.append((datagram, addr))
 
 
+_link_keys: "weakref.WeakKeyDictionary[Identity, tuple[ec.EllipticCurvePrivateKey, x509.Certificate]]" = \
+    weakref.WeakKeyDictionary()
+
+
+def _link_key(identity: Identity) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """The node's P-256 key and the certificate its node key gave it: one per node and process,
+    shown by the links' DTLS and by both ends of SIP's TLS."""
+    made = _link_keys.get(identity)
+    if made is None:
+        key = ec.generate_private_key(ec.SECP256R1())
+        made = key, x509.load_der_x509_certificate(link_certificate(identity, key.public_key(), os.urandom))
+        _link_keys[identity] = made
+    return made
+
+
 def node_context(method: int, identity: Identity) -> SSL.Context:
-    """An OpenSSL context that shows the node: a fresh P-256 key, certified by the node key
+    """An OpenSSL context that shows the node: its P-256 key, certified by the node key
     (`security.link_certificate`), with the node certificate after it. Used for the DTLS of
     links and the TLS of SIP (net/tls.py). Whoever uses it checks the other end with
     `identify`: OpenSSL's chain check knows no overlay."""
     ctx = SSL.Context(method)
-    link_key = ec.generate_private_key(ec.SECP256R1())
-    leaf = x509.load_der_x509_certificate(link_certificate(identity, link_key.public_key(), os.urandom))
+    link_key, leaf = _link_key(identity)
     node = x509.load_der_x509_certificate(identity.certificate)
     try:
         ctx.use_privatekey(link_key)
