@@ -52,8 +52,10 @@ class FrontWorld:
 
     # -- into the front --
 
-    def send(self, data: bytes, port: int = PHONE, transport: str = "UDP", host: str = "127.0.0.1") -> None:
-        self.front.receive(data, Link(transport, (host, port)), now_ms=self.now_ms)
+    def send(self, data: bytes, port: int = PHONE, transport: str = "UDP", host: str = "127.0.0.1",
+             node_id: int = 0) -> None:
+        """`data` from `host`:`port`; `node_id`: the node the far end proved to be (TLS, TUNNEL)."""
+        self.front.receive(data, Link(transport, (host, port), node_id), now_ms=self.now_ms)
         self._pump()
 
     def advance(self, ms: int) -> None:

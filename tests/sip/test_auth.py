@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -14,6 +15,7 @@ from peerphone.sip.message import SipResponse
 
 from tests.sip.frontworld import DOMAIN, PHONE, FrontWorld
 from tests.sip.raw import register as raw_register
+from tests.sip.raw import request as raw_request
 
 BOB = f"sip:bob@{DOMAIN}"
 USERS = {BOB: "bob's secret", f"sip:carol@{DOMAIN}": "carol's"}
@@ -21,14 +23,14 @@ HASHES = {"SHA-256": hashlib.sha256, "MD5": hashlib.md5}
 
 
 def authorization(challenge: str, user: str, password: str, *, algorithm: str = "SHA-256",
-                  uri: str = f"sip:{DOMAIN}") -> str:
+                  uri: str = f"sip:{DOMAIN}", method: str = "REGISTER") -> str:
     params = dict(re.findall(r'(\w+)="?([^",]*)"?', challenge))
     realm, nonce = params["realm"], params["nonce"]
 
     def h(text: str) -> str:
         return HASHES[algorithm](text.encode()).hexdigest()
 
-    ha1, ha2, cnonce = h(f"{user}:{realm}:{password}"), h(f"REGISTER:{uri}"), "0a4f113b"
+    ha1, ha2, cnonce = h(f"{user}:{realm}:{password}"), h(f"{method}:{uri}"), "0a4f113b"
     response = h(f"{ha1}:{nonce}:00000001:{cnonce}:auth:{ha2}")
     return (f'Digest username="{user}", realm="{realm}", nonce="{nonce}", uri="{uri}", response="{response}", '
             f'algorithm={algorithm}, qop=auth, nc=00000001, cnonce="{cnonce}"')
@@ -114,6 +116,51 @@ def test_a_guesser_is_slowed_and_the_real_user_from_another_host_is_not():
     assert [m.status for m, _ in world.take() if isinstance(m, SipResponse)] == [200]
     world.advance(10_000)
     assert register(world, "bob", authorization(challenge, "bob", "bob's secret")).status == 200
+
+
+CAROL = f"sip:carol@{DOMAIN}"
+STRANGER = PHONE + 7
+
+
+def invite(world: FrontWorld, caller: str, auth: str | None = None, *, domain: str = DOMAIN, **link: Any) -> None:
+    """An INVITE from `caller`@`domain` to Carol, from the stranger's port unless `link` says."""
+    extra = f"Proxy-Authorization: {auth}\r\n" if auth else ""
+    world.send(raw_request("INVITE", CAROL, STRANGER, sender=f"sip:{caller}@{domain}", extra=extra),
+               link.pop("port", STRANGER), **link)
+
+
+def test_a_call_as_a_user_of_the_front_must_prove_it_as_a_register_does():
+    world = FrontWorld(users=USERS)
+    assert register(world, "carol", authorization(challenge_of(register(world, "carol")), "carol", "carol's")
+                    ).status == 200
+    invite(world, "bob")  # a stranger, as Bob
+    first = [m for m in world.responses() if m.status != 100]
+    assert [m.status for m in first] == [407]
+    challenge = next(v for n, v in first[0].headers if n.lower() == "proxy-authenticate")
+    invite(world, "bob", authorization(challenge, "bob", "guess", uri=CAROL, method="INVITE"))
+    assert world.statuses() == [100, 403] and world.front.counters["refused.sip_password"] == 1
+    invite(world, "bob", authorization(challenge, "bob", "bob's secret", uri=CAROL, method="REGISTER"))
+    assert world.statuses() == [100, 403]  # an answer for another method proves nothing here
+    invite(world, "mallory")  # of the domain, not a user of this front
+    assert world.statuses() == [100, 403] and world.front.counters["refused.sip_user"] == 1
+    invite(world, "bob", authorization(challenge, "bob", "bob's secret", uri=CAROL, method="INVITE"))
+    (forwarded, to_carol), = world.requests()
+    assert forwarded.method == "INVITE" and to_carol.addr == ("127.0.0.1", PHONE)
+    assert forwarded.get("proxy-authorization") is None  # used here, not shown to Carol
+
+
+def test_a_call_another_front_proved_it_sends_or_from_another_domain_is_not_challenged():
+    world = FrontWorld(users=USERS)
+    assert register(world, "carol", authorization(challenge_of(register(world, "carol")), "carol", "carol's")
+                    ).status == 200
+    invite(world, "bob", transport="TLS", node_id=0xF0)  # a front's TLS: it proved node f0
+    assert [m.method for m, _ in world.requests()] == ["INVITE"]
+    invite(world, "bob", transport="TUNNEL", node_id=0xF1, port=0)  # through the overlay from node f1
+    assert [m.method for m, _ in world.requests()] == ["INVITE"]
+    invite(world, "bob", transport="TLS", port=STRANGER + 1)  # a phone's TLS proves nobody
+    assert 407 in world.statuses()
+    invite(world, "+4930123", domain="gateway.example", port=STRANGER + 2)  # nobody of ours to speak as
+    assert [m.method for m, _ in world.requests()] == ["INVITE"]
 
 
 def test_a_front_without_users_registers_anyone_as_before():

@@ -134,9 +134,10 @@ class _Stream(asyncio.Protocol):
         if messages and not self.spoke:
             self.spoke = True
             self._touch()
+        proven = self.tls.node_id if self.tls is not None and self.tls.node_id is not None else 0
         for message in messages:
             assert self.addr is not None
-            self.owner.received(message, Link(self.name, self.addr))
+            self.owner.received(message, Link(self.name, self.addr, proven))
 
     def _close_failed(self, e: Exception, counter: str) -> None:
         self.owner.front.counters[counter] += 1

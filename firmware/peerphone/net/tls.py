@@ -5,7 +5,9 @@ its asyncio connections and its framer, and the far end's certificate chain is o
 A front shows its node (`links.node_context`): a P-256 key its node key certified. A front
 that calls another front's TLS port knows from the callee's registration which node that is,
 and the session opens only if the far end proves it (`identify`): SDP's SRTP keys (SDES)
-then reach only that node. A phone needs no certificate: the front takes any TLS client and
+then reach only that node. A front that calls shows its node too, and a front with users
+takes a request that speaks as one of the domain's users from it without more (the calling
+front checked that user). A phone needs no certificate: the front takes any TLS client and
 asks the phone for its password (digest) as over UDP. The other end of a phone's dialog may
 be a phone's contact, which proves nothing: such a session is encrypted, not authenticated.
 """

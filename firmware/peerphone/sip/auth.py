@@ -63,12 +63,13 @@ class DigestAuth:
             key = self._user_keys[aor] = user_key(aor, self.credentials[aor])
         return key
 
-    def challenges(self, now_ms: int, *, stale: bool = False) -> list[tuple[str, str]]:
-        """WWW-Authenticate headers, SHA-256 first."""
+    def challenges(self, now_ms: int, *, stale: bool = False, proxy: bool = False) -> list[tuple[str, str]]:
+        """WWW-Authenticate headers (Proxy-Authenticate with `proxy`), SHA-256 first."""
         nonce = self._nonce(now_ms)
         extra = ", stale=true" if stale else ""
-        return [("WWW-Authenticate", f'Digest realm="{self.realm}", nonce="{nonce}", algorithm={name}, qop="auth"'
-                 f"{extra}") for name in ALGORITHMS]
+        return [("Proxy-Authenticate" if proxy else "WWW-Authenticate",
+                 f'Digest realm="{self.realm}", nonce="{nonce}", algorithm={name}, qop="auth"{extra}')
+                for name in ALGORITHMS]
 
     def check(self, method: str, aor: str, authorization: str | None, source: str, now_ms: int) -> Verdict:
         if authorization is None:

@@ -83,6 +83,8 @@ OVERLAY_TIMEOUT_MS = 10_000  # an overlay request the driver never completes is 
 LOOKUP_ATTEMPTS = 2
 LOOKUP_FIRST_TIMEOUT_MS = 3000
 FORKS_MAX = 4  # fronts of one callee tried in turn
+# Requests out of a dialog that speak as their caller (From): a front with users checks who sends them.
+CALLER_CHECKED = frozenset({"INVITE", "MESSAGE", "SUBSCRIBE", "REFER", "PUBLISH"})
 LOOPBACK = "127.0.0.1"
 STREAMS = ("TCP", "TLS")  # connection-oriented transports: answers and retransmissions ride the connection
 REACH_TIMEOUT_MS = 4000
@@ -124,7 +126,8 @@ ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, SUBSCRIBE, NOTIFY, REGISTER
 DIALOG_CREATING = ("INVITE", "SUBSCRIBE", "REFER")
 STATELESS_ONCE_ANSWERED = ("REGISTER", "OPTIONS")  # requests we serve ourselves, idempotently
 REASONS = {100: "Trying", 200: "OK", 202: "Accepted", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
-           404: "Not Found", 408: "Request Timeout", 480: "Temporarily Unavailable",
+           404: "Not Found", 407: "Proxy Authentication Required", 408: "Request Timeout",
+           480: "Temporarily Unavailable",
            481: "Call/Transaction Does Not Exist", 482: "Loop Detected", 483: "Too Many Hops",
            500: "Server Internal Error", 501: "Not Implemented", 503: "Service Unavailable",
            505: "Version Not Supported"}
@@ -136,7 +139,8 @@ class Link:
 
     transport: str  # "UDP", "TCP", "TLS", or "TUNNEL": through the overlay to `node_id`
     addr: Addr
-    # TUNNEL: the node to reach; TLS: the node the far end must prove to be (0: a phone, anyone)
+    # TUNNEL: the node to reach, or the node it came from; TLS: the node the far end must prove
+    # to be, or proved to be (0: a phone, anyone)
     node_id: int = 0
     via: int | None = None  # a TUNNEL to a client: its admitting peer
 
@@ -510,6 +514,8 @@ class SipFront:
         if req.method == "CANCEL":
             self._cancel(server, self._servers.get((theirs, "INVITE")), now_ms)
             return
+        if not in_dialog and req.method in CALLER_CHECKED and not self._caller_proven(server, req, link, now_ms):
+            return
         self._route(server, req, link, now_ms)
 
     def _route(self, server: _Server | None, req: SipRequest, link: Link, now_ms: int) -> None:
@@ -682,22 +688,25 @@ class SipFront:
         if self._store_registrations(aor, entries, stored, server, now_ms):
             self._register_stores += 1
 
-    def _authenticated(self, server: _Server, aor: str, now_ms: int) -> bool:
-        """The REGISTER's sender proved it is `aor`'s user; else it has its answer (401 with a
-        challenge, 403 for a wrong answer or a user we do not register)."""
+    def _authenticated(self, server: _Server, aor: str, now_ms: int, *, proxy: bool = False) -> bool:
+        """The request's sender proved it is `aor`'s user (a REGISTER in Authorization; with
+        `proxy`, a request it sends through us in Proxy-Authorization, RFC 3261 §22.3); else it
+        has its answer (401 or 407 with a challenge, 403 for a wrong answer or a user we do
+        not hold)."""
         assert self._auth is not None
         if aor not in self._auth.credentials:
             self.counters["refused.sip_user"] += 1
             self._answer(server, 403, "Forbidden (not a user of this front)", now_ms=now_ms)
             return False
-        authorization = server.request.get("authorization")
-        verdict = self._auth.check("REGISTER", aor, authorization, _source_of(server.link), now_ms)
+        req = server.request
+        authorization = req.get("proxy-authorization" if proxy else "authorization")
+        verdict = self._auth.check(req.method, aor, authorization, _source_of(server.link), now_ms)
         if verdict is Verdict.OK:
             return True
         if verdict in (Verdict.CHALLENGE, Verdict.STALE):
             self.counters["sip.challenged"] += 1
-            challenges = self._auth.challenges(now_ms, stale=verdict is Verdict.STALE)
-            self._answer(server, 401, extra=challenges, now_ms=now_ms)
+            challenges = self._auth.challenges(now_ms, stale=verdict is Verdict.STALE, proxy=proxy)
+            self._answer(server, 407 if proxy else 401, extra=challenges, now_ms=now_ms)
         elif verdict is Verdict.WRONG:
             self.counters["refused.sip_password"] += 1
             self._answer(server, 403, "Forbidden (wrong credentials)", now_ms=now_ms)
@@ -705,6 +714,22 @@ class SipFront:
             self.counters["refused.sip_guessing"] += 1
             self._answer(server, 403, "Forbidden (too many wrong credentials from here: wait)", now_ms=now_ms)
         return False
+
+    def _caller_proven(self, server: _Server, req: SipRequest, link: Link, now_ms: int) -> bool:
+        """At a front with users nobody speaks as one of the domain's users but that user. A
+        request from one comes from another front, which checked it there (through the
+        overlay's tunnel, or over TLS whose far end proved a node the overlay admits), or
+        proves itself as a REGISTER does, with the password of a user of ours. Else it has
+        its answer."""
+        if self._auth is None or link.transport == "TUNNEL" or (link.transport == "TLS" and link.node_id):
+            return True
+        caller = NameAddr.parse(req.get("from") or "").uri
+        if caller.host != self.config.domain and not self._is_me(caller):
+            return True  # nobody of ours to speak as: a gateway's caller, say
+        if not self._authenticated(server, f"sip:{caller.user}@{self.config.domain}", now_ms, proxy=True):
+            return False
+        _drop_all(req, "proxy-authorization")  # ours, used: the far end has no use for the digest
+        return True
 
     def _registration(self, contact: str, stamp: int, expires_s: int, removed: Binding | None = None,
                       now_ms: int = 0) -> Entry:
@@ -1573,6 +1598,10 @@ def _is_address(host: str) -> bool:
 
 def _set(msg: SipRequest, name: str, value: str) -> None:
     msg.headers = [(n, v) for n, v in msg.headers if n.lower() != name] + [(name.title(), value)]
+
+
+def _drop_all(msg: SipRequest | SipResponse, name: str) -> None:
+    msg.headers[:] = [(header, value) for header, value in msg.headers if canonical(header) != name]
 
 
 def _drop_first(msg: SipRequest | SipResponse, name: str) -> None:
