@@ -149,6 +149,28 @@ def test_a_call_as_a_user_of_the_front_must_prove_it_as_a_register_does():
     assert forwarded.get("proxy-authorization") is None  # used here, not shown to Carol
 
 
+def test_a_to_tag_makes_no_dialog_of_ours_but_our_route_does():
+    world = FrontWorld(users=USERS)
+    assert register(world, "carol", authorization(challenge_of(register(world, "carol")), "carol", "carol's")
+                    ).status == 200
+    invite(world, "bob")
+    challenge = next(v for m in world.responses() for n, v in m.headers if n.lower() == "proxy-authenticate")
+    invite(world, "bob", authorization(challenge, "bob", "bob's secret", uri=CAROL, method="INVITE"))
+    (forwarded, _), = world.requests()
+    routes = ", ".join(forwarded.get_all("record-route"))
+    carol_contact, call_id = f"sip:carol@127.0.0.1:{PHONE}", (forwarded.get("call-id") or "").removesuffix("@test")
+
+    def message(extra: str) -> bytes:
+        return raw_request("MESSAGE", carol_contact, STRANGER, to=CAROL, sender=f"sip:bob@{DOMAIN}", extra=extra,
+                           body=b"hi", call_id=call_id).replace(f"To: <{CAROL}>".encode(),
+                                                                f"To: <{CAROL}>;tag=c4".encode())
+
+    world.send(message(""), STRANGER)  # as if in a dialog: a stranger's, as Bob
+    assert world.statuses() == [407]
+    world.send(message(f"Route: {routes}\r\n"), STRANGER)  # in the dialog Bob's INVITE made here
+    assert [(m.method, link.addr) for m, link in world.requests()] == [("MESSAGE", ("127.0.0.1", PHONE))]
+
+
 def test_a_call_another_front_proved_it_sends_or_from_another_domain_is_not_challenged():
     world = FrontWorld(users=USERS)
     assert register(world, "carol", authorization(challenge_of(register(world, "carol")), "carol", "carol's")

@@ -514,8 +514,6 @@ class SipFront:
         if req.method == "CANCEL":
             self._cancel(server, self._servers.get((theirs, "INVITE")), now_ms)
             return
-        if not in_dialog and req.method in CALLER_CHECKED and not self._caller_proven(server, req, link, now_ms):
-            return
         self._route(server, req, link, now_ms)
 
     def _route(self, server: _Server | None, req: SipRequest, link: Link, now_ms: int) -> None:
@@ -526,6 +524,8 @@ class SipFront:
             recorded = recorded or ours.param(ROUTE_TOKEN_PARAM) == self._route_token(req)
             _drop_first(req, "route")
             routes = routes[1:]
+        if not recorded and req.method in CALLER_CHECKED and not self._caller_proven(server, req, link, now_ms):
+            return  # a To tag alone makes no dialog of ours: only our route's token does
         # Not an open relay: our phones may send anywhere through us, and so may a dialog we
         # recorded a route for; anyone else only to this domain's AORs, to contacts registered
         # here and to gateways.
@@ -715,17 +715,20 @@ class SipFront:
             self._answer(server, 403, "Forbidden (too many wrong credentials from here: wait)", now_ms=now_ms)
         return False
 
-    def _caller_proven(self, server: _Server, req: SipRequest, link: Link, now_ms: int) -> bool:
+    def _caller_proven(self, server: _Server | None, req: SipRequest, link: Link, now_ms: int) -> bool:
         """At a front with users nobody speaks as one of the domain's users but that user. A
         request from one comes from another front, which checked it there (through the
         overlay's tunnel, or over TLS whose far end proved a node the overlay admits), or
         proves itself as a REGISTER does, with the password of a user of ours. Else it has
-        its answer."""
+        its answer (none when it came without a transaction: the table was full)."""
         if self._auth is None or link.transport == "TUNNEL" or (link.transport == "TLS" and link.node_id):
             return True
         caller = NameAddr.parse(req.get("from") or "").uri
         if caller.host != self.config.domain and not self._is_me(caller):
             return True  # nobody of ours to speak as: a gateway's caller, say
+        if server is None:
+            self.counters["sip dropped: caller not proven (transactions full)"] += 1
+            return False
         if not self._authenticated(server, f"sip:{caller.user}@{self.config.domain}", now_ms, proxy=True):
             return False
         _drop_all(req, "proxy-authorization")  # ours, used: the far end has no use for the digest
