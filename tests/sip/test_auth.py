@@ -143,10 +143,12 @@ def test_a_call_as_a_user_of_the_front_must_prove_it_as_a_register_does():
     assert world.statuses() == [100, 403]  # an answer for another method proves nothing here
     invite(world, "mallory")  # of the domain, not a user of this front
     assert world.statuses() == [100, 403] and world.front.counters["refused.sip_user"] == 1
-    invite(world, "bob", authorization(challenge, "bob", "bob's secret", uri=CAROL, method="INVITE"))
+    gateways = 'Digest username="b0b", realm="gateway.example", nonce="n", uri="x", response="r"'
+    invite(world, "bob", gateways + "\r\nProxy-Authorization: "  # a proxy's after us first (RFC 3261 §22.3)
+           + authorization(challenge, "bob", "bob's secret", uri=CAROL, method="INVITE"))
     (forwarded, to_carol), = world.requests()
     assert forwarded.method == "INVITE" and to_carol.addr == ("127.0.0.1", PHONE)
-    assert forwarded.get("proxy-authorization") is None  # used here, not shown to Carol
+    assert [v for n, v in forwarded.headers if n.lower() == "proxy-authorization"] == [gateways]  # ours used here
 
 
 def test_a_to_tag_makes_no_dialog_of_ours_but_our_route_does():

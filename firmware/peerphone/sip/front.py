@@ -62,7 +62,7 @@ from ..core.security import Signer
 from ..core.usages import MODEL_OF, Kind, OfflineMessage, RecordError, Registration
 from ..core.wire.messages import ARRAY_APPEND, Addr, DataModel, Entry, Error, FetchAns
 from . import tunnel
-from .auth import Credentials, DigestAuth, Verdict, open_key
+from .auth import Credentials, DigestAuth, Verdict, open_key, parse_digest
 from .bindings import Binding, Bindings, instance_of
 from .message import SipParseError, SipRequest, SipResponse, canonical, check_request, parse, salvage
 from .transaction import T1_MS, Action, Input, State, Transaction, TransactionError, response_input
@@ -83,7 +83,8 @@ OVERLAY_TIMEOUT_MS = 10_000  # an overlay request the driver never completes is 
 LOOKUP_ATTEMPTS = 2
 LOOKUP_FIRST_TIMEOUT_MS = 3000
 FORKS_MAX = 4  # fronts of one callee tried in turn
-# Requests out of a dialog that speak as their caller (From): a front with users checks who sends them.
+# Requests that speak as their caller (From): a front with users checks who sends them, but for
+# those on the route it recorded for their dialog.
 CALLER_CHECKED = frozenset({"INVITE", "MESSAGE", "SUBSCRIBE", "REFER", "PUBLISH"})
 LOOPBACK = "127.0.0.1"
 STREAMS = ("TCP", "TLS")  # connection-oriented transports: answers and retransmissions ride the connection
@@ -699,7 +700,7 @@ class SipFront:
             self._answer(server, 403, "Forbidden (not a user of this front)", now_ms=now_ms)
             return False
         req = server.request
-        authorization = req.get("proxy-authorization" if proxy else "authorization")
+        authorization = _credentials_for(req, "proxy-authorization" if proxy else "authorization", self._auth.realm)
         verdict = self._auth.check(req.method, aor, authorization, _source_of(server.link), now_ms)
         if verdict is Verdict.OK:
             return True
@@ -731,7 +732,8 @@ class SipFront:
             return False
         if not self._authenticated(server, f"sip:{caller.user}@{self.config.domain}", now_ms, proxy=True):
             return False
-        _drop_all(req, "proxy-authorization")  # ours, used: the far end has no use for the digest
+        ours = _credentials_for(req, "proxy-authorization", self._auth.realm)
+        req.headers = [h for h in req.headers if h[1] != ours or canonical(h[0]) != "proxy-authorization"]  # used
         return True
 
     def _registration(self, contact: str, stamp: int, expires_s: int, removed: Binding | None = None,
@@ -1603,8 +1605,11 @@ def _set(msg: SipRequest, name: str, value: str) -> None:
     msg.headers = [(n, v) for n, v in msg.headers if n.lower() != name] + [(name.title(), value)]
 
 
-def _drop_all(msg: SipRequest | SipResponse, name: str) -> None:
-    msg.headers[:] = [(header, value) for header, value in msg.headers if canonical(header) != name]
+def _credentials_for(req: SipRequest, name: str, realm: str) -> str | None:
+    """The `name` header (Authorization or Proxy-Authorization) for `realm`, else the first:
+    a request may carry credentials for the proxies after us too (RFC 3261 §22.3)."""
+    values = [value for header, value in req.headers if canonical(header) == name]
+    return next((v for v in values if (parse_digest(v) or {}).get("realm") == realm), values[0] if values else None)
 
 
 def _drop_first(msg: SipRequest | SipResponse, name: str) -> None:
