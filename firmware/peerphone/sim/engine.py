@@ -171,11 +171,12 @@ class Simulation:
         peer that becomes a client should have left first (its values handed over)."""
         old = self.nodes[addr]
         if addr in self._live_index:
-            self.fail(addr, ROLE_CHANGED)
-        self._client_set.discard(addr)
-        if addr in self.clients:
-            self.clients.remove(addr)
-        self._fail_waiting(addr, ROLE_CHANGED)  # a client's (a peer's ended in fail)
+            self.fail(addr, ROLE_CHANGED)  # its requests end there
+        else:
+            self._client_set.discard(addr)
+            if addr in self.clients:
+                self.clients.remove(addr)
+            self._fail_waiting(addr, ROLE_CHANGED)  # once it is out of the draws, as in fail
         node = self._make(old.identity, addr, self.rng.getrandbits(64), client=client)
         if client:
             self._client_set.add(addr)
