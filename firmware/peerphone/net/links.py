@@ -373,19 +373,21 @@ class Links:
             self._outbox.append((datagram, addr))
 
 
-_link_keys: "weakref.WeakKeyDictionary[Identity, tuple[ec.EllipticCurvePrivateKey, x509.Certificate]]" = \
-    weakref.WeakKeyDictionary()
+_Shown = tuple[ec.EllipticCurvePrivateKey, x509.Certificate, x509.Certificate]
+_shown_by: "weakref.WeakKeyDictionary[Identity, _Shown]" = weakref.WeakKeyDictionary()
 
 
-def _link_key(identity: Identity) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    """The node's P-256 key and the certificate its node key gave it: one per node and process,
-    shown by the links' DTLS and by both ends of SIP's TLS."""
-    made = _link_keys.get(identity)
-    if made is None:
+def _shown(identity: Identity) -> _Shown:
+    """What a node shows: its P-256 key, the certificate its node key gave that key, and its
+    node certificate. Made once per node and process, for the links' DTLS and both ends of
+    SIP's TLS."""
+    shown = _shown_by.get(identity)
+    if shown is None:
         key = ec.generate_private_key(ec.SECP256R1())
-        made = key, x509.load_der_x509_certificate(link_certificate(identity, key.public_key(), os.urandom))
-        _link_keys[identity] = made
-    return made
+        shown = (key, x509.load_der_x509_certificate(link_certificate(identity, key.public_key(), os.urandom)),
+                 x509.load_der_x509_certificate(identity.certificate))
+        _shown_by[identity] = shown
+    return shown
 
 
 def node_context(method: int, identity: Identity) -> SSL.Context:
@@ -394,8 +396,7 @@ def node_context(method: int, identity: Identity) -> SSL.Context:
     links and the TLS of SIP (net/tls.py). Whoever uses it checks the other end with
     `identify`: OpenSSL's chain check knows no overlay."""
     ctx = SSL.Context(method)
-    link_key, leaf = _link_key(identity)
-    node = x509.load_der_x509_certificate(identity.certificate)
+    link_key, leaf, node = _shown(identity)
     try:
         ctx.use_privatekey(link_key)
         ctx.use_certificate(leaf)
