@@ -46,12 +46,12 @@ def register(world: FrontWorld, user: str, auth: str | None = None, port: int = 
     return answers[0]
 
 
-def challenges(answer: SipResponse) -> list[str]:
-    return [v for n, v in answer.headers if n.lower() == "www-authenticate"]  # whole: get_all splits at commas
+def challenges(answer: SipResponse, header: str = "www-authenticate") -> list[str]:
+    return [v for n, v in answer.headers if n.lower() == header]  # whole: get_all splits at commas
 
 
-def challenge_of(answer: SipResponse, algorithm: str = "SHA-256") -> str:
-    return next(v for v in challenges(answer) if f"algorithm={algorithm}" in v)
+def challenge_of(answer: SipResponse, algorithm: str = "SHA-256", header: str = "www-authenticate") -> str:
+    return next(v for v in challenges(answer, header) if f"algorithm={algorithm}" in v)
 
 
 def test_a_register_is_challenged_then_taken_with_the_password_in_sha_256_or_md5():
@@ -122,6 +122,14 @@ CAROL = f"sip:carol@{DOMAIN}"
 STRANGER = PHONE + 7
 
 
+def with_carol() -> FrontWorld:
+    """A front with users, Carol's phone registered at it with her password."""
+    world = FrontWorld(users=USERS)
+    assert register(world, "carol", authorization(challenge_of(register(world, "carol")), "carol", "carol's")
+                    ).status == 200
+    return world
+
+
 def invite(world: FrontWorld, caller: str, auth: str | None = None, *, domain: str = DOMAIN, **link: Any) -> None:
     """An INVITE from `caller`@`domain` to Carol, from the stranger's port unless `link` says."""
     extra = f"Proxy-Authorization: {auth}\r\n" if auth else ""
@@ -130,13 +138,11 @@ def invite(world: FrontWorld, caller: str, auth: str | None = None, *, domain: s
 
 
 def test_a_call_as_a_user_of_the_front_must_prove_it_as_a_register_does():
-    world = FrontWorld(users=USERS)
-    assert register(world, "carol", authorization(challenge_of(register(world, "carol")), "carol", "carol's")
-                    ).status == 200
+    world = with_carol()
     invite(world, "bob")  # a stranger, as Bob
     first = [m for m in world.responses() if m.status != 100]
     assert [m.status for m in first] == [407]
-    challenge = next(v for n, v in first[0].headers if n.lower() == "proxy-authenticate")
+    challenge = challenge_of(first[0], header="proxy-authenticate")
     invite(world, "bob", authorization(challenge, "bob", "guess", uri=CAROL, method="INVITE"))
     assert world.statuses() == [100, 403] and world.front.counters["refused.sip_password"] == 1
     invite(world, "bob", authorization(challenge, "bob", "bob's secret", uri=CAROL, method="REGISTER"))
@@ -152,11 +158,9 @@ def test_a_call_as_a_user_of_the_front_must_prove_it_as_a_register_does():
 
 
 def test_a_to_tag_makes_no_dialog_of_ours_but_our_route_does():
-    world = FrontWorld(users=USERS)
-    assert register(world, "carol", authorization(challenge_of(register(world, "carol")), "carol", "carol's")
-                    ).status == 200
+    world = with_carol()
     invite(world, "bob")
-    challenge = next(v for m in world.responses() for n, v in m.headers if n.lower() == "proxy-authenticate")
+    challenge = challenge_of(next(m for m in world.responses() if m.status == 407), header="proxy-authenticate")
     invite(world, "bob", authorization(challenge, "bob", "bob's secret", uri=CAROL, method="INVITE"))
     (forwarded, _), = world.requests()
     routes = ", ".join(forwarded.get_all("record-route"))
@@ -174,9 +178,7 @@ def test_a_to_tag_makes_no_dialog_of_ours_but_our_route_does():
 
 
 def test_a_call_another_front_proved_it_sends_or_from_another_domain_is_not_challenged():
-    world = FrontWorld(users=USERS)
-    assert register(world, "carol", authorization(challenge_of(register(world, "carol")), "carol", "carol's")
-                    ).status == 200
+    world = with_carol()
     invite(world, "bob", transport="TLS", node_id=0xF0)  # a front's TLS: it proved node f0
     assert [m.method for m, _ in world.requests()] == ["INVITE"]
     invite(world, "bob", transport="TUNNEL", node_id=0xF1, port=0)  # through the overlay from node f1
